@@ -1,0 +1,1 @@
+"""Roles, the permission matrix and ownership rules: who may do what, on which object."""

@@ -1,0 +1,61 @@
+"""Typed settings, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+
+import msgspec
+
+PREFIX = "CAREWIRE_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    redis_url: str
+    #: Prefix of every Redis key we own, so several deployments (or test runs) share a server.
+    redis_prefix: str = "cw:"
+    jwt_secret: str
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    #: Origins allowed to open sockets and make credentialed browser calls; never "*" by default.
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+    login_failures_per_account: int = 5
+    login_attempts_per_ip: int = 50
+    login_window_seconds: int = 900
+    max_body_bytes: int = 1_048_576
+    idempotency_ttl_seconds: int = 24 * 3600
+    log_level: str = "INFO"
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from DATABASE_URL, REDIS_URL and CAREWIRE_* variables."""
+    env = os.environ if env is None else env
+    raw: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        value = env.get(PREFIX + name.upper())
+        if value is not None:
+            raw[name] = value.split(",") if name == "allowed_origins" else value
+    for name in ("database_url", "redis_url"):
+        if env.get(name.upper()):
+            raw[name] = env[name.upper()]
+    missing = [n for n in ("database_url", "redis_url", "jwt_secret") if not raw.get(n)]
+    if missing:
+        names = ", ".join(n.upper() if n != "jwt_secret" else PREFIX + "JWT_SECRET" for n in missing)
+        raise SettingsError(f"missing settings: {names}")
+    if len(str(raw["jwt_secret"])) < 32:
+        raise SettingsError(f"{PREFIX}JWT_SECRET must be at least 32 characters")
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"bad setting: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def get() -> Settings:
+    return from_env()

@@ -1,0 +1,1 @@
+"""Clinics, locations, memberships and per-clinic settings."""

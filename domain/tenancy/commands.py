@@ -1,0 +1,234 @@
+"""Changes to clinics, locations and memberships. Each runs in one transaction with its audit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from domain import db, validation
+from domain.access.policies import require, require_global
+from domain.access.roles import Role
+from domain.audit.commands import record
+from domain.errors import Conflict, Forbidden, NotFound, invalid_field
+from domain.identity.commands import create_user
+from domain.principal import Principal, RequestMeta
+from domain.tenancy.models import Clinic, ClinicSettings, Location, Member
+from domain.tenancy.queries import clinic_from_row, load_clinic, load_member
+
+UNSET: Any = msgspec.UNSET
+
+
+def _settings(raw: dict[str, Any] | None, base: ClinicSettings | None = None) -> ClinicSettings:
+    merged = {**msgspec.to_builtins(base or ClinicSettings()), **(raw or {})}
+    try:
+        return msgspec.convert(merged, ClinicSettings)
+    except msgspec.ValidationError as exc:
+        field, message = validation.msgspec_field_error(str(exc), "settings")
+        raise invalid_field(field, message) from exc
+
+
+async def create_clinic(
+    principal: Principal, *, name: str, timezone: str, settings: dict[str, Any] | None = None
+) -> Clinic:
+    require_global(principal, "clinics:create", resource_type="clinic")
+    clean = _settings(settings)
+    clinic_id = uuid.uuid4()
+    async with db.transaction():
+        rows = await db.fetch(
+            "INSERT INTO clinics (id, name, timezone, settings) VALUES ($1, $2, $3, $4::jsonb) RETURNING *",
+            clinic_id, validation.text(name, "name"), validation.timezone(timezone),
+            msgspec.json.encode(clean).decode(),
+        )
+        await record(principal, action="clinics:create", resource_type="clinic",
+                     resource_id=clinic_id, clinic_id=clinic_id)
+    return clinic_from_row(rows[0])
+
+
+async def update_clinic(
+    principal: Principal, clinic_id: uuid.UUID, *, name: str = UNSET, timezone: str = UNSET,
+    settings: dict[str, Any] = UNSET,
+) -> Clinic:
+    require(principal, "clinics:update", clinic_id, resource_type="clinic", resource_id=clinic_id)
+    async with db.transaction():
+        current = await load_clinic(clinic_id)
+        new_name = current.name if name is UNSET else validation.text(name, "name")
+        new_tz = current.timezone if timezone is UNSET else validation.timezone(timezone)
+        new_settings = current.settings if settings is UNSET else _settings(settings, current.settings)
+        rows = await db.fetch(
+            """UPDATE clinics SET name = $2, timezone = $3, settings = $4::jsonb, updated_at = now()
+               WHERE id = $1 RETURNING *""",
+            clinic_id, new_name, new_tz, msgspec.json.encode(new_settings).decode(),
+        )
+        changed = [f for f, v in (("name", name), ("timezone", timezone), ("settings", settings))
+                   if v is not UNSET]
+        await record(principal, action="clinics:update", resource_type="clinic",
+                     resource_id=clinic_id, clinic_id=clinic_id, detail={"fields": changed})
+    return clinic_from_row(rows[0])
+
+
+async def create_location(
+    principal: Principal, clinic_id: uuid.UUID, *, name: str, address: str = "",
+    timezone: str | None = None,
+) -> Location:
+    require(principal, "locations:create", clinic_id, resource_type="location")
+    location_id = uuid.uuid4()
+    async with db.transaction():
+        await load_clinic(clinic_id)
+        rows = await db.fetch(
+            """INSERT INTO locations (id, clinic_id, name, address, timezone)
+               VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+            location_id, clinic_id, validation.text(name, "name"),
+            validation.text(address, "address", max_length=500, allow_empty=True),
+            None if timezone is None else validation.timezone(timezone),
+        )
+        await record(principal, action="locations:create", resource_type="location",
+                     resource_id=location_id, clinic_id=clinic_id)
+    return msgspec.convert(rows[0], Location)
+
+
+async def _check_location(clinic_id: uuid.UUID, location_id: uuid.UUID | None) -> None:
+    if location_id is None:
+        return
+    rows = await db.fetch(
+        "SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2", location_id, clinic_id
+    )
+    if not rows:
+        raise invalid_field("location_id", "no such location in this clinic")
+
+
+def _check_role_location(role: Role, location_id: uuid.UUID | None) -> None:
+    if role is Role.LOCATION_HEAD and location_id is None:
+        raise invalid_field("location_id", "a LOCATION_HEAD needs a location")
+
+
+async def add_member(
+    principal: Principal, clinic_id: uuid.UUID, *, email: str, name: str, role: Role,
+    location_id: uuid.UUID | None = None, password: str | None = None, phone: str | None = None,
+) -> Member:
+    """Add a user to the clinic, creating the account when the email is new. An existing
+    account's password is never set here: a clinic does not own its members' credentials."""
+    grant = require(principal, "members:create", clinic_id, resource_type="member")
+    grant.check_grantable(role)
+    if location_id is None and grant.location_id is not None and role is not Role.LOCATION_HEAD:
+        location_id = grant.location_id
+    grant.check_target(owner_id=None, location_id=location_id)
+    _check_role_location(role, location_id)
+    address = validation.email(email)
+    async with db.transaction():
+        await load_clinic(clinic_id)
+        await _check_location(clinic_id, location_id)
+        existing = await db.fetch("SELECT id FROM users WHERE email = $1", address)
+        if existing:
+            if password is not None:
+                raise invalid_field(
+                    "password", "this person already has an account; their password is theirs"
+                )
+            user_id = existing[0]["id"]
+        else:
+            user_id = await create_user(email=address, name=name, password=password, phone=phone)
+        inserted = await db.fetch(
+            """INSERT INTO memberships (id, user_id, clinic_id, role, location_id)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, clinic_id) DO NOTHING RETURNING id""",
+            uuid.uuid4(), user_id, clinic_id, role.value, location_id,
+        )
+        if not inserted:
+            raise Conflict("this user is already a member of the clinic", resource_type="member",
+                           resource_id=user_id)
+        await record(principal, action="members:create", resource_type="member",
+                     resource_id=user_id, clinic_id=clinic_id,
+                     detail={"role": role.value, "new_user": not existing})
+        member = await load_member(clinic_id, user_id)
+    assert member is not None
+    return member
+
+
+async def _target(principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID,
+                  permission: str) -> tuple[Any, Member]:
+    grant = require(principal, permission, clinic_id, resource_type="member", resource_id=user_id)
+    member = await load_member(clinic_id, user_id)
+    if member is None:
+        raise NotFound("member not found", resource_type="member", resource_id=user_id)
+    grant.check_object(owner_id=member.user_id, location_id=member.location_id, object_id=user_id)
+    if user_id == principal.user_id:
+        raise Forbidden("you cannot change or remove your own membership",
+                        resource_type="member", resource_id=user_id)
+    grant.check_grantable(member.role)
+    return grant, member
+
+
+async def _ensure_an_admin_remains(clinic_id: uuid.UUID, leaving: uuid.UUID) -> None:
+    rows = await db.fetch(
+        """SELECT count(*) AS n FROM memberships
+           WHERE clinic_id = $1 AND role = 'CLINIC_ADMIN' AND user_id <> $2""",
+        clinic_id, leaving,
+    )
+    if rows[0]["n"] == 0:
+        raise Conflict("the clinic's last CLINIC_ADMIN cannot be removed or demoted",
+                       resource_type="member", resource_id=leaving)
+
+
+async def update_member(
+    principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID, *, role: Role = UNSET,
+    location_id: uuid.UUID | None = UNSET,
+) -> Member:
+    async with db.transaction():
+        await db.fetch("SELECT 1 FROM clinics WHERE id = $1 FOR UPDATE", clinic_id)
+        grant, member = await _target(principal, clinic_id, user_id, "members:update")
+        new_role = member.role if role is UNSET else role
+        new_location = member.location_id if location_id is UNSET else location_id
+        grant.check_grantable(new_role)
+        grant.check_target(owner_id=None, location_id=new_location)
+        _check_role_location(new_role, new_location)
+        await _check_location(clinic_id, new_location)
+        if member.role is Role.CLINIC_ADMIN and new_role is not Role.CLINIC_ADMIN:
+            await _ensure_an_admin_remains(clinic_id, user_id)
+        await db.fetch(
+            """UPDATE memberships SET role = $3, location_id = $4, updated_at = now()
+               WHERE clinic_id = $1 AND user_id = $2""",
+            clinic_id, user_id, new_role.value, new_location,
+        )
+        await record(principal, action="members:update", resource_type="member",
+                     resource_id=user_id, clinic_id=clinic_id,
+                     detail={"role": new_role.value, "previous_role": member.role.value})
+        updated = await load_member(clinic_id, user_id)
+    assert updated is not None
+    return updated
+
+
+async def remove_member(principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    async with db.transaction():
+        await db.fetch("SELECT 1 FROM clinics WHERE id = $1 FOR UPDATE", clinic_id)
+        _, member = await _target(principal, clinic_id, user_id, "members:delete")
+        if member.role is Role.CLINIC_ADMIN:
+            await _ensure_an_admin_remains(clinic_id, user_id)
+        await db.fetch(
+            "DELETE FROM memberships WHERE clinic_id = $1 AND user_id = $2", clinic_id, user_id
+        )
+        await record(principal, action="members:delete", resource_type="member",
+                     resource_id=user_id, clinic_id=clinic_id, detail={"role": member.role.value})
+
+
+async def register_patient(
+    *, clinic_id: uuid.UUID, email: str, password: str, name: str, phone: str | None,
+    meta: RequestMeta,
+) -> Member:
+    """Self-registration, for clinics whose settings allow it."""
+    async with db.transaction():
+        rows = await db.fetch("SELECT * FROM clinics WHERE id = $1", clinic_id)
+        if not rows:
+            raise NotFound("clinic not found", resource_type="clinic", resource_id=clinic_id)
+        if not clinic_from_row(rows[0]).settings.allow_self_registration:
+            raise Forbidden("this clinic does not accept self-registration",
+                            resource_type="clinic", resource_id=clinic_id)
+        user_id = await create_user(email=email, name=name, password=password, phone=phone)
+        await db.fetch(
+            """INSERT INTO memberships (id, user_id, clinic_id, role) VALUES ($1, $2, $3, $4)""",
+            uuid.uuid4(), user_id, clinic_id, Role.PATIENT.value,
+        )
+        await record(None, action="auth:register", resource_type="user", resource_id=user_id,
+                     clinic_id=clinic_id, actor_id=user_id, meta=meta)
+        member = await load_member(clinic_id, user_id)
+    assert member is not None
+    return member

@@ -1,0 +1,125 @@
+"""Reads of clinics, locations and members, scoped by what the principal may see."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import msgspec
+
+from domain import db
+from domain.access.matrix import Scope
+from domain.access.policies import require
+from domain.audit.commands import record
+from domain.errors import NotFound
+from domain.paging import Page, check_limit, decode_cursor, encode_cursor
+from domain.principal import Principal
+from domain.tenancy.models import Clinic, ClinicSettings, Location, Member
+
+_MEMBER_SQL = """
+SELECT m.user_id, m.clinic_id, m.role, m.location_id, m.created_at, m.id, u.email, u.name
+FROM memberships m JOIN users u ON u.id = m.user_id
+"""
+
+
+def clinic_from_row(row: dict[str, Any]) -> Clinic:
+    raw = row["settings"]
+    return Clinic(
+        id=row["id"],
+        name=row["name"],
+        timezone=row["timezone"],
+        settings=msgspec.convert(json.loads(raw) if isinstance(raw, str) else raw, ClinicSettings),
+        created_at=row["created_at"],
+    )
+
+
+def member_from_row(row: dict[str, Any]) -> Member:
+    return Member(
+        user_id=row["user_id"], clinic_id=row["clinic_id"], role=row["role"],
+        location_id=row["location_id"], email=row["email"], name=row["name"],
+        created_at=row["created_at"],
+    )
+
+
+async def load_clinic(clinic_id: uuid.UUID) -> Clinic:
+    rows = await db.fetch("SELECT * FROM clinics WHERE id = $1", clinic_id)
+    if not rows:
+        raise NotFound("clinic not found", resource_type="clinic", resource_id=clinic_id)
+    return clinic_from_row(rows[0])
+
+
+async def get_clinic(principal: Principal, clinic_id: uuid.UUID) -> Clinic:
+    require(principal, "clinics:read", clinic_id, resource_type="clinic", resource_id=clinic_id)
+    return await load_clinic(clinic_id)
+
+
+async def list_clinics(
+    principal: Principal, *, limit: int = 50, cursor: str | None = None
+) -> Page[Clinic]:
+    """The caller's clinics (every clinic, for a SUPER_ADMIN)."""
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    rows = await db.fetch(
+        """SELECT * FROM clinics
+           WHERE ($1 OR id = ANY($2::uuid[]))
+             AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+           ORDER BY created_at, id LIMIT $5""",
+        principal.is_super_admin, principal.clinic_ids(),
+        after[0] if after else None, after[1] if after else None, limit + 1,
+    )
+    return _page(rows, limit, clinic_from_row)
+
+
+async def list_locations(
+    principal: Principal, clinic_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
+) -> Page[Location]:
+    require(principal, "locations:read", clinic_id, resource_type="location")
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    rows = await db.fetch(
+        """SELECT * FROM locations WHERE clinic_id = $1
+             AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+           ORDER BY created_at, id LIMIT $4""",
+        clinic_id, after[0] if after else None, after[1] if after else None, limit + 1,
+    )
+    return _page(rows, limit, lambda r: msgspec.convert(r, Location, from_attributes=False))
+
+
+async def list_members(
+    principal: Principal, clinic_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
+) -> Page[Member]:
+    """Members carry patients' names and emails: a PHI read, audited."""
+    grant = require(principal, "members:read", clinic_id, resource_type="member")
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    own = grant.scope is Scope.OWN
+    at_location = grant.scope is Scope.LOCATION
+    rows = await db.fetch(
+        _MEMBER_SQL
+        + """WHERE m.clinic_id = $1
+               AND (NOT $2 OR m.user_id = $3)
+               AND (NOT $4 OR m.location_id = $5 OR m.user_id = $3)
+               AND ($6::timestamptz IS NULL OR (m.created_at, m.id) > ($6, $7))
+             ORDER BY m.created_at, m.id LIMIT $8""",
+        clinic_id, own, principal.user_id, at_location, grant.location_id,
+        after[0] if after else None, after[1] if after else None, limit + 1,
+    )
+    page = _page(rows, limit, member_from_row)
+    await record(principal, action="members:read", resource_type="member", clinic_id=clinic_id,
+                 detail={"count": len(page.items)})
+    return page
+
+
+async def load_member(clinic_id: uuid.UUID, user_id: uuid.UUID) -> Member | None:
+    rows = await db.fetch(
+        _MEMBER_SQL + "WHERE m.clinic_id = $1 AND m.user_id = $2", clinic_id, user_id
+    )
+    return member_from_row(rows[0]) if rows else None
+
+
+def _page(rows: list[dict[str, Any]], limit: int, convert: Any) -> Page[Any]:
+    items = [convert(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return Page(items=items, next_cursor=encode_cursor(last["created_at"], last["id"]) if last else None)

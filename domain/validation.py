@@ -1,0 +1,66 @@
+"""Checks of input that the type system cannot express; each names the field it refuses."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from functools import lru_cache
+
+from domain.errors import invalid_field
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def email(value: str, field: str = "email") -> str:
+    v = value.strip().lower()
+    if len(v) > 254 or not _EMAIL.match(v):
+        raise invalid_field(field, "not a valid email address")
+    return v
+
+
+def phone(value: str | None, field: str = "phone") -> str | None:
+    if value is None:
+        return None
+    v = value.replace(" ", "")
+    if not _PHONE.match(v):
+        raise invalid_field(field, "use E.164 format, e.g. +919812345678")
+    return v
+
+
+def text(value: str, field: str, *, max_length: int = 200, allow_empty: bool = False) -> str:
+    v = value.strip()
+    if not v and not allow_empty:
+        raise invalid_field(field, "must not be empty")
+    if len(v) > max_length:
+        raise invalid_field(field, f"at most {max_length} characters")
+    return v
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def timezone(value: str, field: str = "timezone") -> str:
+    if value not in _zones():
+        raise invalid_field(field, f"unknown IANA time zone {value!r}")
+    return value
+
+
+def msgspec_field_error(message: str, prefix: str = "") -> tuple[str, str]:
+    """Split msgspec's "Expected `int`, got `str` - at `$.a.b`" into ("a.b", "Expected ...")."""
+    text, _, where = message.partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    if not path and "unknown field `" in text:
+        path = text.split("`")[1]
+        text = "unknown field"
+    elif not path and "missing required field `" in text:
+        path = text.split("`")[1]
+        text = "required"
+    elif "unknown field `" in text or "missing required field `" in text:
+        path = f"{path}.{text.split('`')[1]}"
+        text = "unknown field" if "unknown" in text else "required"
+    path = path.replace("[", ".").replace("]", "")
+    full = ".".join(p for p in (prefix, path) if p) or prefix or "body"
+    return full, text

@@ -1,0 +1,91 @@
+"""Composes the one ASGI app uvicorn serves (the Socket.IO hub will wrap it: see DESIGN §4)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp
+
+from domain import db, kv, settings
+from domain.access.matrix import load as load_matrix
+from gateway.context import provide_principal, request_id_middleware
+from gateway.idempotency import idempotency_middleware
+from gateway.problems import HANDLERS, audit_failure
+from gateway.routes import AUTHENTICATED, PUBLIC, auth, clinics, health, members, users
+
+log = logging.getLogger("carewire")
+
+API_ROUTERS = [auth.router, users.router, clinics.router, members.router]
+
+
+async def _startup() -> None:
+    await db.engine().start_connection_pool(min_size=1, max_size=20)
+    await kv.client().ping()
+
+
+async def _shutdown() -> None:
+    await db.engine().close_connection_pool()
+    await kv.close()
+
+
+def check_declared_permissions(app: Litestar) -> None:
+    """Every route names its permission, and a protected one takes the principal."""
+    matrix = load_matrix()
+    problems = []
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            permission = handler.opt.get("permission")
+            name = f"{sorted(handler.http_methods)} {route.path}"
+            if handler.http_methods == {"OPTIONS"}:  # Litestar's automatic CORS preflight
+                continue
+            if permission is None:
+                problems.append(f"{name} declares no permission")
+            elif permission not in (PUBLIC, AUTHENTICATED) and permission not in matrix:
+                problems.append(f"{name} declares {permission!r}, which is not in the matrix")
+            elif permission != PUBLIC and "principal" not in inspect.signature(handler.fn).parameters:
+                problems.append(f"{name} is protected but does not take the principal")
+    if problems:
+        raise RuntimeError("routes without a valid permission:\n  " + "\n  ".join(problems))
+
+
+def create_litestar() -> Litestar:
+    cfg = settings.get()
+    app = Litestar(
+        route_handlers=[Router(path="/api/v1", route_handlers=API_ROUTERS), health.router],
+        dependencies={"principal": Provide(provide_principal)},
+        exception_handlers=HANDLERS,
+        after_exception=[audit_failure],
+        on_startup=[_startup],
+        on_shutdown=[_shutdown],
+        request_max_body_size=cfg.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="carewire",
+            version="0.1.0",
+            description="Realtime gateway for multi-clinic healthcare. Errors are RFC 9457 "
+            "problem+json; writes accept an Idempotency-Key header.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )
+    for route in app.routes:  # mark Litestar's own OpenAPI routes as public
+        for handler in getattr(route, "route_handlers", []):
+            if route.path.startswith("/schema"):
+                handler.opt.setdefault("permission", PUBLIC)
+    check_declared_permissions(app)
+    return app
+
+
+def create_app() -> ASGIApp:
+    """The ASGI app: request ids outermost, then idempotency, then Litestar."""
+    return request_id_middleware(idempotency_middleware(create_litestar()))

@@ -1,0 +1,176 @@
+"""`carewire`: dev, serve, migrate, seed-demo, create-admin, audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = Path("./.carewire")
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("CAREWIRE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+async def _with_db(fn: Callable[[], Awaitable[Any]]) -> Any:
+    from domain import db, kv
+
+    await db.engine().start_connection_pool(min_size=1, max_size=4)
+    try:
+        return await fn()
+    finally:
+        await db.engine().close_connection_pool()
+        await kv.close()
+
+
+async def migrate() -> None:
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    from domain import db
+
+    await db.fetch("CREATE EXTENSION IF NOT EXISTS btree_gist")
+    result = await run_forwards("all")
+    if not result.success:
+        raise SystemExit(f"migration failed: {result.message}")
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port,
+                ws="websockets-sansio", log_level="warning", lifespan="on")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from gateway.demo_seed import seed_demo
+    from gateway.runtime import services
+
+    with services(args.data_dir):
+        asyncio.run(migrate())
+        seed = asyncio.run(_with_db(seed_demo))
+        base = f"http://{args.host}:{args.port}"
+        print(f"\ncarewire is running on {base}", flush=True)
+        print(f"  API docs (OpenAPI):  {base}/schema/swagger   (also /schema/scalar)")
+        print(f"  REST:                {base}/api/v1/...")
+        print(f"  Health:              {base}/health/ready")
+        print(f"  Demo clinic id:      {seed.clinic_id}")
+        print("  Demo logins (POST /api/v1/auth/login):")
+        for email, password, role in seed.logins:
+            print(f"    {role:<18} {email:<34} {password}")
+        print(flush=True)
+        _serve(args.host, args.port)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.runtime import services
+
+    with services(args.data_dir):
+        _serve(args.host, args.port)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway.runtime import services
+
+    with services(args.data_dir):
+        asyncio.run(migrate())
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    from gateway.demo_seed import seed_demo
+    from gateway.runtime import services
+
+    with services(args.data_dir):
+        seed = asyncio.run(_with_db(seed_demo))
+        print(f"demo clinic {seed.clinic_id} ({'created' if seed.created else 'already there'})")
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from domain.errors import DomainError
+    from domain.identity.commands import ensure_super_admin
+    from gateway.runtime import services
+
+    with services(args.data_dir):
+        try:
+            user_id = asyncio.run(_with_db(lambda: ensure_super_admin(
+                email=args.email, password=args.password, name=args.name)))
+        except DomainError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        print(f"SUPER_ADMIN {args.email} ready (user {user_id})")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from domain.audit.queries import verify_chain
+    from gateway.runtime import services
+
+    with services(args.data_dir):
+        result = asyncio.run(_with_db(verify_chain))
+    if result.ok:
+        print(f"audit log intact: {result.rows} rows verified")
+        return 0
+    print(f"audit log TAMPERED at row {result.first_bad_id}: {result.reason} "
+          f"({result.rows} rows verified before it)", file=sys.stderr)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carewire", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                       help="folder of the embedded PostgreSQL and Redis (when DATABASE_URL / "
+                       "REDIS_URL are not set); default ./.carewire")
+
+    def listen(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+
+    p = sub.add_parser("dev", help="migrate, seed a demo clinic and serve, on embedded servers")
+    listen(p)
+    data_dir(p)
+    p.set_defaults(func=cmd_dev)
+    p = sub.add_parser("serve", help="serve REST (and, later, Socket.IO) with uvicorn")
+    listen(p)
+    data_dir(p)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("migrate", help="apply database migrations")
+    data_dir(p)
+    p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("seed-demo", help="create the demo clinic (idempotent)")
+    data_dir(p)
+    p.set_defaults(func=cmd_seed_demo)
+    p = sub.add_parser("create-admin", help="create or reset a SUPER_ADMIN")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--name", default="Administrator")
+    data_dir(p)
+    p.set_defaults(func=cmd_create_admin)
+    p = sub.add_parser("audit", help="audit log tools")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    v = audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered")
+    data_dir(v)
+    v.set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _configure_logging()
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Per-request context: request id, client address, and the authenticated principal."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from litestar import Request
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.errors import Unauthenticated
+from domain.identity.queries import principal_for_access_token
+from domain.principal import Principal, RequestMeta
+
+access_log = logging.getLogger("carewire.access")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
+    client = request.scope.get("client")
+    return RequestMeta(
+        request_id=request.scope.get("state", {}).get("request_id", ""),
+        ip=client[0] if client else None,
+    )
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise Unauthenticated("missing bearer token")
+    principal = await principal_for_access_token(token, request_meta(request))
+    request.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Give every request an id (the caller's X-Request-ID when sane), echo it, log the line.
+
+    The log line has method, path, status and time: never bodies or query strings (PHI).
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s %.1fms request_id=%s", scope["method"], scope["path"], status,
+                (time.perf_counter() - started) * 1000, rid,
+            )
+
+    return middleware

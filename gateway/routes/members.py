@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from litestar import Router, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from domain.access.roles import Role
+from domain.paging import Page
+from domain.principal import Principal
+from domain.tenancy import commands, queries
+from domain.tenancy.models import Member
+from gateway.routes import Body, Email, Name, Password, Phone
+
+UNSET = msgspec.UNSET
+
+
+class MemberCreate(Body):
+    email: Email
+    name: Name
+    role: Role
+    location_id: uuid.UUID | None = None
+    password: Password | None = None
+    phone: Phone | None = None
+
+
+class MemberPatch(Body):
+    """Only the role and location change here; identity and clinic never do."""
+
+    role: Role | msgspec.UnsetType = UNSET
+    location_id: uuid.UUID | None | msgspec.UnsetType = UNSET
+
+
+@post("/", permission="members:create")
+async def add_member(
+    principal: Principal, clinic_id: FromPath[uuid.UUID], data: JSONBody[MemberCreate]
+) -> Member:
+    return await commands.add_member(
+        principal, clinic_id, email=data.email, name=data.name, role=data.role,
+        location_id=data.location_id, password=data.password, phone=data.phone,
+    )
+
+
+@get("/", permission="members:read")
+async def list_members(
+    principal: Principal, clinic_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50,
+    cursor: FromQuery[str | None] = None,
+) -> Page[Member]:
+    return await queries.list_members(principal, clinic_id, limit=limit, cursor=cursor)
+
+
+@patch("/{user_id:str}", permission="members:update")
+async def update_member(
+    principal: Principal, clinic_id: FromPath[uuid.UUID], user_id: FromPath[uuid.UUID],
+    data: JSONBody[MemberPatch],
+) -> Member:
+    return await commands.update_member(principal, clinic_id, user_id, role=data.role,
+                                        location_id=data.location_id)
+
+
+@delete("/{user_id:str}", permission="members:delete", status_code=204)
+async def remove_member(
+    principal: Principal, clinic_id: FromPath[uuid.UUID], user_id: FromPath[uuid.UUID]
+) -> None:
+    await commands.remove_member(principal, clinic_id, user_id)
+
+
+router = Router(
+    path="/clinics/{clinic_id:str}/members",
+    route_handlers=[add_member, list_members, update_member, remove_member],
+    tags=["tenancy"],
+)
