@@ -11,6 +11,7 @@ import msgspec
 from domain import db
 from domain.access.matrix import Scope
 from domain.access.policies import require
+from domain.access.roles import Role
 from domain.audit.commands import record
 from domain.errors import NotFound
 from domain.paging import Page, check_limit, decode_cursor, encode_cursor
@@ -36,7 +37,7 @@ def clinic_from_row(row: dict[str, Any]) -> Clinic:
 
 def member_from_row(row: dict[str, Any]) -> Member:
     return Member(
-        user_id=row["user_id"], clinic_id=row["clinic_id"], role=row["role"],
+        user_id=row["user_id"], clinic_id=row["clinic_id"], role=Role(row["role"]),
         location_id=row["location_id"], email=row["email"], name=row["name"],
         created_at=row["created_at"],
     )

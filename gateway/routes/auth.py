@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
-
 from litestar import Request, Router, post
 from litestar.params import JSONBody
 

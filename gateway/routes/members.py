@@ -29,7 +29,7 @@ class MemberPatch(Body):
     """Only the role and location change here; identity and clinic never do."""
 
     role: Role | msgspec.UnsetType = UNSET
-    location_id: uuid.UUID | None | msgspec.UnsetType = UNSET
+    location_id: uuid.UUID | msgspec.UnsetType | None = UNSET
 
 
 @post("/", permission="members:create")

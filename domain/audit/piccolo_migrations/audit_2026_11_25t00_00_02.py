@@ -1,3 +1,5 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
 from domain.migrations import sql_migration
 
 ID = "2026-11-25T00:00:02:000000"
@@ -35,5 +37,5 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 """
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     return sql_migration(migration_id=ID, app_name="audit", description=DESCRIPTION, sql=SQL)

@@ -1,3 +1,5 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
 from domain.migrations import sql_migration
 
 ID = "2026-11-25T00:00:00:000000"
@@ -43,5 +45,5 @@ CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
 """
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     return sql_migration(migration_id=ID, app_name="identity", description=DESCRIPTION, sql=SQL)

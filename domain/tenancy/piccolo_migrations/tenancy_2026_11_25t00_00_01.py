@@ -1,3 +1,5 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
 from domain.migrations import sql_migration
 
 ID = "2026-11-25T00:00:01:000000"
@@ -42,5 +44,5 @@ CREATE INDEX memberships_by_clinic ON memberships (clinic_id, created_at, id);
 """
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     return sql_migration(migration_id=ID, app_name="tenancy", description=DESCRIPTION, sql=SQL)

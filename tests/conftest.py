@@ -1,0 +1,150 @@
+"""Session-wide real services: one database, one Redis, one carewire server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests import servers
+
+SA_EMAIL = "root@carewire.test"
+SA_PASSWORD = "root-password-1"
+
+
+class Env(dict[str, str]):
+    """The environment every carewire process of this run gets."""
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[Env]:
+    with servers.database() as dsn, servers.redis() as redis_url:
+        e = Env(os.environ)
+        e.update(
+            DATABASE_URL=dsn,
+            REDIS_URL=redis_url,
+            CAREWIRE_JWT_SECRET=secrets.token_urlsafe(48),
+            CAREWIRE_REDIS_PREFIX=f"cwtest-{secrets.token_hex(4)}:",
+            CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
+            CAREWIRE_LOG_LEVEL="WARNING",
+        )
+        done = servers.cli(e, "migrate")
+        assert done.returncode == 0, done.stdout + done.stderr
+        done = servers.cli(e, "create-admin", "--email", SA_EMAIL, "--password", SA_PASSWORD)
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield e
+
+
+@pytest.fixture(scope="session")
+def server(env: Env) -> Iterator[servers.Server]:
+    srv = servers.Server(env)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def http(server: servers.Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url + "/api/v1", timeout=30) as client:
+        yield client
+
+
+class Api:
+    """A thin client: the tests speak HTTP, nothing more."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def login(self, email: str, password: str) -> dict[str, Any]:
+        r = self.http.post("/auth/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def token(self, email: str, password: str) -> str:
+        return str(self.login(email, password)["access_token"])
+
+    def as_(self, token: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, path, headers=headers, **kw)
+
+
+@pytest.fixture(scope="session")
+def api(http: httpx.Client) -> Api:
+    return Api(http)
+
+
+@pytest.fixture(scope="session")
+def sa_token(api: Api) -> str:
+    return api.token(SA_EMAIL, SA_PASSWORD)
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:10]}@example.test"
+
+
+class Db:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async def go() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return [dict(r) for r in await conn.fetch(sql, *args)]
+            finally:
+                await conn.close()
+
+        return servers.run(go())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def db(env: Env) -> Db:
+    return Db(env["DATABASE_URL"])
+
+
+@pytest.fixture(scope="session")
+def clinic_factory(api: Api, sa_token: str) -> Any:
+    def make(name: str | None = None, **settings: Any) -> dict[str, Any]:
+        r = api.as_(sa_token, "POST", "/clinics", json={
+            "name": name or f"Clinic {uuid.uuid4().hex[:6]}", "timezone": "Asia/Kolkata",
+            "settings": settings,
+        })
+        assert r.status_code == 201, r.text
+        clinic = r.json()
+        locations = []
+        for loc in ("North", "South"):
+            r = api.as_(sa_token, "POST", f"/clinics/{clinic['id']}/locations",
+                        json={"name": f"{loc} wing", "address": f"{loc} street 1"})
+            assert r.status_code == 201, r.text
+            locations.append(r.json())
+        clinic["locations"] = locations
+        return clinic
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def member_factory(api: Api, sa_token: str) -> Any:
+    def make(clinic_id: str, role: str, *, location_id: str | None = None,
+             password: str | None = "member-password-1", tag: str = "m") -> dict[str, Any]:
+        body: dict[str, Any] = {"email": unique_email(tag), "name": f"{role.title()} {tag}",
+                                "role": role, "location_id": location_id}
+        if password:
+            body["password"] = password
+        r = api.as_(sa_token, "POST", f"/clinics/{clinic_id}/members", json=body)
+        assert r.status_code == 201, r.text
+        member = r.json()
+        if password:
+            member["password"] = password
+            member["token"] = api.token(member["email"], password)
+        return member
+
+    return make
