@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import Unauthenticated
@@ -17,6 +18,10 @@ from domain.principal import Principal, RequestMeta
 
 access_log = logging.getLogger("carewire.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+#: How a route asks for the caller: resolved by `provide_principal`, 401 without a valid token.
+CurrentPrincipal = NamedDependency[Principal]
 
 
 def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:

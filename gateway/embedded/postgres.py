@@ -121,7 +121,8 @@ class EmbeddedPostgres:
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
-            tail = (self.data / "server.log").read_text()[-2000:] if (self.data / "server.log").exists() else ""
+            log_file = self.data / "server.log"
+            tail = log_file.read_text()[-2000:] if log_file.exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {result.stdout}{result.stderr}\n{tail}")
         self.started_here = True
 

@@ -8,10 +8,9 @@ from litestar import Request, Router, post
 from litestar.params import JSONBody
 
 from domain.identity import commands
-from domain.principal import Principal
 from domain.tenancy.commands import register_patient
 from domain.tenancy.models import Member
-from gateway.context import request_meta
+from gateway.context import CurrentPrincipal, request_meta
 from gateway.routes import AUTHENTICATED, PUBLIC, Body, Email, Name, Password, Phone
 
 
@@ -45,7 +44,7 @@ async def refresh(request: Request[Any, Any, Any], data: JSONBody[RefreshBody]) 
 
 
 @post("/logout", permission=AUTHENTICATED, status_code=204)
-async def logout(principal: Principal) -> None:
+async def logout(principal: CurrentPrincipal) -> None:
     await commands.logout(principal)
 
 

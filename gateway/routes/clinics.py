@@ -8,9 +8,9 @@ from litestar import Router, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from domain.paging import Page
-from domain.principal import Principal
 from domain.tenancy import commands, queries
 from domain.tenancy.models import Clinic, Location
+from gateway.context import CurrentPrincipal
 from gateway.routes import Body, Name
 
 UNSET = msgspec.UNSET
@@ -36,26 +36,26 @@ class LocationCreate(Body):
 
 
 @post("/", permission="clinics:create")
-async def create_clinic(principal: Principal, data: JSONBody[ClinicCreate]) -> Clinic:
+async def create_clinic(principal: CurrentPrincipal, data: JSONBody[ClinicCreate]) -> Clinic:
     return await commands.create_clinic(principal, name=data.name, timezone=data.timezone,
                                         settings=data.settings)
 
 
 @get("/", permission="clinics:read")
 async def list_clinics(
-    principal: Principal, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    principal: CurrentPrincipal, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
 ) -> Page[Clinic]:
     return await queries.list_clinics(principal, limit=limit, cursor=cursor)
 
 
 @get("/{clinic_id:str}", permission="clinics:read")
-async def get_clinic(principal: Principal, clinic_id: FromPath[uuid.UUID]) -> Clinic:
+async def get_clinic(principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID]) -> Clinic:
     return await queries.get_clinic(principal, clinic_id)
 
 
 @patch("/{clinic_id:str}", permission="clinics:update")
 async def update_clinic(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], data: JSONBody[ClinicPatch]
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], data: JSONBody[ClinicPatch]
 ) -> Clinic:
     return await commands.update_clinic(principal, clinic_id, name=data.name,
                                         timezone=data.timezone, settings=data.settings)
@@ -63,7 +63,7 @@ async def update_clinic(
 
 @post("/{clinic_id:str}/locations", permission="locations:create")
 async def create_location(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], data: JSONBody[LocationCreate]
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], data: JSONBody[LocationCreate]
 ) -> Location:
     return await commands.create_location(principal, clinic_id, name=data.name,
                                           address=data.address, timezone=data.timezone)
@@ -71,7 +71,7 @@ async def create_location(
 
 @get("/{clinic_id:str}/locations", permission="locations:read")
 async def list_locations(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50,
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50,
     cursor: FromQuery[str | None] = None,
 ) -> Page[Location]:
     return await queries.list_locations(principal, clinic_id, limit=limit, cursor=cursor)

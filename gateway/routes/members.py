@@ -8,9 +8,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from domain.access.roles import Role
 from domain.paging import Page
-from domain.principal import Principal
 from domain.tenancy import commands, queries
 from domain.tenancy.models import Member
+from gateway.context import CurrentPrincipal
 from gateway.routes import Body, Email, Name, Password, Phone
 
 UNSET = msgspec.UNSET
@@ -34,7 +34,7 @@ class MemberPatch(Body):
 
 @post("/", permission="members:create")
 async def add_member(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], data: JSONBody[MemberCreate]
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], data: JSONBody[MemberCreate]
 ) -> Member:
     return await commands.add_member(
         principal, clinic_id, email=data.email, name=data.name, role=data.role,
@@ -44,7 +44,7 @@ async def add_member(
 
 @get("/", permission="members:read")
 async def list_members(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50,
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50,
     cursor: FromQuery[str | None] = None,
 ) -> Page[Member]:
     return await queries.list_members(principal, clinic_id, limit=limit, cursor=cursor)
@@ -52,7 +52,7 @@ async def list_members(
 
 @patch("/{user_id:str}", permission="members:update")
 async def update_member(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], user_id: FromPath[uuid.UUID],
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], user_id: FromPath[uuid.UUID],
     data: JSONBody[MemberPatch],
 ) -> Member:
     return await commands.update_member(principal, clinic_id, user_id, role=data.role,
@@ -61,7 +61,7 @@ async def update_member(
 
 @delete("/{user_id:str}", permission="members:delete", status_code=204)
 async def remove_member(
-    principal: Principal, clinic_id: FromPath[uuid.UUID], user_id: FromPath[uuid.UUID]
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], user_id: FromPath[uuid.UUID]
 ) -> None:
     await commands.remove_member(principal, clinic_id, user_id)
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 from litestar import Router, get
 
 from domain.identity import queries
-from domain.principal import Principal
+from gateway.context import CurrentPrincipal
 from gateway.routes import AUTHENTICATED
 
 
 @get("/me", permission=AUTHENTICATED)
-async def me(principal: Principal) -> queries.Me:
+async def me(principal: CurrentPrincipal) -> queries.Me:
     return await queries.me(principal)
 
 
