@@ -6,6 +6,7 @@ import inspect
 import logging
 
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -64,6 +65,12 @@ def create_litestar() -> Litestar:
         on_startup=[_startup],
         on_shutdown=[_shutdown],
         request_max_body_size=cfg.max_body_bytes,
+        cors_config=CORSConfig(
+            allow_origins=list(cfg.allowed_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Idempotent-Replayed", "Retry-After"],
+        ),
         openapi_config=OpenAPIConfig(
             title="carewire",
             version="0.1.0",
