@@ -13,5 +13,6 @@ APP_REGISTRY = AppRegistry(
         "domain.identity.piccolo_app",
         "domain.tenancy.piccolo_app",
         "domain.audit.piccolo_app",
+        "domain.events.piccolo_app",
     ]
 )

@@ -26,6 +26,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_window_seconds: int = 900
     max_body_bytes: int = 1_048_576
     idempotency_ttl_seconds: int = 24 * 3600
+    #: Largest Socket.IO message a client may send; larger ones close its connection.
+    socket_max_message_bytes: int = 65_536
+    #: How often each hub re-checks its sockets' sessions (logout, revocation, disabled user).
+    session_check_seconds: float = 0.5
+    #: Run the outbox relay inside the gateway process (dev, tests); production runs it in
+    #: `carewire worker` once that exists.
+    relay_in_process: bool = True
+    relay_poll_seconds: float = 1.0
     log_level: str = "INFO"
 
 

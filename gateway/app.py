@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 import logging
 
+import socketio
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -18,21 +20,35 @@ from domain.access.matrix import load as load_matrix
 from gateway.context import provide_principal, request_id_middleware
 from gateway.idempotency import idempotency_middleware
 from gateway.problems import HANDLERS, audit_failure
-from gateway.routes import AUTHENTICATED, PUBLIC, auth, clinics, health, members, users
+from gateway.routes import AUTHENTICATED, PUBLIC, auth, clinics, events, health, members, users
+from realtime.hub import Hub
+from tasks.outbox_relay import Relay
 
 log = logging.getLogger("carewire")
 
-API_ROUTERS = [auth.router, users.router, clinics.router, members.router]
+API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router]
 
 
-async def _startup() -> None:
-    await db.engine().start_connection_pool(min_size=1, max_size=20)
-    await kv.client().ping()
+class Runtime:
+    """The process's long-lived parts, started and stopped with Litestar's lifespan."""
 
+    def __init__(self) -> None:
+        self.hub = Hub()
+        self.relay = Relay() if settings.get().relay_in_process else None
 
-async def _shutdown() -> None:
-    await db.engine().close_connection_pool()
-    await kv.close()
+    async def startup(self) -> None:
+        await db.engine().start_connection_pool(min_size=1, max_size=20)
+        await kv.client().ping()
+        await self.hub.start()
+        if self.relay:
+            self.relay.start()
+
+    async def shutdown(self) -> None:
+        if self.relay:
+            await self.relay.stop()
+        await self.hub.stop()
+        await db.engine().close_connection_pool()
+        await kv.close()
 
 
 def check_declared_permissions(app: Litestar) -> None:
@@ -55,15 +71,15 @@ def check_declared_permissions(app: Litestar) -> None:
         raise RuntimeError("routes without a valid permission:\n  " + "\n  ".join(problems))
 
 
-def create_litestar() -> Litestar:
+def create_litestar(runtime: Runtime | None = None) -> Litestar:
     cfg = settings.get()
     app = Litestar(
         route_handlers=[Router(path="/api/v1", route_handlers=API_ROUTERS), health.router],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=HANDLERS,
         after_exception=[audit_failure],
-        on_startup=[_startup],
-        on_shutdown=[_shutdown],
+        on_startup=[runtime.startup] if runtime else [],
+        on_shutdown=[runtime.shutdown] if runtime else [],
         request_max_body_size=cfg.max_body_bytes,
         cors_config=CORSConfig(
             allow_origins=list(cfg.allowed_origins),
@@ -84,6 +100,7 @@ def create_litestar() -> Litestar:
             security=[{"bearer": []}],
         ),
         debug=False,
+        state=State({"runtime": runtime}),
     )
     for route in app.routes:  # mark Litestar's own OpenAPI routes as public
         for handler in getattr(route, "route_handlers", []):
@@ -94,5 +111,8 @@ def create_litestar() -> Litestar:
 
 
 def create_app() -> ASGIApp:
-    """The ASGI app: request ids outermost, then idempotency, then Litestar."""
-    return request_id_middleware(idempotency_middleware(create_litestar()))
+    """The one ASGI app: Socket.IO at /socket.io, everything else through request ids,
+    idempotency and Litestar. Litestar's lifespan runs because ASGIApp gets no hooks of its own."""
+    runtime = Runtime()
+    rest = request_id_middleware(idempotency_middleware(create_litestar(runtime)))
+    return socketio.ASGIApp(runtime.hub.sio, other_asgi_app=rest, socketio_path="socket.io")

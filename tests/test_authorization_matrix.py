@@ -75,11 +75,14 @@ def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api:
                     {"role": "NURSE"})
         case "members:delete":
             return "DELETE", f"/clinics/{cid}/members/{target(api, sa_token, clinic)}", None
+        case "events:read":
+            return "GET", f"/clinics/{cid}/events", None
     raise AssertionError(route)
 
 
 CLINIC_ROUTES = ["clinics:read", "clinics:update", "locations:create", "locations:read",
-                 "members:create", "members:read", "members:update", "members:delete"]
+                 "members:create", "members:read", "members:update", "members:delete",
+                 "events:read"]
 
 
 def expected_status(permission: str, caller: str, where: str, method: str) -> int:
@@ -210,6 +213,7 @@ def test_every_route_is_in_this_matrix(server) -> None:
         ("GET", "/api/v1/clinics/{clinic_id}/members"),
         ("PATCH", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
         ("DELETE", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
+        ("GET", "/api/v1/clinics/{clinic_id}/events"),
         ("GET", "/health/live"), ("GET", "/health/ready"),
     }
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops

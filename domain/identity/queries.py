@@ -69,3 +69,15 @@ async def me(principal: Principal) -> Me:
         is_super_admin=principal.is_super_admin,
         memberships=principal.memberships,
     )
+
+
+async def revoked_sessions(session_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Which of these sessions may no longer act, and why (for the hub's sweep)."""
+    rows = await db.fetch(
+        """SELECT s.id, CASE WHEN NOT u.is_active THEN 'user_disabled'
+                            ELSE coalesce(s.revoked_reason, 'revoked') END AS reason
+           FROM sessions s JOIN users u ON u.id = s.user_id
+           WHERE s.id = ANY($1::uuid[]) AND (s.revoked_at IS NOT NULL OR NOT u.is_active)""",
+        session_ids,
+    )
+    return {r["id"]: r["reason"] for r in rows}

@@ -8,12 +8,15 @@ from typing import Any
 import msgspec
 
 from domain import db, validation
+from domain.access import rooms
 from domain.access.policies import require, require_global
 from domain.access.roles import Role
 from domain.audit.commands import record
 from domain.errors import Conflict, Forbidden, NotFound, invalid_field
+from domain.events.commands import record as record_event
 from domain.identity.commands import create_user
 from domain.principal import Principal, RequestMeta
+from domain.tenancy import events
 from domain.tenancy.models import Clinic, ClinicSettings, Location, Member
 from domain.tenancy.queries import clinic_from_row, load_clinic, load_member
 
@@ -41,6 +44,9 @@ async def create_clinic(
             clinic_id, validation.text(name, "name"), validation.timezone(timezone),
             msgspec.json.encode(clean).decode(),
         )
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.ClinicCreated(clinic_id=clinic_id),
+                           audience=[rooms.clinic_staff(clinic_id)])
         await record(principal, action="clinics:create", resource_type="clinic",
                      resource_id=clinic_id, clinic_id=clinic_id)
     return clinic_from_row(rows[0])
@@ -63,6 +69,9 @@ async def update_clinic(
         )
         changed = [f for f, v in (("name", name), ("timezone", timezone), ("settings", settings))
                    if v is not UNSET]
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.ClinicUpdated(clinic_id=clinic_id, fields=changed),
+                           audience=[rooms.clinic_staff(clinic_id)])
         await record(principal, action="clinics:update", resource_type="clinic",
                      resource_id=clinic_id, clinic_id=clinic_id, detail={"fields": changed})
     return clinic_from_row(rows[0])
@@ -83,6 +92,9 @@ async def create_location(
             validation.text(address, "address", max_length=500, allow_empty=True),
             None if timezone is None else validation.timezone(timezone),
         )
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.LocationCreated(location_id=location_id),
+                           audience=[rooms.clinic_staff(clinic_id)])
         await record(principal, action="locations:create", resource_type="location",
                      resource_id=location_id, clinic_id=clinic_id)
     return msgspec.convert(rows[0], Location)
@@ -136,6 +148,10 @@ async def add_member(
         if not inserted:
             raise Conflict("this user is already a member of the clinic", resource_type="member",
                            resource_id=user_id)
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.MemberAdded(user_id=user_id, role=role.value,
+                                                    location_id=location_id),
+                           audience=[rooms.clinic_staff(clinic_id), rooms.user(user_id)])
         await record(principal, action="members:create", resource_type="member",
                      resource_id=user_id, clinic_id=clinic_id,
                      detail={"role": role.value, "new_user": not existing})
@@ -189,6 +205,11 @@ async def update_member(
                WHERE clinic_id = $1 AND user_id = $2""",
             clinic_id, user_id, new_role.value, new_location,
         )
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.MemberUpdated(user_id=user_id, role=new_role.value,
+                                                      previous_role=member.role.value,
+                                                      location_id=new_location),
+                           audience=[rooms.clinic_staff(clinic_id), rooms.user(user_id)])
         await record(principal, action="members:update", resource_type="member",
                      resource_id=user_id, clinic_id=clinic_id,
                      detail={"role": new_role.value, "previous_role": member.role.value})
@@ -206,6 +227,9 @@ async def remove_member(principal: Principal, clinic_id: uuid.UUID, user_id: uui
         await db.fetch(
             "DELETE FROM memberships WHERE clinic_id = $1 AND user_id = $2", clinic_id, user_id
         )
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.MemberRemoved(user_id=user_id),
+                           audience=[rooms.clinic_staff(clinic_id), rooms.user(user_id)])
         await record(principal, action="members:delete", resource_type="member",
                      resource_id=user_id, clinic_id=clinic_id, detail={"role": member.role.value})
 
@@ -227,6 +251,10 @@ async def register_patient(
             """INSERT INTO memberships (id, user_id, clinic_id, role) VALUES ($1, $2, $3, $4)""",
             uuid.uuid4(), user_id, clinic_id, Role.PATIENT.value,
         )
+        await record_event(None, clinic_id=clinic_id,
+                           event=events.MemberAdded(user_id=user_id, role=Role.PATIENT.value,
+                                                    location_id=None),
+                           audience=[rooms.clinic_staff(clinic_id), rooms.user(user_id)])
         await record(None, action="auth:register", resource_type="user", resource_id=user_id,
                      clinic_id=clinic_id, actor_id=user_id, meta=meta)
         member = await load_member(clinic_id, user_id)

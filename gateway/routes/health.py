@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 from litestar import Response, Router, get
+from litestar.datastructures import State
 
 from domain import db, kv
 from gateway.routes import PUBLIC
@@ -30,11 +31,16 @@ async def _check(name: str, probe: object) -> tuple[str, str]:
 
 
 @get("/ready", permission=PUBLIC)
-async def ready() -> Response[Health]:
+async def ready(state: State) -> Response[Health]:
+    """Not ready when the database or Redis is out of reach, or when this process's hub cannot
+    hear the others (its event channel is down)."""
     checks = dict(await asyncio.gather(
         _check("database", db.fetch("SELECT 1")),
         _check("redis", kv.client().ping()),
     ))
+    runtime = state.get("runtime")
+    if runtime is not None:
+        checks["hub"] = "ok" if runtime.hub.listening else "failing: event channel down"
     ok = all(v == "ok" for v in checks.values())
     return Response(Health(status="ok" if ok else "unavailable", checks=checks),
                     status_code=200 if ok else 503)

@@ -1,0 +1,1 @@
+"""Typed events, the transactional outbox and each clinic's gapless sequence."""

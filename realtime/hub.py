@@ -1,0 +1,382 @@
+"""The Socket.IO hub: connect-time auth, server-named rooms, ordered and de-duplicated delivery
+of committed events, resume from the durable log, and prompt session revocation.
+
+Delivery: every gateway process subscribes to one Redis channel the relay publishes to, and
+delivers to its own sockets. Each socket keeps a cursor per clinic (the last sequence it was
+sent or chose not to see), so relay retries and resume overlaps never reach a client twice,
+and a replay in progress holds back live events for that socket until it is done. Each process
+keeps a cursor per clinic too: a gap (missed pub/sub messages) is filled from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import socketio
+from redis.exceptions import RedisError
+
+from domain import kv, settings
+from domain.access import rooms as room_names
+from domain.access.rooms import may_join, rooms_for, visible_rooms
+from domain.errors import Unauthenticated
+from domain.events.envelope import Outgoing
+from domain.events.queries import events_after, last_seqs, outgoing_after
+from domain.identity import tokens
+from domain.identity.queries import principal_for_access_token, revoked_sessions
+from domain.principal import Principal, RequestMeta
+from realtime import channels, codec
+
+log = logging.getLogger("carewire.hub")
+
+REPLAY_PAGE = 500
+MEMBERSHIP_EVENTS = ("member.removed", "member.updated")
+
+
+def ack_ok(data: Any = None) -> dict[str, Any]:
+    return {"ok": True, "data": data}
+
+
+def ack_error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class Bucket:
+    """Token bucket against a client flooding the server with events."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, capacity: float, rate: float) -> None:
+        self.capacity, self.rate = capacity, rate
+        self.tokens, self.stamp = capacity, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Socket:
+    __slots__ = ("bucket", "cursors", "expiry", "pending", "principal", "replaying", "rooms")
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.rooms: set[str] = set()
+        self.cursors: dict[uuid.UUID, int] = {}
+        self.replaying: set[uuid.UUID] = set()
+        self.pending: list[Outgoing] = []
+        self.expiry: asyncio.TimerHandle | None = None
+        self.bucket = Bucket(capacity=30, rate=10)
+
+
+class Hub:
+    def __init__(self) -> None:
+        cfg = settings.get()
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=list(cfg.allowed_origins),
+            json=codec,
+            max_http_buffer_size=cfg.socket_max_message_bytes,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sockets: dict[str, Socket] = {}
+        self.clinic_cursors: dict[uuid.UUID, int] = {}
+        self.listening = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[Any]] = set()
+        self._stopping = asyncio.Event()
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("subscribe", self._on_subscribe)
+        self.sio.on("unsubscribe", self._on_unsubscribe)
+        self.sio.on("resume", self._on_resume)
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._tasks = [asyncio.create_task(self._listen(), name="hub-listen"),
+                       asyncio.create_task(self._sweep_sessions(), name="hub-sweep")]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # connect / disconnect --------------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthenticated", {"code": "unauthenticated", "message": "auth.token is required"})
+        meta = RequestMeta(request_id=f"socket:{sid}", ip=environ.get("REMOTE_ADDR"))
+        try:
+            principal = await principal_for_access_token(token, meta)
+            expires_at = tokens.decode_access_token(token).exp
+        except Unauthenticated as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthenticated", {"code": "unauthenticated", "message": exc.message}) from exc
+        resume = self._parse_resume(principal, auth.get("resume"))
+        sock = Socket(principal)
+        self.sockets[sid] = sock
+        for room in [*rooms_for(principal), room_names.session(principal.session_id or uuid.UUID(int=0))]:
+            await self.sio.enter_room(sid, room)
+            sock.rooms.add(room)
+        heads = await last_seqs(principal.clinic_ids())
+        for clinic_id, head in heads.items():
+            sock.cursors[clinic_id] = head
+            self.clinic_cursors.setdefault(clinic_id, head)
+        loop = asyncio.get_running_loop()
+        sock.expiry = loop.call_later(
+            max(0.0, expires_at - time.time()),
+            lambda: self._spawn(self.revoke(sid, "token_expired")),
+        )
+        for clinic_id, after in resume.items():
+            sock.replaying.add(clinic_id)
+            self._spawn(self._replay(sid, clinic_id, after))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _parse_resume(self, principal: Principal, raw: Any) -> dict[uuid.UUID, int]:
+        if raw is None:
+            return {}
+        try:
+            parsed = msgspec.convert(raw, dict[uuid.UUID, int], strict=False)
+        except msgspec.ValidationError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "invalid", {"code": "invalid", "message": f"auth.resume: {exc}"}) from exc
+        return {c: max(0, s) for c, s in parsed.items()
+                if principal.is_super_admin or principal.membership(c)}
+
+    async def _on_disconnect(self, sid: str, *_: Any) -> None:
+        sock = self.sockets.pop(sid, None)
+        if sock and sock.expiry:
+            sock.expiry.cancel()
+
+    async def revoke(self, sid: str, reason: str, **extra: Any) -> None:
+        """`session.revoked` first, then close."""
+        if sid not in self.sockets:
+            return
+        with contextlib.suppress(Exception):
+            await self.sio.emit("session.revoked", {"reason": reason, **extra}, to=sid)
+        await self.sio.disconnect(sid)
+
+    # client requests --------------------------------------------------------------------------
+
+    def _guard(self, sid: str, data: Any) -> tuple[Socket | None, dict[str, Any] | None]:
+        sock = self.sockets.get(sid)
+        if sock is None:
+            return None, ack_error("unauthenticated", "not connected")
+        if not sock.bucket.take():
+            return None, ack_error("rate_limited", "too many requests; slow down")
+        if not isinstance(data, dict):
+            return None, ack_error("invalid", "expected an object")
+        return sock, None
+
+    async def _on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        sock, error = self._guard(sid, data)
+        if sock is None:
+            return error or {}
+        room = data.get("room")
+        if not isinstance(room, str) or len(room) > 200:
+            return ack_error("invalid", "room: expected a room name")
+        if room.startswith("session:") or not may_join(sock.principal, room):
+            return ack_error("not_found", f"no room {room} for you")
+        await self.sio.enter_room(sid, room)
+        sock.rooms.add(room)
+        clinic = _clinic_of(room)
+        if clinic and clinic not in sock.cursors:
+            head = (await last_seqs([clinic]))[clinic]
+            sock.cursors[clinic] = head
+            self.clinic_cursors.setdefault(clinic, head)
+        return ack_ok({"room": room})
+
+    async def _on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        sock, error = self._guard(sid, data)
+        if sock is None:
+            return error or {}
+        room = data.get("room")
+        if not isinstance(room, str) or room not in sock.rooms or room.startswith("session:"):
+            return ack_error("not_found", "not subscribed to that room")
+        await self.sio.leave_room(sid, room)
+        sock.rooms.discard(room)
+        return ack_ok({"room": room})
+
+    async def _on_resume(self, sid: str, data: Any = None) -> dict[str, Any]:
+        sock, error = self._guard(sid, data)
+        if sock is None:
+            return error or {}
+        try:
+            clinic = uuid.UUID(str(data.get("clinic_id")))
+            after = int(data.get("after_seq"))
+        except (TypeError, ValueError):
+            return ack_error("invalid", "expected {clinic_id: uuid, after_seq: integer}")
+        if not (sock.principal.is_super_admin or sock.principal.membership(clinic)):
+            return ack_error("not_found", "clinic not found")
+        if clinic in sock.replaying:
+            return ack_error("conflict", "a resume of this clinic is already running")
+        sock.replaying.add(clinic)
+        result = await self._replay(sid, clinic, max(0, after))
+        return ack_ok(result)
+
+    # delivery ---------------------------------------------------------------------------------
+
+    async def _replay(self, sid: str, clinic: uuid.UUID, after: int) -> dict[str, Any]:
+        """Send what the socket missed, in order; live events wait in `pending` meanwhile."""
+        await asyncio.sleep(0)  # let the CONNECT packet go first when called from connect
+        sock = self.sockets.get(sid)
+        replayed = 0
+        resync = False
+        cursor = after
+        try:
+            if sock is None:
+                return {}
+            rooms = sorted(sock.rooms | set(visible_rooms(sock.principal, clinic)))
+            while True:
+                page = await events_after(clinic, cursor, rooms, limit=REPLAY_PAGE)
+                if page.resync_required:
+                    resync = True
+                    await self.sio.emit("resync_required", {
+                        "clinic_id": str(clinic), "reason": "gap older than the retained log",
+                        "last_seq": page.last_seq}, to=sid)
+                    cursor = page.last_seq
+                    break
+                for env in page.items:
+                    await self.sio.emit(env.type, env, to=sid)
+                replayed += len(page.items)
+                if len(page.items) < REPLAY_PAGE:
+                    cursor = max(page.last_seq, page.items[-1].seq if page.items else 0, cursor)
+                    break
+                cursor = page.items[-1].seq
+            sock.cursors[clinic] = max(cursor, after)
+        finally:
+            if sock is not None:
+                sock.replaying.discard(clinic)
+                held = [o for o in sock.pending if o.envelope.clinic_id == clinic]
+                sock.pending = [o for o in sock.pending if o.envelope.clinic_id != clinic]
+                for out in sorted(held, key=lambda o: o.envelope.seq):
+                    if out.envelope.seq > sock.cursors.get(clinic, 0):
+                        sock.cursors[clinic] = out.envelope.seq
+                        await self.sio.emit(out.envelope.type, out.envelope, to=sid)
+        return {"clinic_id": str(clinic), "replayed": replayed, "last_seq": cursor,
+                "resync_required": resync}
+
+    async def deliver(self, out: Outgoing) -> None:
+        env = out.envelope
+        clinic = env.clinic_id
+        seen = self.clinic_cursors.get(clinic)
+        if seen is not None and env.seq <= seen:
+            return  # a relay retry: already delivered by this process
+        if seen is not None and env.seq > seen + 1:
+            await self._catch_up(clinic, seen, before=env.seq)
+        self.clinic_cursors[clinic] = max(env.seq, self.clinic_cursors.get(clinic, 0))
+        targets: list[str] = []
+        for sid, _ in self.sio.manager.get_participants("/", out.audience):
+            sock = self.sockets.get(sid)
+            if sock is None:
+                continue
+            if clinic in sock.replaying:
+                sock.pending.append(out)
+                continue
+            if env.seq <= sock.cursors.get(clinic, env.seq - 1):
+                continue
+            sock.cursors[clinic] = env.seq
+            targets.append(sid)
+        if targets:
+            await self.sio.emit(env.type, env, to=targets)
+        if env.type in MEMBERSHIP_EVENTS:
+            await self._revoke_user(uuid.UUID(str(env.data["user_id"])), "membership_changed",
+                                    clinic_id=str(clinic))
+
+    async def _catch_up(self, clinic: uuid.UUID, after: int, before: int | None = None) -> None:
+        """Fill a gap in what this process heard, from the durable log."""
+        while True:
+            batch = await outgoing_after(clinic, after, limit=REPLAY_PAGE)
+            items = [o for o in batch if before is None or o.envelope.seq < before]
+            for out in items:
+                self.clinic_cursors[clinic] = out.envelope.seq - 1
+                await self.deliver(out)
+            if len(batch) < REPLAY_PAGE or not items:
+                return
+            after = items[-1].envelope.seq
+
+    async def _revoke_user(self, user_id: uuid.UUID, reason: str, **extra: Any) -> None:
+        for sid, sock in list(self.sockets.items()):
+            if sock.principal.user_id == user_id:
+                await self.revoke(sid, reason, **extra)
+
+    # background loops -------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        decoder = msgspec.msgpack.Decoder(list[Outgoing])
+        delay = 0.1
+        while not self._stopping.is_set():
+            pubsub = kv.client().pubsub()
+            try:
+                await pubsub.subscribe(channels.events())
+                self.listening = True
+                delay = 0.1
+                for clinic, seen in list(self.clinic_cursors.items()):
+                    await self._catch_up(clinic, seen)
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    for out in decoder.decode(message["data"]):
+                        try:
+                            await self.deliver(out)
+                        except Exception:
+                            log.exception("delivery failed for event %s", out.envelope.id)
+            except (RedisError, OSError) as exc:
+                self.listening = False
+                log.warning("event channel lost (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(delay)  # back off between reconnect attempts
+                delay = min(delay * 2, 2.0)
+            finally:
+                self.listening = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _sweep_sessions(self) -> None:
+        """Revoked sessions and disabled users lose their sockets within one interval."""
+        interval = settings.get().session_check_seconds
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)  # the sweep's period, not a synchronisation
+            sessions = {s.principal.session_id for s in self.sockets.values()
+                        if s.principal.session_id}
+            if not sessions:
+                continue
+            try:
+                dead = await revoked_sessions(list(sessions))
+            except Exception:
+                log.exception("session sweep failed")
+                continue
+            for sid, sock in list(self.sockets.items()):
+                if sock.principal.session_id in dead:
+                    await self.revoke(sid, dead[sock.principal.session_id])
+
+
+def _clinic_of(room: str) -> uuid.UUID | None:
+    parts = room.split(":")
+    if parts[0] == "clinic" and len(parts) > 1:
+        with contextlib.suppress(ValueError):
+            return uuid.UUID(parts[1])
+    return None
+
