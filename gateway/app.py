@@ -74,7 +74,8 @@ def check_declared_permissions(app: Litestar) -> None:
 def create_litestar(runtime: Runtime | None = None) -> Litestar:
     cfg = settings.get()
     app = Litestar(
-        route_handlers=[Router(path="/api/v1", route_handlers=API_ROUTERS), health.router],
+        route_handlers=[Router(path="/api/v1", route_handlers=API_ROUTERS), health.router,
+                        health.metrics],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=HANDLERS,
         after_exception=[audit_failure],

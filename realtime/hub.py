@@ -30,7 +30,7 @@ from domain.events.queries import events_after, last_seqs, outgoing_after
 from domain.identity import tokens
 from domain.identity.queries import principal_for_access_token, revoked_sessions
 from domain.principal import Principal, RequestMeta
-from realtime import channels, codec
+from realtime import channels, codec, metrics
 
 log = logging.getLogger("carewire.hub")
 
@@ -100,6 +100,8 @@ class Hub:
         self.sio.on("subscribe", self._on_subscribe)
         self.sio.on("unsubscribe", self._on_unsubscribe)
         self.sio.on("resume", self._on_resume)
+        metrics.SOCKETS.set_function(lambda: len(self.sockets))
+        metrics.ROOMS.set_function(lambda: len(self.sio.manager.rooms.get("/", {})))
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -302,6 +304,8 @@ class Hub:
             targets.append(sid)
         if targets:
             await self.sio.emit(env.type, env, to=targets)
+            metrics.DELIVERIES.inc(len(targets))
+            metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - env.occurred_at.timestamp()))
         if env.type in MEMBERSHIP_EVENTS:
             await self._revoke_user(uuid.UUID(str(env.data["user_id"])), "membership_changed",
                                     clinic_id=str(clinic))

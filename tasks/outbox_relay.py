@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import asyncpg
 
 from domain import db, settings
 from domain.events.commands import CHANNEL
 from domain.events.queries import claim_unpublished, mark_published
-from realtime import publisher
+from realtime import metrics, publisher
 
 log = logging.getLogger("carewire.relay")
 
@@ -32,6 +33,10 @@ async def pump_once() -> int:
             return 0
         await publisher.publish(batch)
         await mark_published([o.envelope.id for o in batch])
+    now = time.time()
+    for out in batch:
+        metrics.RELAY_LAG.observe(max(0.0, now - out.envelope.occurred_at.timestamp()))
+    metrics.EVENTS_RELAYED.inc(len(batch))
     return len(batch)
 
 

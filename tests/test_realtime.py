@@ -283,3 +283,30 @@ def test_membership_events_flow_from_the_foundation(api, db, two_clinics):
     seqs = [row["seq"] for row in db.fetch("SELECT seq FROM events WHERE clinic_id = $1 ORDER BY seq",
                                            uuid.UUID(a["id"]))]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # gapless
+
+
+def test_metrics_count_the_live_path(server, api, two_clinics):
+    import httpx
+
+    a, _ = two_clinics
+
+    def value(text: str, name: str) -> float:
+        lines = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+        return float(lines[0].split()[1]) if lines else 0.0
+
+    async def scenario() -> None:
+        rec = Recorder(server.base_url)
+        await rec.connect(a["admin"]["token"])
+        before = (await asyncio.to_thread(httpx.get, server.base_url + "/metrics")).text
+        await rest(api, a["admin"]["token"], "PATCH", f"/clinics/{a['id']}", json={"name": "M"})
+        await rec.wait_for(lambda: bool(rec.named("clinic.updated")))
+        after = (await asyncio.to_thread(httpx.get, server.base_url + "/metrics")).text
+        assert value(after, "carewire_sockets_connected") >= 1
+        assert value(after, "carewire_events_relayed_total") > value(before, "carewire_events_relayed_total")
+        assert value(after, "carewire_socket_deliveries_total") >= value(
+            before, "carewire_socket_deliveries_total") + 1
+        assert value(after, "carewire_delivery_latency_seconds_count") > value(
+            before, "carewire_delivery_latency_seconds_count")
+        await rec.close()
+
+    run(scenario())

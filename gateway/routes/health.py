@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 from litestar import Response, Router, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from litestar.datastructures import State
 
 from domain import db, kv
@@ -47,3 +48,9 @@ async def ready(state: State) -> Response[Health]:
 
 
 router = Router(path="/health", route_handlers=[live, ready], tags=["operations"])
+
+
+@get("/metrics", permission=PUBLIC, include_in_schema=False)
+async def metrics() -> Response[bytes]:
+    """Prometheus exposition of this process (scrape each process; keep it off the public net)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,17 @@
+"""Prometheus metrics of the live path. Each process exposes its own at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+SOCKETS = Gauge("carewire_sockets_connected", "Sockets connected to this process")
+ROOMS = Gauge("carewire_rooms", "Socket.IO rooms with at least one socket in this process")
+EVENTS_RELAYED = Counter("carewire_events_relayed_total", "Events the relay published")
+RELAY_LAG = Histogram("carewire_relay_lag_seconds", "Commit to relay publish",
+                      buckets=LATENCY_BUCKETS)
+DELIVERIES = Counter("carewire_socket_deliveries_total", "Event deliveries to sockets")
+DELIVERY_LATENCY = Histogram("carewire_delivery_latency_seconds",
+                             "Event occurred_at to emit by this hub", buckets=LATENCY_BUCKETS)
+JOBS = Counter("carewire_jobs_total", "Background jobs by final state", ["task", "state"])
