@@ -14,5 +14,6 @@ APP_REGISTRY = AppRegistry(
         "domain.tenancy.piccolo_app",
         "domain.audit.piccolo_app",
         "domain.events.piccolo_app",
+        "domain.jobs.piccolo_app",
     ]
 )

@@ -34,6 +34,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: `carewire worker` once that exists.
     relay_in_process: bool = True
     relay_poll_seconds: float = 1.0
+    #: Events older than this are pruned; a resume from before it gets `resync_required`.
+    event_retention_seconds: int = 7 * 24 * 3600
+    #: A job unacknowledged this long (its worker died) is taken over by another worker.
+    job_reclaim_seconds: float = 30.0
+    #: First retry delay; each further attempt doubles it (capped at an hour).
+    job_backoff_seconds: float = 5.0
+    scheduler_poll_seconds: float = 1.0
     log_level: str = "INFO"
 
 

@@ -12,7 +12,14 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
+def _no_nul(value: str, field: str) -> None:
+    """PostgreSQL text cannot hold NUL; refuse it by name rather than fail in the database."""
+    if "\x00" in value:
+        raise invalid_field(field, "must not contain NUL characters")
+
+
 def email(value: str, field: str = "email") -> str:
+    _no_nul(value, field)
     v = value.strip().lower()
     if len(v) > 254 or not _EMAIL.match(v):
         raise invalid_field(field, "not a valid email address")
@@ -29,6 +36,7 @@ def phone(value: str | None, field: str = "phone") -> str | None:
 
 
 def text(value: str, field: str, *, max_length: int = 200, allow_empty: bool = False) -> str:
+    _no_nul(value, field)
     v = value.strip()
     if not v and not allow_empty:
         raise invalid_field(field, "must not be empty")

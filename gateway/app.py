@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 
 import socketio
 from litestar import Litestar, Router
@@ -17,7 +19,12 @@ from litestar.types import ASGIApp
 
 from domain import db, kv, settings
 from domain.access.matrix import load as load_matrix
-from gateway.context import provide_principal, request_id_middleware
+from gateway.context import (
+    JsonRequest,
+    provide_principal,
+    request_id_middleware,
+    require_json_body,
+)
 from gateway.idempotency import idempotency_middleware
 from gateway.problems import HANDLERS, audit_failure
 from gateway.routes import AUTHENTICATED, PUBLIC, auth, clinics, events, health, members, users
@@ -27,6 +34,10 @@ from tasks.outbox_relay import Relay
 log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router]
+
+
+async def _nothing() -> None:
+    return None
 
 
 class Runtime:
@@ -42,13 +53,22 @@ class Runtime:
         await self.hub.start()
         if self.relay:
             self.relay.start()
+        log.info("carewire started (relay %s)", "in process" if self.relay else "elsewhere")
 
     async def shutdown(self) -> None:
-        if self.relay:
-            await self.relay.stop()
-        await self.hub.stop()
-        await db.engine().close_connection_pool()
-        await kv.close()
+        """Each step runs even when an earlier one fails, and failures are logged."""
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("relay", self.relay.stop if self.relay else _nothing),
+            ("hub", self.hub.stop),
+            ("database pool", db.engine().close_connection_pool),
+            ("redis", kv.close),
+        ]
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), timeout=5)
+            except BaseException:
+                log.exception("stopping the %s failed", name)
+        log.info("carewire stopped")
 
 
 def check_declared_permissions(app: Litestar) -> None:
@@ -78,6 +98,8 @@ def create_litestar(runtime: Runtime | None = None) -> Litestar:
                         health.metrics],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=HANDLERS,
+        guards=[require_json_body],
+        request_class=JsonRequest,
         after_exception=[audit_failure],
         on_startup=[runtime.startup] if runtime else [],
         on_shutdown=[runtime.shutdown] if runtime else [],
@@ -101,6 +123,9 @@ def create_litestar(runtime: Runtime | None = None) -> Litestar:
             security=[{"bearer": []}],
         ),
         debug=False,
+        # Logging is configured once by the CLI with a plain stream handler. Litestar's default
+        # queue handler loses the last lines when uvicorn re-raises SIGTERM at exit.
+        logging_config=None,
         state=State({"runtime": runtime}),
     )
     for route in app.routes:  # mark Litestar's own OpenAPI routes as public

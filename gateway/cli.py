@@ -77,6 +77,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import uvloop  # a Redis Streams worker only stops cleanly on SIGTERM under uvloop
+
+    from gateway.runtime import services
+    from tasks.worker import run_worker
+
+    with services(args.data_dir):
+        uvloop.run(run_worker(concurrency=args.concurrency))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from gateway.runtime import services
 
@@ -146,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     listen(p)
     data_dir(p)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("worker", help="run jobs, the job scheduler and the outbox relay")
+    p.add_argument("--concurrency", type=int, default=10)
+    data_dir(p)
+    p.set_defaults(func=cmd_worker)
     p = sub.add_parser("migrate", help="apply database migrations")
     data_dir(p)
     p.set_defaults(func=cmd_migrate)

@@ -9,7 +9,10 @@ import uuid
 from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, SerializationException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import Unauthenticated
@@ -22,6 +25,34 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 #: How a route asks for the caller: resolved by `provide_principal`, 401 without a valid token.
 CurrentPrincipal = NamedDependency[Principal]
+
+
+class JsonRequest(Request[Any, Any, Any]):
+    """Litestar's request, refusing as bad input (Litestar turns SerializationException into a
+    400) the bodies msgspec fails on with other errors than its own, which would be 500s."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError as exc:
+            raise SerializationException("JSON is nested too deeply") from exc
+        except UnicodeDecodeError as exc:
+            raise SerializationException(f"JSON is not valid UTF-8: {exc.reason}") from exc
+
+
+def require_json_body(connection: ASGIConnection[Any, Any, Any, Any],
+                      handler: BaseRouteHandler) -> None:
+    """Guard: a route that reads a JSON body refuses another declared media type with a 415.
+    (No Content-Type at all is read as JSON.)"""
+    if "data" not in handler.parsed_fn_signature.parameters:
+        return
+    declared = connection.headers.get("content-type")
+    if not declared:
+        return
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(status_code=415,
+                            detail=f"send application/json, not {media_type!r}")
 
 
 def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:

@@ -9,13 +9,14 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import Scope
 
 from domain.audit.commands import Outcome, record
 from domain.errors import DomainError, RateLimited
 from domain.principal import Principal, RequestMeta
 from domain.validation import msgspec_field_error
+from gateway.routes import NO_NUL
 
 log = logging.getLogger("carewire.errors")
 
@@ -87,8 +88,8 @@ async def audit_failure(exc: Exception, scope: Scope) -> None:
         return
     handler = scope.get("route_handler")
     permission = handler.opt.get("permission", "") if handler else ""
-    if permission == "public":
-        return  # the public auth routes audit their own attempts
+    if handler and handler.opt.get("self_audited"):
+        return  # login and refresh audit every attempt themselves
     state = scope.get("state", {})
     principal: Principal | None = state.get("principal")
     clinic = scope.get("path_params", {}).get("clinic_id")
@@ -121,15 +122,24 @@ def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Respon
                    errors=[FieldProblem(e.field, e.message) for e in exc.errors])
 
 
+def _wording(message: str) -> str:
+    """msgspec's messages, where they would show a client our regular expressions."""
+    if message == f"Expected `str` matching regex {NO_NUL!r}":
+        return "must not contain NUL characters"
+    return message
+
+
 def on_validation_error(
     request: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[bytes]:
     errors: list[FieldProblem] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         key, message = str(item.get("key", "")), str(item.get("message", "invalid"))
-        if key == "data" or item.get("source") == "body":
+        if key == "data" and message == "'data'":  # Litestar's KeyError: there was no body
+            key, message = "body", "required: send a JSON object"
+        elif key == "data" or item.get("source") == "body":
             key, message = msgspec_field_error(message) if key == "data" else (key, message)
-        errors.append(FieldProblem(key or "body", message))
+        errors.append(FieldProblem(key or "body", _wording(message)))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
     return problem("invalid", detail, errors=errors, request=request)
 
@@ -141,8 +151,12 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
         detail = f"no route for {request.method} {request.scope['path']}"
     if exc.status_code == 413:
         detail = "request body too large"
+    errors = None
+    if isinstance(exc.__cause__, SerializationException):  # the body is not JSON
+        errors = [FieldProblem("body", detail)]
     headers = dict(exc.headers or {})
-    return problem(code, detail, status=exc.status_code, request=request, headers=headers or None)
+    return problem(code, detail, status=exc.status_code, request=request, headers=headers or None,
+                   errors=errors)
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -133,3 +133,21 @@ class Server:
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CAREWIRE, *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
+
+
+@contextmanager
+def isolated_stack(base_env: dict[str, str]) -> Iterator[tuple[dict[str, str], EmbeddedRedis]]:
+    """A database and a restartable Redis of its own, migrated, with an admin; for tests that
+    break things (the shared relay and Redis must not see them)."""
+    with database() as dsn:
+        own = EmbeddedRedis(scratch_dir("carewire-test-own-redis-"))
+        own.start()
+        try:
+            env = {**base_env, "DATABASE_URL": dsn, "REDIS_URL": own.url}
+            for args in (["migrate"], ["create-admin", "--email", "root@isolated.test",
+                                       "--password", "root-password-1"]):
+                done = cli(env, *args)
+                assert done.returncode == 0, done.stdout + done.stderr
+            yield env, own
+        finally:
+            own.stop()

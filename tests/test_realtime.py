@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+import socketio
 
 from tests import servers
 from tests.conftest import unique_email
@@ -155,12 +156,12 @@ def test_refusals(server, api, sa_token, two_clinics):
 
     async def scenario() -> None:
         evil = Recorder(server.base_url)
-        with pytest.raises(Exception):
+        with pytest.raises(socketio.exceptions.ConnectionError):
             await evil.connect(a["admin"]["token"], origin="https://evil.example")
         assert not evil.sio.connected
 
         nobody = Recorder(server.base_url)
-        with pytest.raises(Exception):
+        with pytest.raises(socketio.exceptions.ConnectionError):
             await nobody.connect("not-a-token")
         assert nobody.connect_error["data"]["code"] == "unauthenticated"
 

@@ -11,6 +11,7 @@ import msgspec
 from domain import db
 from domain.access.policies import require
 from domain.access.rooms import visible_rooms
+from domain.errors import invalid_field
 from domain.events.envelope import Envelope, Outgoing
 from domain.paging import check_limit
 from domain.principal import Principal
@@ -61,6 +62,8 @@ async def list_events(
 ) -> EventPage:
     require(principal, "events:read", clinic_id, resource_type="event")
     check_limit(limit)
+    if after < 0:
+        raise invalid_field("after", "must be 0 or more (sequences start at 1)")
     return await events_after(clinic_id, after, visible_rooms(principal, clinic_id), limit=limit)
 
 

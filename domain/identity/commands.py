@@ -44,8 +44,11 @@ async def login(*, email: str, password: str, meta: RequestMeta, user_agent: str
     address = email.strip().lower()
     ip = meta.ip or "unknown"
     try:
-        await ratelimit.check("login-account", address, limit=cfg.login_failures_per_account)
         await ratelimit.consume("login-ip", ip, limit=cfg.login_attempts_per_ip,
+                                window_seconds=cfg.login_window_seconds)
+        # Count the attempt *before* checking the password (an atomic INCR), so a burst of
+        # parallel guesses cannot all pass a read-only check; a success clears the count.
+        await ratelimit.consume("login-account", address, limit=cfg.login_failures_per_account,
                                 window_seconds=cfg.login_window_seconds)
     except RateLimited:
         await record(None, action="auth:login", resource_type="session", outcome=Outcome.DENIED,
@@ -57,7 +60,6 @@ async def login(*, email: str, password: str, meta: RequestMeta, user_agent: str
     user = rows[0] if rows else None
     ok = await passwords.verify_password(user["password_hash"] if user else None, password)
     if not ok or user is None or not user["is_active"]:
-        await ratelimit.hit("login-account", address, window_seconds=cfg.login_window_seconds)
         reason = "disabled" if ok and user is not None else "bad_credentials"
         await record(None, action="auth:login", resource_type="session", outcome=Outcome.FAILED,
                      resource_id=None, actor_id=user["id"] if user else None,

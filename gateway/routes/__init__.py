@@ -11,10 +11,13 @@ import msgspec
 PUBLIC = "public"
 AUTHENTICATED = "authenticated"
 
-Email = Annotated[str, msgspec.Meta(max_length=254)]
-Password = Annotated[str, msgspec.Meta(max_length=256)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
-Phone = Annotated[str, msgspec.Meta(max_length=32)]
+#: PostgreSQL text cannot hold NUL, so no request string may carry one (see gateway/problems.py).
+NO_NUL = "^[^\\x00]*$"
+
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
+Password = Annotated[str, msgspec.Meta(max_length=256, pattern=NO_NUL)]
+Name = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
+Phone = Annotated[str, msgspec.Meta(max_length=32, pattern=NO_NUL)]
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

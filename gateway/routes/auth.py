@@ -11,7 +11,7 @@ from domain.identity import commands
 from domain.tenancy.commands import register_patient
 from domain.tenancy.models import Member
 from gateway.context import CurrentPrincipal, request_meta
-from gateway.routes import AUTHENTICATED, PUBLIC, Body, Email, Name, Password, Phone
+from gateway.routes import AUTHENTICATED, NO_NUL, PUBLIC, Body, Email, Name, Password, Phone
 
 
 class LoginBody(Body):
@@ -20,7 +20,7 @@ class LoginBody(Body):
 
 
 class RefreshBody(Body):
-    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=NO_NUL)]
 
 
 class RegisterBody(Body):
@@ -31,14 +31,14 @@ class RegisterBody(Body):
     phone: Phone | None = None
 
 
-@post("/login", permission=PUBLIC, status_code=200)
+@post("/login", permission=PUBLIC, self_audited=True, status_code=200)
 async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> commands.TokenPair:
     return await commands.login(email=data.email, password=data.password,
                                 meta=request_meta(request),
                                 user_agent=request.headers.get("user-agent"))
 
 
-@post("/refresh", permission=PUBLIC, status_code=200)
+@post("/refresh", permission=PUBLIC, self_audited=True, status_code=200)
 async def refresh(request: Request[Any, Any, Any], data: JSONBody[RefreshBody]) -> commands.TokenPair:
     return await commands.refresh(refresh_token=data.refresh_token, meta=request_meta(request))
 

@@ -6,8 +6,8 @@ import asyncio
 
 import msgspec
 from litestar import Response, Router, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from domain import db, kv
 from gateway.routes import PUBLIC

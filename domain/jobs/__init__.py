@@ -1,0 +1,1 @@
+"""Durable job scheduling in PostgreSQL: what should run, when, and whether it already ran."""

@@ -1,0 +1,74 @@
+"""Scheduling jobs and recording their fate. `schedule` joins the caller's transaction, so a
+change and the work it implies (a reminder, a notification) commit together."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from domain import clock, db
+
+#: LISTEN channel the scheduler wakes on when a job is due now.
+CHANNEL = "carewire_jobs"
+
+
+class Due(msgspec.Struct, frozen=True):
+    task: str
+    job_key: str
+    payload: dict[str, Any]
+    attempt: int
+
+
+async def schedule(
+    *, task: str, job_key: str, payload: dict[str, Any] | None = None,
+    run_at: datetime | None = None, attempt: int = 1,
+) -> bool:
+    """Returns False when this job (and attempt) was already scheduled."""
+    when = run_at or clock.now()
+    rows = await db.fetch(
+        """INSERT INTO scheduled_jobs (id, task, job_key, schedule_key, payload, attempt, run_at)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
+           ON CONFLICT (schedule_key) DO NOTHING RETURNING id""",
+        uuid.uuid4(), task, job_key, f"{job_key}#{attempt}",
+        msgspec.json.encode(payload or {}).decode(), attempt, when,
+    )
+    if rows and when <= clock.now():
+        await db.fetch("SELECT pg_notify($1, '')", CHANNEL)
+    return bool(rows)
+
+
+async def claim_due(limit: int = 100) -> list[Due]:
+    """Inside the scheduler's transaction: due jobs, marked enqueued (rolled back if the hand-off
+    to the broker fails). SKIP LOCKED lets several schedulers share the table."""
+    rows = await db.fetch(
+        """UPDATE scheduled_jobs SET enqueued_at = now()
+           WHERE id IN (SELECT id FROM scheduled_jobs
+                        WHERE enqueued_at IS NULL AND run_at <= now()
+                        ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+           RETURNING task, job_key, payload, attempt""",
+        limit,
+    )
+    return [Due(task=r["task"], job_key=r["job_key"], attempt=r["attempt"],
+                payload=msgspec.json.decode(r["payload"])) for r in rows]
+
+
+async def claim_once(*, job_key: str, task: str) -> bool:
+    """Call inside the job's transaction, before its effect: False means it already ran."""
+    rows = await db.fetch(
+        """INSERT INTO job_runs (job_key, task) VALUES ($1, $2)
+           ON CONFLICT (job_key) DO NOTHING RETURNING job_key""",
+        job_key, task,
+    )
+    return bool(rows)
+
+
+async def bury(*, task: str, job_key: str, payload: dict[str, Any], attempts: int,
+               error: str) -> None:
+    await db.fetch(
+        """INSERT INTO dead_jobs (id, task, job_key, payload, attempts, error)
+           VALUES ($1, $2, $3, $4::jsonb, $5, $6)""",
+        uuid.uuid4(), task, job_key, msgspec.json.encode(payload).decode(), attempts, error[:2000],
+    )

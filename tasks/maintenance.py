@@ -1,0 +1,43 @@
+"""Housekeeping jobs the worker keeps scheduled."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from domain import clock, db, settings
+from domain.audit.queries import verify_chain
+from domain.jobs.commands import claim_once
+from tasks.registry import job
+
+log = logging.getLogger("carewire.jobs")
+
+
+@job("events.prune", every=3600)
+async def prune_events(*, job_key: str, payload: dict[str, Any]) -> None:
+    """Past the retention window a resuming client gets `resync_required` instead."""
+    keep = timedelta(seconds=settings.get().event_retention_seconds)
+    async with db.transaction():
+        if not await claim_once(job_key=job_key, task="events.prune"):
+            return
+        rows = await db.fetch(
+            """WITH gone AS (DELETE FROM events
+                             WHERE published_at IS NOT NULL AND occurred_at < $1 RETURNING 1)
+               SELECT count(*) AS n FROM gone""",
+            clock.now() - keep,
+        )
+    log.info("pruned %s events older than %s", rows[0]["n"], keep)
+
+
+class AuditChainBroken(RuntimeError):
+    pass
+
+
+@job("audit.verify", every=3600, max_attempts=3)
+async def verify_audit(*, job_key: str, payload: dict[str, Any]) -> None:
+    """Tampering is found within the hour, not only when someone runs `audit verify`."""
+    result = await verify_chain()
+    if not result.ok:
+        log.error("audit chain broken at row %s: %s", result.first_bad_id, result.reason)
+        raise AuditChainBroken(f"audit chain broken at row {result.first_bad_id}: {result.reason}")

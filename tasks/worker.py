@@ -1,0 +1,44 @@
+"""`carewire worker`: the Taskiq receiver, the job scheduler and the outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from taskiq.receiver import Receiver
+
+from domain import db, kv
+from tasks.broker import build_broker
+from tasks.outbox_relay import Relay
+from tasks.runner import ensure_periodic
+from tasks.scheduler import run_scheduler
+
+log = logging.getLogger("carewire.worker")
+
+
+async def run_worker(concurrency: int = 10) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await db.engine().start_connection_pool(min_size=1, max_size=concurrency + 4)
+    broker = build_broker()
+    await broker.startup()
+    await ensure_periodic()
+    relay = Relay()
+    relay.start()
+    receiver = Receiver(broker, max_async_tasks=concurrency, run_startup=False)
+    tasks = [asyncio.create_task(receiver.listen(stop), name="receiver"),
+             asyncio.create_task(run_scheduler(broker, stop), name="scheduler")]
+    log.info("carewire worker started")
+    await stop.wait()
+    for task in tasks:
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+    await relay.stop()
+    await broker.shutdown()
+    await db.engine().close_connection_pool()
+    await kv.close()
+    log.info("carewire worker stopped")

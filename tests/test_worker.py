@@ -1,0 +1,99 @@
+"""`carewire worker`: scheduled jobs run once across workers, failures retry then dead-letter,
+and SIGTERM stops it cleanly. Each test has its own database and Redis."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from tests import servers
+from tests.conftest import Db
+
+
+@contextmanager
+def workers(env: dict[str, str], n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [subprocess.Popen([*servers.CAREWIRE, "worker", "--concurrency", "4"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll a condition (the worker is another process) until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)  # polling another process's progress, bounded by the deadline
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
+@pytest.fixture
+def stack(env) -> Iterator[tuple[dict[str, str], Db]]:
+    with servers.isolated_stack(env) as (own_env, _redis):
+        own_env = {**own_env, "CAREWIRE_JOB_BACKOFF_SECONDS": "0.2",
+                   "CAREWIRE_SCHEDULER_POLL_SECONDS": "0.2", "CAREWIRE_EVENT_RETENTION_SECONDS": "0"}
+        yield own_env, Db(own_env["DATABASE_URL"])
+
+
+def schedule(db: Db, task: str, job_key: str) -> None:
+    db.fetch("INSERT INTO scheduled_jobs (id, task, job_key, schedule_key, run_at) "
+             "VALUES (gen_random_uuid(), $1, $2, $2 || '#1', now())", task, job_key)
+
+
+def test_a_job_runs_once_with_two_workers(stack) -> None:
+    env, db = stack
+    assert servers.cli(env, "seed-demo").returncode == 0  # leaves committed events behind
+    assert db.fetch("SELECT count(*) AS n FROM events")[0]["n"] > 0
+    with workers(env, 2):
+        eventually(lambda: db.fetch("SELECT count(*) AS n FROM events WHERE published_at IS NULL"
+                                    )[0]["n"] == 0)  # the relay ran in one of them
+        schedule(db, "events.prune", "prune-now")
+        eventually(lambda: db.fetch("SELECT 1 FROM job_runs WHERE job_key = 'prune-now'"))
+        assert db.fetch("SELECT count(*) AS n FROM events")[0]["n"] == 0
+        # The periodic jobs each workers scheduled at start-up exist once, not twice.
+        periodic = db.fetch("SELECT task, count(*) AS n FROM scheduled_jobs "
+                            "WHERE job_key LIKE '%@%' GROUP BY task")
+        assert {(r["task"], r["n"]) for r in periodic} >= {("events.prune", 1),
+                                                          ("audit.verify", 1)}
+    assert db.fetch("SELECT count(*) AS n FROM job_runs WHERE job_key = 'prune-now'")[0]["n"] == 1
+
+
+def test_a_failing_job_retries_with_backoff_then_dead_letters(stack) -> None:
+    env, db = stack
+    assert servers.cli(env, "seed-demo").returncode == 0
+    first = db.fetch("SELECT min(id) AS id FROM audit_log")[0]["id"]
+    db.fetch("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+    db.fetch("UPDATE audit_log SET outcome = 'denied' WHERE id = $1", first)
+    schedule(db, "audit.verify", "verify-now")
+    with workers(env, 1):
+        dead = eventually(lambda: db.fetch(
+            "SELECT attempts, error FROM dead_jobs WHERE job_key = 'verify-now'"))
+    assert dead[0]["attempts"] == 3
+    assert f"broken at row {first}" in dead[0]["error"]
+    attempts = db.fetch("SELECT attempt, run_at, created_at FROM scheduled_jobs "
+                        "WHERE job_key = 'verify-now' ORDER BY attempt")
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    delays = [(a["run_at"] - a["created_at"]).total_seconds() for a in attempts[1:]]
+    assert delays[0] >= 0.19 and delays[1] >= 0.39  # 0.2 s, then doubled
+
+
+def test_sigterm_stops_a_worker_cleanly(stack) -> None:
+    env, db = stack
+    with workers(env, 1) as (proc,):
+        eventually(lambda: db.fetch("SELECT 1 FROM scheduled_jobs WHERE task = 'events.prune'"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
