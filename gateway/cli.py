@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ DEFAULT_DATA_DIR = Path("./.carewire")
 def _configure_logging() -> None:
     level = os.environ.get("CAREWIRE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("taskiq").setLevel(logging.WARNING)  # it logs every task at INFO
 
 
 async def _with_db(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -64,8 +66,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("  Demo logins (POST /api/v1/auth/login):")
         for email, password, role in seed.logins:
             print(f"    {role:<18} {email:<34} {password}")
+        print("  A worker (jobs, scheduler, relay) runs alongside.", flush=True)
         print(flush=True)
-        _serve(args.host, args.port)
+        worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker",
+                                   "--data-dir", str(args.data_dir)])
+        try:
+            _serve(args.host, args.port)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     return 0
 
 
@@ -153,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen(p)
     data_dir(p)
     p.set_defaults(func=cmd_dev)
-    p = sub.add_parser("serve", help="serve REST (and, later, Socket.IO) with uvicorn")
+    p = sub.add_parser("serve", help="serve REST and Socket.IO with uvicorn")
     listen(p)
     data_dir(p)
     p.set_defaults(func=cmd_serve)

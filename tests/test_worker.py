@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,3 +98,49 @@ def test_sigterm_stops_a_worker_cleanly(stack) -> None:
         eventually(lambda: db.fetch("SELECT 1 FROM scheduled_jobs WHERE task = 'events.prune'"))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+TAKE_AND_DIE = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from domain import kv, settings
+from tasks.broker import EXECUTE, build_broker
+
+async def main():
+    broker = build_broker()
+    await broker.startup()
+    await broker.find_task(EXECUTE).kiq("events.prune", "reclaimed-job", {}, 1)
+    conn = aioredis.from_url(settings.get().redis_url)
+    # What a worker killed mid-job leaves behind: a message delivered, never acknowledged.
+    taken = await conn.xreadgroup("carewire-workers", "killed-worker", {kv.key("jobs"): ">"},
+                                  count=10)
+    print(len(taken[0][1]) if taken else 0)
+    await conn.aclose()
+    await broker.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def test_a_job_held_by_a_dead_worker_is_reclaimed_and_runs_once(stack) -> None:
+    env, db = stack
+    env = {**env, "CAREWIRE_JOB_RECLAIM_SECONDS": "1"}
+    taken = subprocess.run([sys.executable, "-c", TAKE_AND_DIE], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert taken.stdout.strip() == "1", taken.stderr
+    with workers(env, 2):
+        eventually(lambda: db.fetch("SELECT 1 FROM job_runs WHERE job_key = 'reclaimed-job'"))
+
+        def pending() -> int:
+            import redis
+
+            conn = redis.Redis.from_url(env["REDIS_URL"])
+            try:
+                return int(conn.xpending(env["CAREWIRE_REDIS_PREFIX"] + "jobs",
+                                         "carewire-workers")["pending"])
+            finally:
+                conn.close()
+
+        eventually(lambda: pending() == 0)
+    assert db.fetch("SELECT count(*) AS n FROM job_runs WHERE job_key = 'reclaimed-job'"
+                    )[0]["n"] == 1
