@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from domain import kv, settings
 from domain.access import rooms as room_names
 from domain.access.rooms import may_join, rooms_for, visible_rooms
+from domain.audit.commands import Outcome, record
 from domain.errors import Unauthenticated
 from domain.events.envelope import Outgoing
 from domain.events.queries import events_after, last_seqs, outgoing_after
@@ -131,6 +132,7 @@ class Hub:
             principal = await principal_for_access_token(token, meta)
             expires_at = tokens.decode_access_token(token).exp
         except Unauthenticated as exc:
+            await self._audit_denied(None, meta, "socket:connect", "socket", None, exc.message)
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthenticated", {"code": "unauthenticated", "message": exc.message}) from exc
         resume = self._parse_resume(principal, auth.get("resume"))
@@ -173,6 +175,15 @@ class Hub:
         if sock and sock.expiry:
             sock.expiry.cancel()
 
+    async def _audit_denied(self, principal: Principal | None, meta: RequestMeta, action: str,
+                            resource_type: str, resource_id: str | None, reason: str) -> None:
+        try:
+            await record(principal, action=action, resource_type=resource_type,
+                         resource_id=resource_id, outcome=Outcome.DENIED,
+                         detail={"reason": reason[:200]}, meta=meta)
+        except Exception:  # an audit outage must not take the hub down
+            log.exception("could not audit a refused socket request")
+
     async def revoke(self, sid: str, reason: str, **extra: Any) -> None:
         """`session.revoked` first, then close."""
         if sid not in self.sockets:
@@ -201,6 +212,8 @@ class Hub:
         if not isinstance(room, str) or len(room) > 200:
             return ack_error("invalid", "room: expected a room name")
         if room.startswith("session:") or not may_join(sock.principal, room):
+            await self._audit_denied(sock.principal, sock.principal.meta, "socket:subscribe",
+                                     "room", room, "room not visible to the caller")
             return ack_error("not_found", f"no room {room} for you")
         await self.sio.enter_room(sid, room)
         sock.rooms.add(room)

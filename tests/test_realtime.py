@@ -151,7 +151,7 @@ def test_patients_replay_only_their_own_events(api, clinic_factory, member_facto
     assert page["last_seq"] > page["items"][0]["seq"]  # the clinic has more it does not see
 
 
-def test_refusals(server, api, sa_token, two_clinics):
+def test_refusals(server, api, db, sa_token, two_clinics):
     a, b = two_clinics
 
     async def scenario() -> None:
@@ -172,6 +172,12 @@ def test_refusals(server, api, sa_token, two_clinics):
                                                  "message": f"no room clinic:{b['id']}:staff for you"}}
         assert (await admin.call("subscribe", {"room": f"user:{a['patient']['user_id']}"}))[
             "ok"] is False
+        denials = await asyncio.to_thread(
+            db.fetch, "SELECT resource_id, outcome, actor_id::text FROM audit_log "
+            "WHERE action = 'socket:subscribe' AND actor_id = $1::uuid ORDER BY id",
+            a["admin"]["user_id"])
+        assert [(d["resource_id"], d["outcome"]) for d in denials] == [
+            (f"clinic:{b['id']}:staff", "denied"), (f"user:{a['patient']['user_id']}", "denied")]
         assert (await admin.call("subscribe", "nope"))["error"]["code"] == "invalid"
         assert (await admin.call("resume", {"clinic_id": b["id"], "after_seq": 0}))["error"][
             "code"] == "not_found"
