@@ -15,5 +15,6 @@ APP_REGISTRY = AppRegistry(
         "domain.audit.piccolo_app",
         "domain.events.piccolo_app",
         "domain.jobs.piccolo_app",
+        "domain.scheduling.piccolo_app",
     ]
 )

@@ -27,13 +27,24 @@ from gateway.context import (
 )
 from gateway.idempotency import idempotency_middleware
 from gateway.problems import HANDLERS, audit_failure
-from gateway.routes import AUTHENTICATED, PUBLIC, auth, clinics, events, health, members, users
+from gateway.routes import (
+    AUTHENTICATED,
+    PUBLIC,
+    auth,
+    clinics,
+    events,
+    health,
+    members,
+    scheduling,
+    users,
+)
 from realtime.hub import Hub
 from tasks.outbox_relay import Relay
 
 log = logging.getLogger("carewire")
 
-API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router]
+API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
+               scheduling.router]
 
 
 async def _nothing() -> None:

@@ -62,20 +62,27 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 def problem_body(code: str, detail: str, *, status: int | None = None,
-                 errors: list[FieldProblem] | None = None, request_id: str | None = None) -> bytes:
+                 errors: list[FieldProblem] | None = None, request_id: str | None = None,
+                 extra: dict[str, Any] | None = None) -> bytes:
+    """`extra` adds members (RFC 9457 allows them), e.g. a refused booking's alternatives."""
     status = status or STATUS.get(code, 500)
-    return msgspec.json.encode(Problem(
+    body = Problem(
         type=f"https://carewire.dev/problems/{code}", title=TITLES.get(code, "Error"),
         status=status, detail=detail, code=code, errors=errors or None, request_id=request_id,
-    ))
+    )
+    if extra:
+        return msgspec.json.encode({**msgspec.to_builtins(body), **extra})
+    return msgspec.json.encode(body)
 
 
 def problem(code: str, detail: str, *, status: int | None = None,
             errors: list[FieldProblem] | None = None, request: Request[Any, Any, Any] | None = None,
-            headers: dict[str, str] | None = None) -> Response[bytes]:
+            headers: dict[str, str] | None = None,
+            extra: dict[str, Any] | None = None) -> Response[bytes]:
     rid = request.scope.get("state", {}).get("request_id") if request else None
     return Response(
-        content=problem_body(code, detail, status=status, errors=errors, request_id=rid),
+        content=problem_body(code, detail, status=status, errors=errors, request_id=rid,
+                             extra=extra),
         status_code=status or STATUS.get(code, 500),
         media_type=MEDIA_TYPE,
         headers=headers,
@@ -119,7 +126,8 @@ def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Respon
     if exc.code == "unauthenticated":
         headers = {"WWW-Authenticate": "Bearer"}
     return problem(exc.code, exc.message, request=request, headers=headers,
-                   errors=[FieldProblem(e.field, e.message) for e in exc.errors])
+                   errors=[FieldProblem(e.field, e.message) for e in exc.errors],
+                   extra=getattr(exc, "extra", None))
 
 
 def _wording(message: str) -> str:

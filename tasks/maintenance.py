@@ -9,6 +9,7 @@ from typing import Any
 from domain import clock, db, settings
 from domain.audit.queries import verify_chain
 from domain.jobs.commands import claim_once
+from domain.scheduling.commands import expire_unpaid
 from tasks.registry import job
 
 log = logging.getLogger("carewire.jobs")
@@ -41,3 +42,11 @@ async def verify_audit(*, job_key: str, payload: dict[str, Any]) -> None:
     if not result.ok:
         log.error("audit chain broken at row %s: %s", result.first_bad_id, result.reason)
         raise AuditChainBroken(f"audit chain broken at row {result.first_bad_id}: {result.reason}")
+
+
+@job("appointments.expire_unpaid", every=30)
+async def expire_unpaid_appointments(*, job_key: str, payload: dict[str, Any]) -> None:
+    """Unpaid bookings past their payment window free their slot."""
+    moved = await expire_unpaid()
+    if moved:
+        log.info("expired %s unpaid appointments", moved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -14,6 +15,17 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Per-clinic policy. Unknown keys are refused, so a typo never silently does nothing."""
 
     allow_self_registration: bool = False
+    #: Booking is suspended clinic-wide (e.g. an emergency closure); staff may still override.
+    booking_paused: bool = False
+    #: How far ahead patients may book.
+    booking_horizon_days: Annotated[int, msgspec.Meta(ge=1, le=730)] = 90
+    #: Patients cannot cancel or reschedule closer to the start than this; staff may override.
+    min_cancel_notice_minutes: Annotated[int, msgspec.Meta(ge=0, le=10080)] = 0
+    min_reschedule_notice_minutes: Annotated[int, msgspec.Meta(ge=0, le=10080)] = 0
+    max_reschedules: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
+    #: Appointment types booked as `pending_payment`, expiring after the payment window.
+    payment_required_types: list[Literal["in_person", "video"]] = []
+    payment_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10080)] = 15
 
 
 class Clinic(msgspec.Struct, frozen=True):

@@ -1,0 +1,1 @@
+"""Doctors' weekly hours, availability and appointments."""
