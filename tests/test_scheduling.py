@@ -357,3 +357,38 @@ def test_unpaid_bookings_expire_exactly_once_with_two_workers(env, api, db, sa_t
         (None, "pending_payment"), ("pending_payment", "expired")]
     again = api.as_(patient["token"], "POST", "/appointments", json=body)
     assert again.status_code == 201  # the slot is free again
+
+
+def test_appointment_events_reach_staff_doctor_and_patient_only(server, api, clinic):
+    from tests.realtime_client import Recorder
+
+    day = fresh_day()
+
+    async def scenario() -> None:
+        doctor, alice, bob = (Recorder(server.base_url) for _ in range(3))
+        await doctor.connect(clinic["doctor"]["token"])
+        await alice.connect(clinic["alice"]["token"])
+        await bob.connect(clinic["bob"]["token"])
+        r = await asyncio.to_thread(api.as_, clinic["desk"]["token"], "POST", "/appointments",
+                                    json={**booking(clinic, at(day, "10:00")),
+                                          "reason": "chest pain since Tuesday"})
+        assert r.status_code == 201
+        mine = r.json()["id"]
+        for rec in (doctor, alice):
+            await rec.wait_for(lambda rec=rec: any(
+                d["data"]["appointment_id"] == mine for d in rec.named("appointment.created")))
+        envelope = next(d for d in alice.named("appointment.created")
+                        if d["data"]["appointment_id"] == mine)
+        assert "chest pain" not in str(envelope) and "reason" not in envelope["data"]
+        marker = await asyncio.to_thread(api.as_, clinic["desk"]["token"], "POST", "/appointments",
+                                         json=booking(clinic, at(day, "11:00"), patient="bob"))
+        await bob.wait_for(lambda: any(d["data"]["appointment_id"] == marker.json()["id"]
+                                       for d in bob.named("appointment.created")))
+        assert all(d["data"]["appointment_id"] != mine for d in bob.named("appointment.created"))
+        await asyncio.to_thread(api.as_, clinic["desk"]["token"], "POST",
+                                f"/appointments/{mine}/cancel", json={"reason": "x"})
+        await alice.wait_for(lambda: bool(alice.named("appointment.cancelled")))
+        for rec in (doctor, alice, bob):
+            await rec.close()
+
+    asyncio.run(scenario())

@@ -5,11 +5,9 @@ from __future__ import annotations
 import httpx
 from piccolo.conf.apps import AppConfig
 
-from domain.audit.piccolo_app import APP_CONFIG as AUDIT
-from domain.identity.piccolo_app import APP_CONFIG as IDENTITY
-from domain.tenancy.piccolo_app import APP_CONFIG as TENANCY
+from piccolo_conf import APP_REGISTRY
 
-APPS: list[AppConfig] = [IDENTITY, TENANCY, AUDIT]
+APPS: list[AppConfig] = list(APP_REGISTRY.app_configs.values())
 
 
 def test_every_piccolo_column_exists_in_the_database(db):
