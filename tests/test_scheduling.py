@@ -392,3 +392,47 @@ def test_appointment_events_reach_staff_doctor_and_patient_only(server, api, cli
             await rec.close()
 
     asyncio.run(scenario())
+
+
+def test_clinic_policies_bind_patients_not_staff(api, sa_token, clinic_factory, member_factory):
+    c = clinic_factory(min_cancel_notice_minutes=60 * 24 * 7, max_reschedules=1)
+    loc = c["locations"][0]["id"]
+    doc = member_factory(c["id"], "DOCTOR", location_id=loc, tag="pol-doc")
+    desk = member_factory(c["id"], "RECEPTIONIST", location_id=loc, tag="pol-desk")
+    pat = member_factory(c["id"], "PATIENT", tag="pol-pat")
+    api.as_(sa_token, "PUT", f"/clinics/{c['id']}/doctors/{doc['user_id']}/schedule",
+            json={"rules": ALL_DAY, "slot_minutes": 30})
+    day = (datetime.now(TZ) + timedelta(days=3)).date()  # inside the week's notice
+    body = {"clinic_id": c["id"], "doctor_id": doc["user_id"], "patient_id": pat["user_id"],
+            "type": "video", "start": at(day, "10:00")}
+    appt = api.as_(pat["token"], "POST", "/appointments", json=body).json()
+    late = api.as_(pat["token"], "POST", f"/appointments/{appt['id']}/cancel", json={"reason": "x"})
+    assert late.status_code == 409 and "notice" in late.json()["detail"]
+    once = api.as_(pat["token"], "POST", f"/appointments/{appt['id']}/reschedule",
+                   json={"start": at(day, "11:00")})
+    assert once.status_code == 200, once.text
+    twice = api.as_(pat["token"], "POST", f"/appointments/{appt['id']}/reschedule",
+                    json={"start": at(day, "12:00")})
+    assert twice.status_code == 409 and "rescheduled 1 times" in twice.json()["detail"]
+    staff = api.as_(desk["token"], "POST", f"/appointments/{appt['id']}/reschedule",
+                    json={"start": at(day, "12:00"), "override_reason": "patient asked at desk"})
+    assert staff.status_code == 200
+    assert api.as_(desk["token"], "POST", f"/appointments/{appt['id']}/cancel",
+                   json={"reason": "x"}).status_code == 200
+    paused = api.as_(sa_token, "PATCH", f"/clinics/{c['id']}", json={"settings": {"booking_paused": True}})
+    assert paused.status_code == 200
+    refused = api.as_(pat["token"], "POST", "/appointments", json={**body, "start": at(day, "15:00")})
+    assert refused.status_code == 409 and "paused" in refused.json()["detail"]
+
+
+def test_a_double_tapped_booking_returns_the_first_result(api, db, clinic):
+    day = fresh_day()
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    body = booking(clinic, at(day, "13:00"))
+    first = api.as_(clinic["alice"]["token"], "POST", "/appointments", json=body, headers=key)
+    second = api.as_(clinic["alice"]["token"], "POST", "/appointments", json=body, headers=key)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert db.fetch("SELECT count(*) AS n FROM appointments WHERE doctor_id = $1 AND starts_at = $2",
+                    uuid.UUID(clinic["doctor"]["user_id"]),
+                    datetime.fromisoformat(at(day, "13:00")))[0]["n"] == 1
