@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_backoff_seconds: float = 5.0
     scheduler_poll_seconds: float = 1.0
     log_level: str = "INFO"
+    #: Python GC thresholds for gateway processes (see gateway/app.py tune_gc).
+    gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
 
 class SettingsError(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,17 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                scheduling.router]
 
 
+def tune_gc() -> None:
+    """Move what start-up allocated out of the collector's sight and collect less often.
+
+    Measured in bench/fanout.py: with 5,000 sockets, full collections took ~60% of the hub's
+    CPU (each walks every socket's state) and stalled deliveries by ~1 s; with these settings
+    deliveries per CPU-second roughly tripled at unchanged memory."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*settings.get().gc_thresholds)
+
+
 async def _nothing() -> None:
     return None
 
@@ -64,6 +76,7 @@ class Runtime:
         await self.hub.start()
         if self.relay:
             self.relay.start()
+        tune_gc()
         log.info("carewire started (relay %s)", "in process" if self.relay else "elsewhere")
 
     async def shutdown(self) -> None:

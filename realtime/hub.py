@@ -94,6 +94,7 @@ class Hub:
             engineio_logger=False,
         )
         self.sockets: dict[str, Socket] = {}
+        self.by_session: dict[uuid.UUID, set[str]] = {}
         self.clinic_cursors: dict[uuid.UUID, int] = {}
         self.listening = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,6 +142,8 @@ class Hub:
         resume = self._parse_resume(principal, auth.get("resume"))
         sock = Socket(principal)
         self.sockets[sid] = sock
+        if principal.session_id:
+            self.by_session.setdefault(principal.session_id, set()).add(sid)
         for room in [*rooms_for(principal), room_names.session(principal.session_id or uuid.UUID(int=0))]:
             await self.sio.enter_room(sid, room)
             sock.rooms.add(room)
@@ -177,6 +180,11 @@ class Hub:
         sock = self.sockets.pop(sid, None)
         if sock and sock.expiry:
             sock.expiry.cancel()
+        if sock and sock.principal.session_id in self.by_session:
+            sids = self.by_session[sock.principal.session_id]
+            sids.discard(sid)
+            if not sids:
+                del self.by_session[sock.principal.session_id]
 
     async def _audit_denied(self, principal: Principal | None, meta: RequestMeta, action: str,
                             resource_type: str, resource_id: str | None, reason: str) -> None:
@@ -397,18 +405,16 @@ class Hub:
         interval = settings.get().session_check_seconds
         while not self._stopping.is_set():
             await asyncio.sleep(interval)  # the sweep's period, not a synchronisation
-            sessions = {s.principal.session_id for s in self.sockets.values()
-                        if s.principal.session_id}
-            if not sessions:
+            if not self.by_session:
                 continue
             try:
-                dead = await revoked_sessions(list(sessions))
+                dead = await revoked_sessions(list(self.by_session))
             except Exception:
                 log.exception("session sweep failed")
                 continue
-            for sid, sock in list(self.sockets.items()):
-                if sock.principal.session_id in dead:
-                    await self.revoke(sid, dead[sock.principal.session_id])
+            for session_id, reason in dead.items():
+                for sid in list(self.by_session.get(session_id, ())):
+                    await self.revoke(sid, reason)
 
 
 def _clinic_of(room: str) -> uuid.UUID | None:
