@@ -11,6 +11,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -37,8 +39,9 @@ class Rule(msgspec.Struct, frozen=True):
     def __post_init__(self) -> None:
         if not 0 <= self.weekday <= 6:
             raise invalid_field("weekday", "must be 0 (Monday) to 6 (Sunday)")
-        if self.start.tzinfo is not None or self.end.tzinfo is not None:
-            raise invalid_field("start", "a local time of day, without a UTC offset")
+        for name, value in (("start", self.start), ("end", self.end)):
+            if value.tzinfo is not None:
+                raise invalid_field(name, "a local time of day, without a UTC offset")
         if self.end <= self.start:
             raise invalid_field("end", "must be after start, on the same day")
 
@@ -88,40 +91,62 @@ def free_slots(
     if not any(by_weekday):
         return []
 
-    # A window belongs to one local date; the day before the range is included because a rule
-    # ending in a gap that spans midnight can reach into the next date.
-    found: dict[datetime, uuid.UUID | None] = {}
+    # Each rule on each local date is one window, cut to [floor, hi) and to whole steps from its
+    # start. The day before the range is included: a rule ending in a gap that spans midnight
+    # reaches into the next date.
+    windows: list[tuple[datetime, datetime, uuid.UUID | None]] = []  # (first start, last start, location)
     day = floor.astimezone(tz).date() - _ONE_DAY
-    last = hi.astimezone(tz).date()
-    while day <= last:
+    last_day = hi.astimezone(tz).date()
+    while day <= last_day:
         for rule in by_weekday[day.weekday()]:
             w_start = _instant(day, rule.start, tz)
             top = min(_instant(day, rule.end, tz), hi)
-            s = w_start
-            if s < floor:
-                s += -((w_start - floor) // step) * step  # the first step at or after floor
-            while s + step <= top:
-                found.setdefault(s, rule.location_id)
-                s += step
+            first = w_start
+            if first < floor:
+                first += -((w_start - floor) // step) * step  # the first step at or after floor
+            if first + step <= top:
+                windows.append((first, first + ((top - first) // step - 1) * step, rule.location_id))
         day += _ONE_DAY
-    if not found:
+    if not windows:
         return []
 
     blocked = _sorted_busy(busy, floor, hi)
+    n = len(blocked)
+    i = 0
     out: list[Slot] = []
-    i, n = 0, len(blocked)
+    append = out.append
     # Converting to local time is the costliest step; back-to-back slots share a boundary.
     prev_end, prev_end_local = lo, lo.astimezone(tz)
-    for s in sorted(found):
-        e = s + step
-        while i < n and blocked[i][1] <= s:
-            i += 1
-        if i < n and blocked[i][0] < e:
-            continue
-        s_local = prev_end_local if s == prev_end else s.astimezone(tz)
-        prev_end, prev_end_local = e, e.astimezone(tz)
-        out.append(Slot(start=s_local, end=prev_end_local, location_id=found[s]))
+    for first, last, location_id in _ordered_windows(windows, step):
+        s = first
+        while s <= last:
+            e = s + step
+            while i < n and blocked[i][1] <= s:
+                i += 1
+            if i == n or blocked[i][0] >= e:
+                s_local = prev_end_local if s == prev_end else s.astimezone(tz)
+                prev_end, prev_end_local = e, e.astimezone(tz)
+                append(Slot(s_local, prev_end_local, location_id))
+            s = e
     return out
+
+
+def _ordered_windows(
+    windows: list[tuple[datetime, datetime, uuid.UUID | None]], step: timedelta
+) -> list[tuple[datetime, datetime, uuid.UUID | None]]:
+    """The windows by start with no slot start in two of them: when windows overlap, each start
+    becomes a one-slot window, and the first in `windows` (date, then rule order) that has the
+    start gives its location."""
+    in_order = sorted(windows, key=itemgetter(0))
+    if all(a[1] < b[0] for a, b in pairwise(in_order)):  # the usual case: windows apart
+        return in_order
+    found: dict[datetime, uuid.UUID | None] = {}
+    for first, last, location_id in windows:  # in date, then rule order
+        s = first
+        while s <= last:
+            found.setdefault(s, location_id)
+            s += step
+    return [(s, s, location_id) for s, location_id in sorted(found.items(), key=itemgetter(0))]
 
 
 def _validate(slot_minutes: int, start: datetime, end: datetime) -> None:
@@ -155,9 +180,16 @@ def _sorted_busy(
 
 
 def _instant(day: date, t: time, tz: ZoneInfo) -> datetime:
-    """Local `t` on `day` in `tz` as a UTC instant; fold=0 moves gap times forward, takes first of two."""
-    local = datetime(day.year, day.month, day.day, t.hour, t.minute, t.second, t.microsecond, tzinfo=tz)
-    return local.astimezone(UTC)
+    """Local `t` on `day` in `tz` as a UTC instant, as `datetime(..., tzinfo=tz).astimezone(UTC)` gives.
+
+    fold=0 (the default): a time in a spring-forward gap is read with the offset before the gap,
+    so it lands the gap's length later; a repeated time is read as its first occurrence.
+    """
+    if t.fold:
+        t = t.replace(fold=0)
+    offset = tz.utcoffset(datetime.combine(day, t))
+    assert offset is not None  # a ZoneInfo always has one
+    return datetime.combine(day, t, UTC) - offset
 
 
 def _aware(d: datetime) -> bool:
