@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 import msgspec
@@ -30,8 +30,10 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         stamp, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(row_id)
-    except (ValueError, UnicodeDecodeError) as exc:
+        at = datetime.fromisoformat(stamp)
+        at.astimezone(UTC)  # what the database is sent: year 1 at +05:00 has no UTC instant
+        return at, uuid.UUID(row_id)
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise invalid_field("cursor", "not a cursor this API issued") from exc
 
 

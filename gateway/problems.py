@@ -4,6 +4,7 @@ actions are audited here (`audit_failure`), after the failed transaction has rol
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -137,6 +138,16 @@ def _wording(message: str) -> str:
     return message
 
 
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """A parameter as the client names it: `from`, not the handler's argument `from_`."""
+    handler = request.scope.get("route_handler")
+    field = handler.parsed_fn_signature.parameters.get(key) if handler else None
+    return getattr(getattr(field, "kwarg_definition", None), "name", None) or key
+
+
+_MISSING = re.compile(r"Missing required \w+ parameter '([^']+)'")
+
+
 def on_validation_error(
     request: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[bytes]:
@@ -145,9 +156,15 @@ def on_validation_error(
         key, message = str(item.get("key", "")), str(item.get("message", "invalid"))
         if key == "data" and message == "'data'":  # Litestar's KeyError: there was no body
             key, message = "body", "required: send a JSON object"
-        elif key == "data" or item.get("source") == "body":
-            key, message = msgspec_field_error(message) if key == "data" else (key, message)
+        elif key == "data":
+            key, message = msgspec_field_error(message)
+        elif item.get("source") == "body":  # nested: "rules[0]" + "unknown field `x`" -> rules.0.x
+            key, message = msgspec_field_error(message, key.replace("[", ".").replace("]", ""))
+        elif item.get("source") in ("query", "header", "cookie"):
+            key = _wire_name(request, key)
         errors.append(FieldProblem(key or "body", _wording(message)))
+    if not errors and (missing := _MISSING.match(str(exc.detail))):
+        errors.append(FieldProblem(missing.group(1), "required"))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
     return problem("invalid", detail, errors=errors, request=request)
 

@@ -34,9 +34,12 @@ async def run_worker(concurrency: int = 10) -> None:
              asyncio.create_task(run_scheduler(broker, stop), name="scheduler")]
     log.info("carewire worker started")
     await stop.wait()
+    # taskiq-redis's read loop only returns when a message arrives, so the receiver may not see
+    # the stop on an idle queue: give running jobs a grace period, then cancel. A job cut short
+    # stays unacknowledged and another worker reclaims it (its effect still happens once).
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
+            await asyncio.wait_for(task, timeout=3)
     await relay.stop()
     await broker.shutdown()
     await db.engine().close_connection_pool()

@@ -1,17 +1,28 @@
 """Every role x every route x {own clinic, another clinic}, expected answers read from
-domain/access/permissions.txt. Another clinic's ids always answer 404 and leak nothing."""
+domain/access/permissions.txt. Another clinic's ids always answer 404 and leak nothing.
+
+Scheduling routes act on objects with an owner and a place: an appointment is its doctor's
+(for a DOCTOR) or its patient's (for everyone else) and is at a location; a schedule is its
+doctor's, at the doctor's location. O reaches only the caller's own, L only the caller's
+location; an object out of reach is 404 (as if it did not exist), a create for a target out of
+reach is 403."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from domain.access.matrix import Scope, load, scope_of
 from domain.access.roles import Role
+from domain.scheduling.lifecycle import PATIENT_ACTIONS
 from tests.conftest import unique_email
 
 ROLES = [r.value for r in Role]
@@ -32,7 +43,8 @@ def world(api, sa_token, clinic_factory, member_factory) -> World:
     a, b = clinic_factory("Clinic A"), clinic_factory("Clinic B Secret Name")
     callers: dict[str, dict[str, Any]] = {"SUPER_ADMIN": {"token": sa_token, "user_id": None}}
     for role in ROLES[1:]:
-        loc = a["locations"][0]["id"] if role == "LOCATION_HEAD" else None
+        # the LOCATION_HEAD heads location 0, where the DOCTOR works: their schedule is in reach
+        loc = a["locations"][0]["id"] if role in ("LOCATION_HEAD", "DOCTOR") else None
         callers[role] = member_factory(a["id"], role, location_id=loc, tag=role.lower())
     b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="b-admin")
     b_patient = member_factory(b["id"], "PATIENT", password=None, tag="b-patient")
@@ -214,6 +226,16 @@ def test_every_route_is_in_this_matrix(server) -> None:
         ("PATCH", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
         ("DELETE", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
         ("GET", "/api/v1/clinics/{clinic_id}/events"),
+        ("PUT", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
+        ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
+        ("POST", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/time-off"),
+        ("POST", "/api/v1/clinics/{clinic_id}/holidays"),
+        ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/availability"),
+        ("POST", "/api/v1/appointments"), ("POST", "/api/v1/appointments/series"),
+        ("GET", "/api/v1/appointments"), ("GET", "/api/v1/appointments/{appointment_id}"),
+        *(("POST", f"/api/v1/appointments/{{appointment_id}}/{action}")
+          for action in (*TRANSITIONS, "reschedule", "follow-up")),
+        ("GET", "/api/v1/patients/{patient_id}/history"),
         ("GET", "/health/live"), ("GET", "/health/ready"),
     }
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops
@@ -226,3 +248,301 @@ def test_authenticated_routes_work_for_every_role(world: World, api, caller: str
     r = api.as_(world.callers[caller]["token"], "GET", "/users/me")
     assert r.status_code == 200
     assert r.json()["is_super_admin"] is (caller == "SUPER_ADMIN")
+
+
+# --- scheduling: appointments and doctors' schedules ---------------------------------------
+
+TZ = ZoneInfo("Asia/Kolkata")  # clinic_factory's time zone
+WEEK = [{"weekday": d, "start": "08:00", "end": "20:00"} for d in range(7)]
+TRANSITIONS = ("confirm", "check-in", "start", "complete", "no-show", "cancel")
+PRIOR = {"start": ("check-in",), "complete": ("check-in", "start")}  # to where it may go on
+_slots, _series_slots = itertools.count(), itertools.count()
+
+
+def at(days: int, minute: int) -> str:
+    day = datetime.now(TZ).date() + timedelta(days=days)
+    return datetime(day.year, day.month, day.day, minute // 60, minute % 60, tzinfo=TZ).isoformat()
+
+
+def next_slot() -> str:
+    """A half hour of 08:00-18:00, 2 to 80 days out, that no other booking here uses."""
+    n = next(_slots)
+    assert n < 20 * 78
+    return at(2 + n // 20, 8 * 60 + 30 * (n % 20))
+
+
+def next_series_start() -> str:
+    """18:00-20:00, 2 to 24 days out; the series repeats 60 days later, after all of those."""
+    n = next(_series_slots)
+    assert n < 4 * 22
+    return at(2 + n // 4, 18 * 60 + 30 * (n % 4))
+
+
+@dataclass(frozen=True)
+class Party:
+    """Whom an appointment is between, and where; a schedule is its doctor's."""
+
+    clinic_id: str
+    doctor_id: str
+    doctor_location: str | None
+    patient_id: str
+    location_id: str
+
+
+@dataclass
+class Sched:
+    # "mine": the DOCTOR and PATIENT callers at the LOCATION_HEAD's location; "theirs": another
+    # doctor and patient at the clinic's other location; "other": a doctor and patient of clinic B
+    parties: dict[str, Party]
+    b_secrets: list[str]
+
+
+@pytest.fixture(scope="module")
+def sched(world: World, api, sa_token, member_factory) -> Sched:
+    a0, a1 = (loc["id"] for loc in world.a["locations"])
+    b0 = world.b["locations"][0]["id"]
+    doc2 = member_factory(world.a["id"], "DOCTOR", location_id=a1, password=None, tag="doc2")
+    pat2 = member_factory(world.a["id"], "PATIENT", location_id=a1, password=None, tag="pat2")
+    doc_b = member_factory(world.b["id"], "DOCTOR", location_id=b0, password=None, tag="b-doc")
+    pat_b = member_factory(world.b["id"], "PATIENT", password=None, tag="b-pat")
+    doctor, patient = world.callers["DOCTOR"], world.callers["PATIENT"]
+    assert doctor["location_id"] == a0
+    parties = {
+        "mine": Party(world.a["id"], doctor["user_id"], a0, patient["user_id"], a0),
+        "theirs": Party(world.a["id"], doc2["user_id"], a1, pat2["user_id"], a1),
+        "other": Party(world.b["id"], doc_b["user_id"], b0, pat_b["user_id"], b0),
+    }
+    for p in parties.values():
+        r = api.as_(sa_token, "PUT", f"/clinics/{p.clinic_id}/doctors/{p.doctor_id}/schedule",
+                    json={"rules": WEEK})
+        assert r.status_code == 200, r.text
+    secrets = [*world.b_secrets, doc_b["email"], pat_b["user_id"], pat_b["email"]]
+    return Sched(parties, secrets)
+
+
+def booking(p: Party, start: str) -> dict[str, Any]:
+    return {"clinic_id": p.clinic_id, "doctor_id": p.doctor_id, "patient_id": p.patient_id,
+            "type": "in_person", "start": start, "location_id": p.location_id}
+
+
+def booked(api, sa_token: str, p: Party, then: tuple[str, ...] = ()) -> str:
+    """A scheduled appointment of `p` (moved on by the super admin's `then` actions)."""
+    r = api.as_(sa_token, "POST", "/appointments", json=booking(p, next_slot()))
+    assert r.status_code == 201, r.text
+    appointment_id = str(r.json()["id"])
+    for action in then:
+        r = api.as_(sa_token, "POST", f"/appointments/{appointment_id}/{action}")
+        assert r.status_code == 200, r.text
+    return appointment_id
+
+
+def owner_of(role: Role | None, doctor_id: str, patient_id: str) -> str:
+    """Whose an appointment is: a DOCTOR's own are those they are the doctor of; everyone
+    else's own are those they are the patient of."""
+    return doctor_id if role is Role.DOCTOR else patient_id
+
+
+def covers(scope: Scope, who: dict[str, Any], owner: str | None, location: str | None) -> bool:
+    """The permission file's legend: * any, L at the caller's location, O the caller's own."""
+    if scope is Scope.OWN:
+        return owner is not None and owner == who["user_id"]
+    if scope is Scope.LOCATION:
+        return location is not None and location == who.get("location_id")
+    return scope is Scope.ANY
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    permission: str
+    owner: str | None  # whose the object is, for the caller's role
+    location: str | None  # where the object is
+    success: int
+    body: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    create: bool = False  # a target out of reach is refused (403), not hidden (404)
+    #: a rule beyond the permission file, given the caller's role and scope: the refusal, if any
+    refusal: Callable[[Role, Scope], int | None] = field(default=lambda role, scope: None)
+    appointment_id: str | None = None  # the appointment a refused write must leave alone
+
+
+def patients_may(action: str) -> Callable[[Role, Scope], int | None]:
+    """A patient may confirm, cancel and reschedule their own appointments, nothing more."""
+    return lambda role, scope: 403 if role is Role.PATIENT and action not in PATIENT_ACTIONS else None
+
+
+def scheduling_case(route: str, p: Party, role: Role | None, api, sa_token: str) -> Case:
+    doctors = f"/clinics/{p.clinic_id}/doctors/{p.doctor_id}"
+    schedule = {"owner": p.doctor_id, "location": p.doctor_location}
+    appointment = {"owner": owner_of(role, p.doctor_id, p.patient_id), "location": p.location_id}
+    action = route.rsplit("/", 1)[1]
+    match route:
+        case "GET /appointments/{id}":
+            return Case("GET", f"/appointments/{booked(api, sa_token, p)}", "appointments:read",
+                        success=200, **appointment)
+        case "POST /appointments":
+            return Case("POST", "/appointments", "appointments:create", success=201, create=True,
+                        body=booking(p, next_slot()), **appointment)
+        case "POST /appointments/series":
+            body = {**booking(p, next_series_start()), "repeat": {"every_days": 60, "count": 2}}
+            return Case("POST", "/appointments/series", "appointments:create", success=201,
+                        create=True, body=body, **appointment)
+        case _ if action in TRANSITIONS:
+            target = booked(api, sa_token, p, PRIOR.get(action, ()))
+            return Case("POST", f"/appointments/{target}/{action}",
+                        "appointments:cancel" if action == "cancel" else "appointments:update",
+                        success=200, body={"reason": "matrix"}, refusal=patients_may(action),
+                        appointment_id=target, **appointment)
+        case "POST /appointments/{id}/reschedule":
+            target = booked(api, sa_token, p)
+            return Case("POST", f"/appointments/{target}/reschedule", "appointments:update",
+                        success=200, body={"start": next_slot()},
+                        refusal=patients_may("reschedule"), appointment_id=target, **appointment)
+        case "POST /appointments/{id}/follow-up":
+            parent = booked(api, sa_token, p, ("check-in",))
+            return Case("POST", f"/appointments/{parent}/follow-up", "follow_ups:create",
+                        success=201, body={"start": next_slot()}, appointment_id=parent,
+                        **appointment)
+        case "GET .../schedule":
+            return Case("GET", f"{doctors}/schedule", "schedules:read", success=200, **schedule)
+        case "PUT .../schedule":
+            return Case("PUT", f"{doctors}/schedule", "schedules:manage", success=200,
+                        body={"rules": WEEK}, **schedule)
+        case "POST .../time-off":  # at night: no working hours lost
+            return Case("POST", f"{doctors}/time-off", "schedules:manage", success=201,
+                        body={"start": at(88, 120), "end": at(88, 180)}, **schedule)
+        case "GET .../availability":
+            return Case("GET", f"{doctors}/availability", "schedules:read", success=200,
+                        params={"from": at(85, 0), "to": at(86, 0)}, **schedule)
+        case "POST /clinics/{id}/holidays":  # closes the whole clinic: nobody's, nowhere
+            return Case("POST", f"/clinics/{p.clinic_id}/holidays", "schedules:manage",
+                        success=201, body={"start": at(89, 120), "end": at(89, 180)},
+                        create=True, owner=None, location=None)
+    raise AssertionError(route)
+
+
+SCHEDULING_ROUTES = [
+    "GET /appointments/{id}", "POST /appointments", "POST /appointments/series",
+    *(f"POST /appointments/{{id}}/{a}" for a in (*TRANSITIONS, "reschedule", "follow-up")),
+    "GET .../schedule", "PUT .../schedule", "POST .../time-off", "GET .../availability",
+    "POST /clinics/{id}/holidays",
+]
+
+
+def expected_for(case: Case, caller: str, where: str, who: dict[str, Any]) -> int:
+    if caller == "ANONYMOUS":
+        return 401
+    if where == "other" and caller != "SUPER_ADMIN":
+        return 404
+    role = Role(caller)
+    scope = scope_of(case.permission, role)
+    if scope is Scope.DENY:
+        return 403
+    if not covers(scope, who, case.owner, case.location):
+        return 403 if case.create else 404
+    return case.refusal(role, scope) or case.success
+
+
+def scheduling_params() -> list[Any]:
+    return [pytest.param(route, caller, where, id=f"{route}-{caller}-{where}")
+            for route in SCHEDULING_ROUTES for caller in CALLERS
+            for where in ("mine", "theirs", "other")
+            if not (route.endswith("holidays") and where == "theirs")]  # one clinic, one answer
+
+
+def appointment_state(api, sa_token: str, appointment_id: str) -> dict[str, Any]:
+    r = api.as_(sa_token, "GET", f"/appointments/{appointment_id}")
+    assert r.status_code == 200, r.text
+    return {k: v for k, v in r.json().items() if k != "history"} | {
+        "transitions": len(r.json()["history"])}
+
+
+@pytest.mark.parametrize(("route", "caller", "where"), scheduling_params())
+def test_scheduling_route(world: World, sched: Sched, api, sa_token, route: str, caller: str,
+                          where: str) -> None:
+    """mine: the DOCTOR's and PATIENT's own, at the LOCATION_HEAD's location; theirs: nobody's
+    own, elsewhere in the clinic; other: clinic B's."""
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    case = scheduling_case(route, sched.parties[where], Role(caller) if caller in ROLES else None,
+                           api, sa_token)
+    before = appointment_state(api, sa_token, case.appointment_id) if case.appointment_id else None
+    r = api.as_(who["token"], case.method, case.path, json=case.body, params=case.params)
+    expected = expected_for(case, caller, where, who)
+    assert r.status_code == expected, f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if before is not None:  # refused: nothing moved
+            assert appointment_state(api, sa_token, str(case.appointment_id)) == before
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in sched.b_secrets:
+            assert str(secret) not in r.text
+
+
+def every_page(api, token: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = api.as_(token, "GET", path, params={**params, "limit": 200,
+                                                **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        if not (cursor := r.json()["next_cursor"]):
+            return items
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_appointment_list_shows_only_what_is_in_reach(world: World, sched: Sched, api, sa_token,
+                                                      caller: str, where: str) -> None:
+    fresh = {w: booked(api, sa_token, sched.parties[w])
+             for w in (("mine", "theirs") if where == "own" else ("other",))}
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    r = api.as_(who["token"], "GET", "/appointments", params={"clinic_id": clinic["id"]})
+    expected = expected_status("appointments:read", caller, where, "GET")
+    assert r.status_code == expected, r.text
+    if expected != 200:
+        assert all(str(secret) not in r.text for secret in sched.b_secrets)
+        return
+    role, scope = Role(caller), scope_of("appointments:read", Role(caller))
+    items = every_page(api, who["token"], "/appointments", {"clinic_id": clinic["id"]})
+    for item in items:
+        assert covers(scope, who, owner_of(role, item["doctor_id"], item["patient_id"]),
+                      item["location_id"]), item
+    shown = {item["id"] for item in items}
+    for w, appointment_id in fresh.items():
+        p = sched.parties[w]
+        reach = covers(scope, who, owner_of(role, p.doctor_id, p.patient_id), p.location_id)
+        assert (appointment_id in shown) is reach, (w, scope)
+
+
+@pytest.mark.parametrize("whose", ["mine", "theirs", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_patient_history_shows_only_what_is_in_reach(world: World, sched: Sched, api, sa_token,
+                                                     caller: str, whose: str) -> None:
+    """A history is a patient's record: a patient sees only their own (404 for another's);
+    other roles see the patient's appointments their scope reaches."""
+    p = sched.parties[whose]
+    appointment_id = booked(api, sa_token, p)
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    r = api.as_(who["token"], "GET", f"/patients/{p.patient_id}/history",
+                params={"clinic_id": p.clinic_id})
+    expected = expected_status("appointments:read", caller, "other" if whose == "other" else "own",
+                               "GET")
+    role = Role(caller) if caller in ROLES else None
+    scope = scope_of("appointments:read", role) if role else Scope.DENY
+    if expected == 200 and scope is Scope.OWN and role is not Role.DOCTOR:
+        expected = 200 if p.patient_id == who["user_id"] else 404
+    assert r.status_code == expected, r.text
+    if expected != 200:
+        hidden = [*sched.b_secrets, p.patient_id] if expected == 404 else sched.b_secrets
+        assert all(str(secret) not in r.text for secret in hidden)
+        return
+    assert role is not None
+    assert all(item["patient_id"] == p.patient_id for item in r.json()), r.text
+    for item in r.json():
+        assert covers(scope, who, owner_of(role, item["doctor_id"], item["patient_id"]),
+                      item["location_id"]), item
+    reach = covers(scope, who, owner_of(role, p.doctor_id, p.patient_id), p.location_id)
+    assert (appointment_id in {item["id"] for item in r.json()}) is reach

@@ -4,9 +4,11 @@
 Every route of the OpenAPI is driven with wrong JSON types, missing and unknown fields,
 bodies that are not JSON objects, oversized and deeply nested bodies, NUL characters and
 lone surrogates, bad UUIDs in the path and body, bad query parameters, the wrong
-Content-Type, a bad Idempotency-Key and bad bearer tokens. Every refused write is checked
+Content-Type, a bad Idempotency-Key and bad bearer tokens; for scheduling also times without
+a UTC offset or out of range, `to` not after `from`, bad HH:MM and weekdays in schedule rules,
+out-of-range minutes and repeats, unknown types and statuses. Every refused write is checked
 against the database: no row appears, changes or disappears. A bounded schemathesis run
-fuzzes the live OpenAPI on top.
+fuzzes the live OpenAPI on top, once with random ids and once with real ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -35,6 +39,14 @@ KEYS = {"type", "title", "status", "detail", "code"}
 MIB = 1 << 20
 NIL = "00000000-0000-0000-0000-000000000000"
 JSON = {"content-type": "application/json"}
+TZ = ZoneInfo("Asia/Kolkata")  # clinic_factory's time zone
+
+
+def later(days: int, hhmm: str = "10:00") -> str:
+    """A wall-clock time `days` from today in the clinic's zone, as RFC 3339."""
+    day = datetime.now(TZ).date() + timedelta(days=days)
+    h, m = map(int, hhmm.split(":"))
+    return datetime(day.year, day.month, day.day, h, m, tzinfo=TZ).isoformat()
 
 
 # --- what every refusal looks like -----------------------------------------------------------
@@ -77,14 +89,39 @@ class Ctx:
     nurse_email: str
     nurse_password: str
     sa_token: str
+    doctor_id: str  # works every day 08:00-20:00: the target of schedule writes
+    patient_id: str
+    appointment_id: str  # scheduled: the target of transitions and reschedules
+    visit_id: str  # checked in: the parent of follow-ups
+
+
+RULE = {"weekday": 0, "start": "08:00", "end": "20:00"}
+WEEK = [{**RULE, "weekday": d} for d in range(7)]
+
+
+def book_now(api, sa_token: str, body: dict[str, Any]) -> str:
+    r = api.as_(sa_token, "POST", "/appointments", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
 
 
 @pytest.fixture(scope="module")
-def ctx(clinic_factory, member_factory, sa_token) -> Ctx:
+def ctx(api, clinic_factory, member_factory, sa_token) -> Ctx:
     clinic = clinic_factory(allow_self_registration=True)
-    nurse = member_factory(clinic["id"], "NURSE", tag="bad-input")
-    return Ctx(clinic["id"], clinic["locations"][0]["id"], nurse["user_id"], nurse["email"],
-               nurse["password"], sa_token)
+    cid, loc = clinic["id"], clinic["locations"][0]["id"]
+    nurse = member_factory(cid, "NURSE", tag="bad-input")
+    doctor = member_factory(cid, "DOCTOR", location_id=loc, tag="bad-input-doc")
+    patient = member_factory(cid, "PATIENT", tag="bad-input-patient")
+    r = api.as_(sa_token, "PUT", f"/clinics/{cid}/doctors/{doctor['user_id']}/schedule",
+                json={"rules": WEEK, "slot_minutes": 30})
+    assert r.status_code == 200, r.text
+    visit = {"clinic_id": cid, "doctor_id": doctor["user_id"], "patient_id": patient["user_id"],
+             "type": "in_person", "location_id": loc}
+    appointment_id = book_now(api, sa_token, {**visit, "start": later(5, "10:00")})
+    visit_id = book_now(api, sa_token, {**visit, "start": later(5, "11:00")})
+    assert api.as_(sa_token, "POST", f"/appointments/{visit_id}/check-in").status_code == 200
+    return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
+               doctor["user_id"], patient["user_id"], appointment_id, visit_id)
 
 
 def snapshot(db, ctx: Ctx) -> dict[str, Any]:
@@ -96,18 +133,33 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT count(*) FROM sessions WHERE revoked_at IS NULL) AS live_sessions,
                   (SELECT count(*) FROM refresh_tokens) AS refresh_tokens,
                   (SELECT count(*) FROM events) AS events,
+                  (SELECT count(*) FROM time_off) AS time_off,
+                  (SELECT count(*) FROM appointments) AS appointments,
+                  (SELECT count(*) FROM appointment_transitions) AS transitions,
                   (SELECT row_to_json(c)::text FROM clinics c WHERE c.id = $1::uuid) AS clinic,
                   (SELECT row_to_json(m)::text FROM memberships m
-                    WHERE m.clinic_id = $1::uuid AND m.user_id = $2::uuid) AS member""",
-        ctx.clinic_id, ctx.user_id,
+                    WHERE m.clinic_id = $1::uuid AND m.user_id = $2::uuid) AS member,
+                  (SELECT row_to_json(s)::text FROM doctor_schedules s
+                    WHERE s.clinic_id = $1::uuid AND s.doctor_id = $3::uuid) AS schedule,
+                  (SELECT json_agg(a ORDER BY a.id)::text FROM appointments a
+                    WHERE a.clinic_id = $1::uuid) AS booked""",
+        ctx.clinic_id, ctx.user_id, ctx.doctor_id,
     )
     state = rows[0]
-    assert state["clinic"] and state["member"], state  # the targets exist to be left alone
+    # the targets exist to be left alone
+    assert state["clinic"] and state["member"] and state["schedule"] and state["booked"], state
     return state
 
 
+def ids(ctx: Ctx, path: str) -> dict[str, str]:
+    """The ids a route's path names; a follow-up needs a visit that took place."""
+    return {"clinic_id": ctx.clinic_id, "user_id": ctx.user_id, "doctor_id": ctx.doctor_id,
+            "patient_id": ctx.patient_id,
+            "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
+
+
 def fill(path: str, ctx: Ctx) -> str:
-    return path.format(clinic_id=ctx.clinic_id, user_id=ctx.user_id)
+    return path.format(**ids(ctx, path))
 
 
 # --- the routes -----------------------------------------------------------------------------
@@ -119,11 +171,29 @@ class Write:
     method: str
     path: str
     body: Callable[[Ctx], dict[str, Any]]
-    text: str  # a free-text field: NUL, lone surrogates, over-long
+    text: str | None  # a free-text field: NUL, lone surrogates, over-long (None: there is none)
     max_length: int  # of `text`
     required: str | None  # a required field (PATCH has none)
-    wrong_type: tuple[str, Any]  # a field and a value of the wrong JSON type
+    wrong_type: tuple[str, Any]  # a field and a value of the wrong JSON type (not "30" for an
+    #                              int: bodies are decoded leniently, and "30" is taken as 30)
     public: bool = False
+    optional_body: bool = False  # no body (or JSON null) is a valid request
+
+
+def _booking(c: Ctx, **more: Any) -> dict[str, Any]:
+    """A booking that would succeed: a free slot in the doctor's hours, in the horizon."""
+    return {"clinic_id": c.clinic_id, "doctor_id": c.doctor_id, "patient_id": c.patient_id,
+            "type": "in_person", "start": later(6, "10:00"), "duration_minutes": 30,
+            "location_id": c.location_id, "reason": "check-up", **more}
+
+
+def _time_off(c: Ctx) -> dict[str, Any]:
+    return {"start": later(7, "13:00"), "end": later(7, "14:00"), "reason": "training"}
+
+
+def _transition(action: str) -> Write:
+    return Write("POST", f"/appointments/{{appointment_id}}/{action}", lambda c: {"reason": "asked"},
+                 "reason", 1000, None, ("reason", 5), optional_body=True)
 
 
 WRITES: dict[str, Write] = {
@@ -154,6 +224,29 @@ WRITES: dict[str, Write] = {
     "update_member": Write(
         "PATCH", "/clinics/{clinic_id}/members/{user_id}", lambda c: {"role": "RECEPTIONIST"},
         "role", 64, None, ("location_id", True)),
+    "put_schedule": Write(
+        "PUT", "/clinics/{clinic_id}/doctors/{doctor_id}/schedule",
+        lambda c: {"rules": WEEK, "slot_minutes": 30}, None, 0, "rules", ("slot_minutes", [30])),
+    "time_off": Write(
+        "POST", "/clinics/{clinic_id}/doctors/{doctor_id}/time-off", _time_off,
+        "reason", 1000, "start", ("end", {"at": "noon"})),
+    "holiday": Write(
+        "POST", "/clinics/{clinic_id}/holidays", _time_off,
+        "reason", 1000, "end", ("start", ["2030-01-01T00:00:00Z"])),
+    "book": Write(
+        "POST", "/appointments", _booking, "reason", 1000, "patient_id", ("duration_minutes", [30])),
+    "book_series": Write(
+        "POST", "/appointments/series", lambda c: _booking(c, repeat={"every_days": 7, "count": 2}),
+        "reason", 1000, "repeat", ("repeat", 7)),
+    **{f"appointment_{a.replace('-', '_')}": _transition(a)
+       for a in ("confirm", "check-in", "start", "complete", "no-show", "cancel")},
+    "reschedule": Write(
+        "POST", "/appointments/{appointment_id}/reschedule",
+        lambda c: {"start": later(6, "15:00"), "reason": "doctor late"},
+        "reason", 1000, "start", ("duration_minutes", {"m": 45})),
+    "follow_up": Write(
+        "POST", "/appointments/{appointment_id}/follow-up",
+        lambda c: {"after_days": 7, "reason": "review"}, "reason", 1000, None, ("after_days", [7])),
 }
 
 # Every protected route, with a body that would be accepted from an allowed caller.
@@ -166,7 +259,19 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "list_members": ("GET", "/clinics/{clinic_id}/members", None),
     "remove_member": ("DELETE", "/clinics/{clinic_id}/members/{user_id}", None),
     "list_events": ("GET", "/clinics/{clinic_id}/events", None),
+    "get_schedule": ("GET", "/clinics/{clinic_id}/doctors/{doctor_id}/schedule", None),
+    "availability": ("GET", "/clinics/{clinic_id}/doctors/{doctor_id}/availability", None),
+    "list_appointments": ("GET", "/appointments", None),
+    "get_appointment": ("GET", "/appointments/{appointment_id}", None),
+    "history": ("GET", "/patients/{patient_id}/history", None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
+}
+
+# The query a route needs (required parameters), valid.
+QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
+    "availability": lambda c: {"from": later(10, "00:00"), "to": later(11, "00:00")},
+    "list_appointments": lambda c: {"clinic_id": c.clinic_id},
+    "history": lambda c: {"clinic_id": c.clinic_id},
 }
 
 
@@ -178,6 +283,8 @@ def send(api, ctx: Ctx, name: str, token: str | None = None, **kw: Any) -> httpx
     else:
         method, path, _ = PROTECTED[name]
         token = token or ctx.sa_token
+    if name in QUERIES:
+        kw.setdefault("params", QUERIES[name](ctx))
     return api.as_(token, method, fill(path, ctx), **kw)
 
 
@@ -211,6 +318,11 @@ def _without(w: Write, b: dict[str, Any]) -> dict[str, Any]:
     return {"json": {k: v for k, v in b.items() if k != w.required}}
 
 
+def _huge(w: Write, b: dict[str, Any]) -> dict[str, Any]:
+    """Over the size limit, in the free-text field (or the first field when there is none)."""
+    return {**b, w.text or next(iter(b)): "x" * (MIB + 1)}
+
+
 SPOILS: dict[str, Spoil] = {
     "wrong_type": Spoil(lambda w, b: {"json": {**b, w.wrong_type[0]: w.wrong_type[1]}},
                         400, lambda w: w.wrong_type[0]),
@@ -232,11 +344,11 @@ SPOILS: dict[str, Spoil] = {
     "deeply_nested": Spoil(lambda w, b: {"content": raw_with(b, "x", deep(100_000)),
                                          "headers": JSON}, 400, lambda w: "body",
                         lambda w: "nested too deeply"),
-    "huge_body": Spoil(lambda w, b: {"json": {**b, w.text: "x" * (MIB + 1)}},
-                       413, lambda w: None, lambda w: "too large"),
+    "huge_body": Spoil(lambda w, b: {"json": _huge(w, b)}, 413, lambda w: None,
+                       lambda w: "too large"),
     "huge_body_idempotent": Spoil(
-        lambda w, b: {"json": {**b, w.text: "x" * (MIB + 1)},
-                      "headers": {"Idempotency-Key": uuid.uuid4().hex}}, 413, lambda w: None),
+        lambda w, b: {"json": _huge(w, b), "headers": {"Idempotency-Key": uuid.uuid4().hex}},
+        413, lambda w: None),
     "nul_char": Spoil(lambda w, b: {"json": {**b, w.text: "ab\u0000cd@example.test"}},
                       400, lambda w: w.text,
                       lambda w: "Invalid enum" if w.text == "role" else "must not contain NUL"),
@@ -265,10 +377,23 @@ SPOILS: dict[str, Spoil] = {
 }
 
 
+TEXT_SPOILS = {"null_field", "nul_char", "lone_surrogate_escape", "lone_surrogate_utf8",
+               "invalid_utf8", "over_long"}
+
+
+def _applies(write: Write, spoil: str) -> bool:
+    if spoil == "missing_required":
+        return write.required is not None
+    if spoil in TEXT_SPOILS:
+        return write.text is not None
+    if spoil in ("empty_body", "json_null"):
+        return not write.optional_body  # e.g. a cancel needs no reason
+    return True
+
+
 def spoil_params() -> list[Any]:
     return [pytest.param(route, spoil, id=f"{route}-{spoil}")
-            for route, write in WRITES.items() for spoil in SPOILS
-            if not (spoil == "missing_required" and write.required is None)]
+            for route, write in WRITES.items() for spoil in SPOILS if _applies(write, spoil)]
 
 
 @pytest.mark.parametrize(("route", "spoil"), spoil_params())
@@ -280,6 +405,15 @@ def test_a_spoiled_body_is_refused_whole(api, db, ctx, route, spoil):
     assert how.says(write) in problem["detail"], problem
     assert snapshot(db, ctx) == before
 
+
+def _rule(**change: Any) -> Callable[[Ctx], dict[str, Any]]:
+    """A schedule whose one rule is spoiled."""
+    return lambda c: {"rules": [{**RULE, **change}]}
+
+
+NAIVE = "2030-01-07T10:00:00"  # no UTC offset
+YEAR_1 = "0001-01-01T00:00:00+05:30"  # before 1 January of year 1 in UTC
+YEAR_9999 = "9999-12-31T23:00:00-05:00"  # after the end of year 9999 in UTC
 
 # Field checks the type system cannot make, route by route: (route, id, change, status, field)
 FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | None]] = [
@@ -347,6 +481,121 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
     ("update_member", "location_head_without_location",
      lambda c: {"role": "LOCATION_HEAD", "location_id": None}, 400, "location_id"),
     ("update_member", "identity_fields", lambda c: {"email": "x@example.test"}, 400, "email"),
+    # schedules: weekday 0-6, HH:MM, end after start, known types and locations, 5-480 minutes
+    ("put_schedule", "weekday_7", _rule(weekday=7), 400, "rules.0.weekday"),
+    ("put_schedule", "weekday_negative", _rule(weekday=-1), 400, "rules.0.weekday"),
+    ("put_schedule", "weekday_a_name", _rule(weekday="monday"), 400, "rules.0.weekday"),
+    ("put_schedule", "second_rule_weekday_9", lambda c: {"rules": [RULE, {**RULE, "weekday": 9}]},
+     400, "rules.1.weekday"),
+    ("put_schedule", "start_without_colon", _rule(start="0800"), 400, "rules.0.start"),
+    ("put_schedule", "start_one_digit_hour", _rule(start="8:00"), 400, "rules.0.start"),
+    ("put_schedule", "start_with_seconds", _rule(start="08:00:00"), 400, "rules.0.start"),
+    ("put_schedule", "start_iso_t_prefix", _rule(start="T08:00"), 400, "rules.0.start"),
+    ("put_schedule", "start_hour_24", _rule(start="24:00"), 400, "rules.0.start"),
+    ("put_schedule", "start_minute_60", _rule(start="08:60"), 400, "rules.0.start"),
+    ("put_schedule", "start_with_offset", _rule(start="08:00+05:30"), 400, "rules.0.start"),
+    ("put_schedule", "start_nul", _rule(start="08:\u000000"), 400, "rules.0.start"),
+    ("put_schedule", "start_number", _rule(start=800), 400, "rules.0.start"),
+    ("put_schedule", "end_not_a_time", _rule(end="late"), 400, "rules.0.end"),
+    ("put_schedule", "end_before_start", _rule(start="10:00", end="09:00"), 400, "rules.0.end"),
+    ("put_schedule", "end_equals_start", _rule(start="10:00", end="10:00"), 400, "rules.0.end"),
+    ("put_schedule", "end_missing", lambda c: {"rules": [{"weekday": 0, "start": "08:00"}]},
+     400, "rules.0.end"),
+    ("put_schedule", "rule_unknown_field", _rule(room="3"), 400, "rules.0.room"),
+    ("put_schedule", "no_appointment_types", _rule(appointment_types=[]),
+     400, "rules.0.appointment_types"),
+    ("put_schedule", "unknown_appointment_type", _rule(appointment_types=["phone"]),
+     400, "rules.0.appointment_types.0"),
+    ("put_schedule", "location_id_not_a_uuid", _rule(location_id="north"),
+     400, "rules.0.location_id"),
+    ("put_schedule", "location_id_unknown", _rule(location_id=NIL), 400, "rules.0.location_id"),
+    ("put_schedule", "rules_an_object", lambda c: {"rules": RULE}, 400, "rules"),
+    ("put_schedule", "rules_null", lambda c: {"rules": None}, 400, "rules"),
+    ("put_schedule", "too_many_rules", lambda c: {"rules": [RULE] * 101}, 400, "rules"),
+    ("put_schedule", "slot_minutes_4", lambda c: {"slot_minutes": 4}, 400, "slot_minutes"),
+    ("put_schedule", "slot_minutes_481", lambda c: {"slot_minutes": 481}, 400, "slot_minutes"),
+    ("put_schedule", "slot_minutes_fraction", lambda c: {"slot_minutes": 30.5},
+     400, "slot_minutes"),
+    ("put_schedule", "slot_minutes_null", lambda c: {"slot_minutes": None}, 400, "slot_minutes"),
+    # time off and holidays: aware times in range, end after start
+    *[(route, name, change, 400, field) for route in ("time_off", "holiday")
+      for name, change, field in [
+          ("start_naive", lambda c: {"start": NAIVE}, "start"),
+          ("end_naive", lambda c: {"end": NAIVE}, "end"),
+          ("start_date_only", lambda c: {"start": "2030-01-07"}, "start"),
+          ("start_not_a_time", lambda c: {"start": "tomorrow"}, "start"),
+          ("start_a_list", lambda c: {"start": [2030, 1, 7]}, "start"),
+          ("start_year_1", lambda c: {"start": YEAR_1}, "start"),
+          ("end_year_9999", lambda c: {"end": YEAR_9999}, "end"),
+          ("end_equals_start", lambda c: {"end": later(7, "13:00")}, "end"),
+          ("end_before_start", lambda c: {"end": later(7, "12:00")}, "end"),
+          ("end_same_instant_other_offset",
+           lambda c: {"end": datetime.fromisoformat(later(7, "13:00")).astimezone(ZoneInfo("UTC"))
+                      .isoformat()}, "end"),
+      ]],
+    # booking: aware future times, known type, 5-480 minutes, a patient and place of the clinic
+    ("book", "start_naive", lambda c: {"start": NAIVE}, 400, "start"),
+    ("book", "start_in_the_past", lambda c: {"start": later(-1)}, 400, "start"),
+    ("book", "start_year_1", lambda c: {"start": YEAR_1}, 400, "start"),
+    ("book", "start_year_9999", lambda c: {"start": YEAR_9999}, 400, "start"),
+    ("book", "start_beyond_horizon", lambda c: {"start": later(200)}, 400, "start"),
+    ("book", "unknown_type", lambda c: {"type": "phone"}, 400, "type"),
+    ("book", "uppercase_type", lambda c: {"type": "VIDEO"}, 400, "type"),
+    ("book", "duration_4", lambda c: {"duration_minutes": 4}, 400, "duration_minutes"),
+    ("book", "duration_481", lambda c: {"duration_minutes": 481}, 400, "duration_minutes"),
+    ("book", "duration_zero", lambda c: {"duration_minutes": 0}, 400, "duration_minutes"),
+    ("book", "duration_negative", lambda c: {"duration_minutes": -30}, 400, "duration_minutes"),
+    ("book", "duration_fraction", lambda c: {"duration_minutes": 30.5}, 400, "duration_minutes"),
+    ("book", "clinic_id_not_a_uuid", lambda c: {"clinic_id": "clinic"}, 400, "clinic_id"),
+    ("book", "doctor_id_not_a_uuid", lambda c: {"doctor_id": "doc"}, 400, "doctor_id"),
+    ("book", "patient_id_not_a_uuid", lambda c: {"patient_id": 7}, 400, "patient_id"),
+    ("book", "location_id_not_a_uuid", lambda c: {"location_id": "north"}, 400, "location_id"),
+    ("book", "patient_not_a_patient", lambda c: {"patient_id": c.doctor_id}, 400, "patient_id"),
+    ("book", "patient_unknown", lambda c: {"patient_id": NIL}, 400, "patient_id"),
+    ("book", "location_unknown", lambda c: {"location_id": NIL}, 400, "location_id"),
+    ("book", "in_person_without_location", lambda c: {"location_id": None}, 400, "location_id"),
+    ("book", "override_reason_number", lambda c: {"override_reason": 5}, 400, "override_reason"),
+    ("book", "doctor_unknown", lambda c: {"doctor_id": NIL}, 404, None),
+    ("book", "clinic_unknown", lambda c: {"clinic_id": NIL}, 404, None),
+    ("book_series", "count_1", lambda c: {"repeat": {"every_days": 7, "count": 1}},
+     400, "repeat.count"),
+    ("book_series", "count_53", lambda c: {"repeat": {"every_days": 7, "count": 53}},
+     400, "repeat.count"),
+    ("book_series", "every_0_days", lambda c: {"repeat": {"every_days": 0, "count": 2}},
+     400, "repeat.every_days"),
+    ("book_series", "every_366_days", lambda c: {"repeat": {"every_days": 366, "count": 2}},
+     400, "repeat.every_days"),
+    ("book_series", "count_missing", lambda c: {"repeat": {"every_days": 7}}, 400, "repeat.count"),
+    ("book_series", "repeat_unknown_field",
+     lambda c: {"repeat": {"every_days": 7, "count": 2, "until": later(30)}}, 400, "repeat.until"),
+    ("book_series", "repeat_null", lambda c: {"repeat": None}, 400, "repeat"),
+    ("book_series", "start_naive", lambda c: {"start": NAIVE}, 400, "start"),
+    ("book_series", "start_year_9999", lambda c: {"start": YEAR_9999}, 400, "start"),
+    ("book_series", "duration_481", lambda c: {"duration_minutes": 481}, 400, "duration_minutes"),
+    ("book_series", "unknown_type", lambda c: {"type": "house_call"}, 400, "type"),
+    ("reschedule", "start_naive", lambda c: {"start": NAIVE}, 400, "start"),
+    ("reschedule", "start_in_the_past", lambda c: {"start": later(-2)}, 400, "start"),
+    ("reschedule", "start_year_1", lambda c: {"start": YEAR_1}, 400, "start"),
+    ("reschedule", "start_year_9999", lambda c: {"start": YEAR_9999}, 400, "start"),
+    ("reschedule", "start_not_a_time", lambda c: {"start": "next week"}, 400, "start"),
+    ("reschedule", "start_null", lambda c: {"start": None}, 400, "start"),
+    ("reschedule", "duration_4", lambda c: {"duration_minutes": 4}, 400, "duration_minutes"),
+    ("reschedule", "duration_481", lambda c: {"duration_minutes": 481}, 400, "duration_minutes"),
+    ("reschedule", "override_reason_list", lambda c: {"override_reason": ["x"]},
+     400, "override_reason"),
+    # a follow-up: after_days 1-365 or an aware start, one of the two
+    ("follow_up", "after_days_zero", lambda c: {"after_days": 0}, 400, "after_days"),
+    ("follow_up", "after_days_366", lambda c: {"after_days": 366}, 400, "after_days"),
+    ("follow_up", "after_days_negative", lambda c: {"after_days": -7}, 400, "after_days"),
+    ("follow_up", "after_days_fraction", lambda c: {"after_days": 1.5}, 400, "after_days"),
+    ("follow_up", "start_and_after_days", lambda c: {"start": later(20)}, 400, "start"),
+    ("follow_up", "neither_start_nor_after_days", lambda c: {"after_days": None}, 400, "start"),
+    ("follow_up", "start_naive", lambda c: {"start": NAIVE, "after_days": None}, 400, "start"),
+    ("follow_up", "start_year_1", lambda c: {"start": YEAR_1, "after_days": None}, 400, "start"),
+    ("follow_up", "start_in_the_past", lambda c: {"start": later(-1), "after_days": None},
+     400, "start"),
+    ("appointment_cancel", "reason_object", lambda c: {"reason": {"why": "x"}}, 400, "reason"),
+    ("appointment_confirm", "reason_too_long", lambda c: {"reason": "r" * 1001}, 400, "reason"),
 ]
 
 
@@ -372,29 +621,51 @@ def test_a_json_content_type_with_parameters_is_still_json(api, ctx):
 
 BAD_UUIDS = {"word": "not-a-uuid", "number": "12345", "nul": "%00", "emoji": "%F0%9F%92%A9",
              "too_long": NIL + "0"}
+SCHEDULING_PATH_ROUTES = [
+    "put_schedule", "get_schedule", "time_off", "holiday", "availability", "get_appointment",
+    *(name for name in WRITES if name.startswith("appointment_")), "reschedule", "follow_up",
+    "history"]
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
-               "list_members", "add_member", "update_member", "remove_member", "list_events"]
+               "list_members", "add_member", "update_member", "remove_member", "list_events",
+               *SCHEDULING_PATH_ROUTES]
+PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id")
 
 
-def path_params() -> list[Any]:
+def path_params(routes: list[str], values: dict[str, str]) -> list[Any]:
     out = []
-    for route in PATH_ROUTES:
+    for route in routes:
         _, path, _ = PROTECTED[route]
-        for param in ("clinic_id", "user_id"):
+        for param in PATH_IDS:
             if "{" + param + "}" not in path:
                 continue
-            for label, value in BAD_UUIDS.items():
+            for label, value in values.items():
                 out.append(pytest.param(route, param, value, id=f"{route}-{param}-{label}"))
     return out
 
 
-@pytest.mark.parametrize(("route", "param", "value"), path_params())
-def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
+def call_with(api, ctx: Ctx, route: str, param: str, value: str) -> httpx.Response:
+    """The route with a valid body and query, and `value` for one id of its path."""
     method, path, body = PROTECTED[route]
+    url = path.format(**{**ids(ctx, path), param: value})
+    return api.as_(ctx.sa_token, method, url, **({"json": body(ctx)} if body else {}),
+                   **({"params": QUERIES[route](ctx)} if route in QUERIES else {}))
+
+
+@pytest.mark.parametrize(("route", "param", "value"), path_params(PATH_ROUTES, BAD_UUIDS))
+def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
     before = snapshot(db, ctx)
-    url = path.format(**{"clinic_id": ctx.clinic_id, "user_id": ctx.user_id, param: value})
-    r = api.as_(ctx.sa_token, method, url, **({"json": body(ctx)} if body else {}))
+    r = call_with(api, ctx, route, param, value)
     assert_problem(r, 400, field=param)
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"),
+                         path_params(SCHEDULING_PATH_ROUTES, {"nil": NIL, "random": str(uuid.uuid4())}))
+def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
+    """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
+    before = snapshot(db, ctx)
+    r = call_with(api, ctx, route, param, value)
+    assert_problem(r, 404, code="not_found")
     assert snapshot(db, ctx) == before
 
 
@@ -408,12 +679,14 @@ def test_an_unknown_path_is_a_problem_too(api, ctx):
 # --- bad query parameters ---------------------------------------------------------------------
 
 LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
-         "members": "/clinics/{clinic_id}/members", "events": "/clinics/{clinic_id}/events"}
+         "members": "/clinics/{clinic_id}/members", "events": "/clinics/{clinic_id}/events",
+         "appointments": "/appointments?clinic_id={clinic_id}"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}
 CURSORS = {"garbage": "garbage", "nul": "%00", "not_base64": "!!!!",
            "base64_nonsense": base64.urlsafe_b64encode(b"x|y").decode(),
-           "not_utf8": base64.urlsafe_b64encode(b"\xff\xfe|\xff").decode(), "long": "A" * 5000}
+           "not_utf8": base64.urlsafe_b64encode(b"\xff\xfe|\xff").decode(), "long": "A" * 5000,
+           "time_out_of_range": base64.urlsafe_b64encode(f"{YEAR_1}|{NIL}".encode()).decode()}
 AFTERS = {"word": "abc", "negative": "-1", "float": "2.5"}
 
 
@@ -433,7 +706,44 @@ def query_params() -> list[Any]:
 
 @pytest.mark.parametrize(("route", "query", "field"), query_params())
 def test_a_bad_query_parameter_is_named(api, ctx, route, query, field):
-    r = api.as_(ctx.sa_token, "GET", fill(LISTS[route], ctx) + "?" + query)
+    url = fill(LISTS[route], ctx)
+    r = api.as_(ctx.sa_token, "GET", url + ("&" if "?" in url else "?") + query)
+    assert_problem(r, 400, field=field)
+
+
+# Scheduling queries, by the name the client sends: (route, id, change, field); None drops one.
+QUERY_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], str]] = [
+    ("availability", "from_missing", lambda c: {"from": None}, "from"),
+    ("availability", "to_missing", lambda c: {"to": None}, "to"),
+    ("availability", "from_not_a_time", lambda c: {"from": "soon"}, "from"),
+    ("availability", "from_date_only", lambda c: {"from": "2030-01-07"}, "from"),
+    ("availability", "from_naive", lambda c: {"from": NAIVE}, "from"),
+    ("availability", "to_naive", lambda c: {"to": NAIVE}, "to"),
+    ("availability", "from_year_1", lambda c: {"from": YEAR_1}, "from"),
+    ("availability", "to_year_9999", lambda c: {"to": YEAR_9999}, "to"),
+    ("availability", "to_equals_from", lambda c: {"to": later(10, "00:00")}, "to"),
+    ("availability", "to_before_from", lambda c: {"to": later(9, "00:00")}, "to"),
+    ("availability", "over_62_days", lambda c: {"to": later(73, "00:00")}, "to"),
+    ("availability", "unknown_type", lambda c: {"type": "phone"}, "type"),
+    ("availability", "uppercase_type", lambda c: {"type": "VIDEO"}, "type"),
+    ("availability", "empty_type", lambda c: {"type": ""}, "type"),
+    ("list_appointments", "clinic_id_missing", lambda c: {"clinic_id": None}, "clinic_id"),
+    ("list_appointments", "clinic_id_not_a_uuid", lambda c: {"clinic_id": "x"}, "clinic_id"),
+    ("list_appointments", "doctor_id_not_a_uuid", lambda c: {"doctor_id": "doc"}, "doctor_id"),
+    ("list_appointments", "patient_id_not_a_uuid", lambda c: {"patient_id": "1"}, "patient_id"),
+    ("list_appointments", "unknown_status", lambda c: {"status": "done"}, "status"),
+    ("list_appointments", "uppercase_status", lambda c: {"status": "SCHEDULED"}, "status"),
+    ("history", "clinic_id_missing", lambda c: {"clinic_id": None}, "clinic_id"),
+    ("history", "clinic_id_not_a_uuid", lambda c: {"clinic_id": NIL + "0"}, "clinic_id"),
+]
+
+
+@pytest.mark.parametrize(("route", "change", "field"),
+                         [pytest.param(r, ch, f, id=f"{r}-{name}") for r, name, ch, f in QUERY_CASES])
+def test_a_bad_scheduling_query_is_named(api, ctx, route, change, field):
+    method, path, _ = PROTECTED[route]
+    query = {k: v for k, v in {**QUERIES[route](ctx), **change(ctx)}.items() if v is not None}
+    r = api.as_(ctx.sa_token, method, fill(path, ctx), params=query)
     assert_problem(r, 400, field=field)
 
 
@@ -471,7 +781,8 @@ def test_a_bad_bearer_token_is_401(api, db, ctx, route, auth):
     value = AUTHORIZATIONS[auth]
     before = snapshot(db, ctx)
     r = api.as_(None, method, fill(path, ctx), headers={"Authorization": value} if value else {},
-                **({"json": body(ctx)} if body else {}))
+                **({"json": body(ctx)} if body else {}),
+                **({"params": QUERIES[route](ctx)} if route in QUERIES else {}))
     assert_problem(r, 401, code="unauthenticated")
     assert r.headers.get("www-authenticate", "").startswith("Bearer")
     assert snapshot(db, ctx) == before
@@ -512,6 +823,17 @@ OPENAPI_OPERATIONS = {
     ("PATCH", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
     ("DELETE", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
     ("GET", "/api/v1/clinics/{clinic_id}/events"),
+    ("PUT", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
+    ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
+    ("POST", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/time-off"),
+    ("POST", "/api/v1/clinics/{clinic_id}/holidays"),
+    ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/availability"),
+    ("POST", "/api/v1/appointments"), ("POST", "/api/v1/appointments/series"),
+    ("GET", "/api/v1/appointments"), ("GET", "/api/v1/appointments/{appointment_id}"),
+    *(("POST", f"/api/v1/appointments/{{appointment_id}}/{action}")
+      for action in ("confirm", "check-in", "start", "complete", "no-show", "cancel",
+                     "reschedule", "follow-up")),
+    ("GET", "/api/v1/patients/{patient_id}/history"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }
 
@@ -540,24 +862,63 @@ def fuzz_token(api) -> str:
 
 # logout takes nothing but its token (covered above), and would end the fuzzer's session
 FUZZED = sorted(op for op in OPENAPI_OPERATIONS if op != ("POST", "/api/v1/auth/logout"))
+# Random ids stop these at "not found"; they are fuzzed again with ids that exist.
+WITH_REAL_IDS = [op for op in FUZZED
+                 if any(part in op[1] for part in ("/doctors/", "/holidays", "/appointments",
+                                                   "/patients/"))]
+
+
+@pytest.fixture(scope="module")
+def real_ids(api, clinic_factory, member_factory, sa_token) -> dict[str, str]:
+    """A clinic of the fuzzer's own, with a doctor's schedule and a booked appointment."""
+    clinic = clinic_factory()
+    cid, loc = clinic["id"], clinic["locations"][0]["id"]
+    doctor = member_factory(cid, "DOCTOR", location_id=loc, password=None, tag="fuzz-doc")
+    patient = member_factory(cid, "PATIENT", password=None, tag="fuzz-patient")
+    r = api.as_(sa_token, "PUT", f"/clinics/{cid}/doctors/{doctor['user_id']}/schedule",
+                json={"rules": WEEK})
+    assert r.status_code == 200, r.text
+    out = {"clinic_id": cid, "doctor_id": doctor["user_id"], "patient_id": patient["user_id"],
+           "location_id": loc}
+    out["appointment_id"] = book_now(api, sa_token, {**out, "type": "in_person",
+                                                      "start": later(4, "09:00")})
+    return out
+
+
+def _fuzz(server: Any, strategy: Any, token: str, ids: dict[str, str] | None = None) -> None:
+    """Schemathesis' requests (with `ids` put in for the path's, query's and body's), as a
+    super admin: none may get a 5xx, and every refusal is a problem+json."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    @given(case=strategy)
+    @settings(max_examples=10, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    def run(case: Any) -> None:
+        for part in (case.path_parameters, case.query, case.body) if ids else ():
+            if isinstance(part, dict):
+                part.update({k: v for k, v in ids.items() if k in part})
+        r = case.call(base_url=server.base_url, headers=headers, timeout=30)
+        assert r.status_code < 500, (case.method, case.formatted_path, case.query, case.body,
+                                     r.text)
+        if r.status_code >= 400:
+            check_problem(r.status_code, r.headers, r.json())
+
+    run()
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                          ids=lambda m: m.value)
 @pytest.mark.parametrize(("method", "path"), FUZZED, ids=[f"{m} {p}" for m, p in FUZZED])
 def test_fuzzed_requests_never_get_a_500(server, live_schema, fuzz_token, method, path, mode):
-    """Schemathesis generates requests from the OpenAPI (negative mode: ones that break it);
-    as a super admin, none may get a 5xx, and every refusal is a problem+json."""
-    strategy = live_schema[path][method].as_strategy(generation_mode=mode)
-    headers = {"Authorization": f"Bearer {fuzz_token}"}
+    """Schemathesis generates requests from the OpenAPI (negative mode: ones that break it)."""
+    _fuzz(server, live_schema[path][method].as_strategy(generation_mode=mode), fuzz_token)
 
-    @given(case=strategy)
-    @settings(max_examples=10, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    def run(case: Any) -> None:
-        r = case.call(base_url=server.base_url, headers=headers, timeout=30)
-        assert r.status_code < 500, (case.method, case.formatted_path, case.body, r.text)
-        if r.status_code >= 400:
-            check_problem(r.status_code, r.headers, r.json())
 
-    run()
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                         ids=lambda m: m.value)
+@pytest.mark.parametrize(("method", "path"), WITH_REAL_IDS, ids=[f"{m} {p}" for m, p in WITH_REAL_IDS])
+def test_fuzzed_requests_with_real_ids_never_get_a_500(server, live_schema, fuzz_token, real_ids,
+                                                       method, path, mode):
+    """The same, reaching past "not found" into the schedule, booking and lifecycle rules."""
+    _fuzz(server, live_schema[path][method].as_strategy(generation_mode=mode), fuzz_token,
+          real_ids)

@@ -4,6 +4,7 @@ transition, its event and its audit row in one transaction."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -44,6 +45,7 @@ from domain.tenancy.models import Clinic
 from domain.tenancy.queries import load_clinic
 
 MIN_MINUTES, MAX_MINUTES = 5, 480
+_HH_MM = re.compile(r"[0-9]{2}:[0-9]{2}")
 
 
 class ScheduleUpdated(DomainEvent, frozen=True):
@@ -63,13 +65,13 @@ class BookingConflict(Conflict):
 # schedules ---------------------------------------------------------------------------------
 
 def _parse_time(value: str, field: str) -> time:
+    # fromisoformat alone would also take "0800", "T08:00" and "08:00:00", and store them as sent
+    if not _HH_MM.fullmatch(value):
+        raise invalid_field(field, "use HH:MM")
     try:
-        parsed = time.fromisoformat(value)
+        return time.fromisoformat(value)
     except ValueError as exc:
         raise invalid_field(field, "use HH:MM") from exc
-    if parsed.second or parsed.microsecond or parsed.tzinfo:
-        raise invalid_field(field, "use HH:MM")
-    return parsed
 
 
 async def _doctor_location(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> uuid.UUID | None:
@@ -125,6 +127,7 @@ async def add_time_off(principal: Principal, clinic_id: uuid.UUID, doctor_id: uu
         grant = require(principal, "schedules:manage", clinic_id, resource_type="schedule")
         if grant.scope is not Scope.ANY:
             raise Forbidden(f"{grant.role} may not close the whole clinic", resource_type="schedule")
+        await load_clinic(clinic_id)  # a SUPER_ADMIN may name any id: 404, not a foreign-key error
     else:
         await _schedule_grant(principal, clinic_id, doctor_id)
     if end <= start:
@@ -267,7 +270,9 @@ async def book(
     """Book one appointment, or a series all-or-none (the 409 lists every conflicting start)."""
     grant = require(principal, "follow_ups:create" if parent_id else "appointments:create",
                     clinic_id, resource_type="appointment")
-    grant.check_target(owner_id=patient_id, location_id=location_id)
+    # whose it is, as in queries.owner_of: a DOCTOR's own (follow_ups:create O) are their visits
+    grant.check_target(owner_id=doctor_id if grant.role is Role.DOCTOR else patient_id,
+                       location_id=location_id)
     clinic = await load_clinic(clinic_id)
     await require_doctor(clinic_id, doctor_id)
     await _require_patient(clinic_id, patient_id)

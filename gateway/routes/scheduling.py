@@ -84,9 +84,16 @@ class FollowUpBody(Body):
     reason: Reason = ""
 
 
+#: Years a request may name: far beyond any schedule, yet every sum the domain makes (series,
+#: slots, follow-ups) and the database's UTC conversion stay within what datetime can hold.
+YEARS = (1900, 2999)
+
+
 def _aware(value: datetime, field: str) -> datetime:
     if value.tzinfo is None:
         raise invalid_field(field, "include a UTC offset (RFC 3339)")
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise invalid_field(field, f"a year from {YEARS[0]} to {YEARS[1]}")
     return value
 
 
