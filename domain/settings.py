@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
 
+_LISTS = ("allowed_origins", "gc_thresholds")
+
+
 class SettingsError(RuntimeError):
     pass
 
@@ -57,7 +60,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     for name in Settings.__struct_fields__:
         value = env.get(PREFIX + name.upper())
         if value is not None:
-            raw[name] = value.split(",") if name == "allowed_origins" else value
+            raw[name] = value.split(",") if name in _LISTS else value
     for name in ("database_url", "redis_url"):
         if env.get(name.upper()):
             raw[name] = env[name.upper()]
