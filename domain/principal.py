@@ -28,6 +28,8 @@ class Principal(msgspec.Struct, frozen=True):
     is_super_admin: bool
     memberships: tuple[Membership, ...]
     meta: RequestMeta = RequestMeta()
+    #: When the access token this principal came from expires (unix seconds); None for the CLI.
+    expires_at: int | None = None
 
     def membership(self, clinic_id: uuid.UUID) -> Membership | None:
         for m in self.memberships:

@@ -29,7 +29,6 @@ from domain.audit.commands import Outcome, record
 from domain.errors import Unauthenticated
 from domain.events.envelope import Outgoing
 from domain.events.queries import events_after, last_seqs, outgoing_after
-from domain.identity import tokens
 from domain.identity.queries import principal_for_access_token, revoked_sessions
 from domain.principal import Principal, RequestMeta
 from realtime import channels, codec, metrics
@@ -134,7 +133,6 @@ class Hub:
         meta = RequestMeta(request_id=f"socket:{sid}", ip=environ.get("REMOTE_ADDR"))
         try:
             principal = await principal_for_access_token(token, meta)
-            expires_at = tokens.decode_access_token(token).exp
         except Unauthenticated as exc:
             await self._audit_denied(None, meta, "socket:connect", "socket", None, exc.message)
             raise socketio.exceptions.ConnectionRefusedError(
@@ -153,7 +151,7 @@ class Hub:
             self.clinic_cursors.setdefault(clinic_id, head)
         loop = asyncio.get_running_loop()
         sock.expiry = loop.call_later(
-            max(0.0, expires_at - time.time()),
+            max(0.0, (principal.expires_at or 0) - time.time()),
             lambda: self._spawn(self.revoke(sid, "token_expired")),
         )
         for clinic_id, after in resume.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 JobFn = Callable[..., Awaitable[None]]
 
@@ -29,6 +28,3 @@ def job(name: str, *, max_attempts: int = 5, every: float | None = None) -> Call
 
     return register
 
-
-def payload_of(raw: Any) -> dict[str, Any]:
-    return raw if isinstance(raw, dict) else {}

@@ -44,6 +44,7 @@ async def principal_for_access_token(token: str, meta: RequestMeta) -> Principal
         is_super_admin=rows[0]["is_super_admin"],
         memberships=memberships,
         meta=meta,
+        expires_at=claims.exp,
     )
 
 

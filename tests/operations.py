@@ -1,0 +1,30 @@
+"""Every operation the OpenAPI serves: the suites that must cover each route compare against this
+one list, so a new route fails them until it is covered."""
+
+from __future__ import annotations
+
+OPENAPI_OPERATIONS = {
+    ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/register"),
+    ("GET", "/api/v1/users/me"), ("GET", "/api/v1/clinics"), ("POST", "/api/v1/clinics"),
+    ("GET", "/api/v1/clinics/{clinic_id}"), ("PATCH", "/api/v1/clinics/{clinic_id}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/locations"),
+    ("POST", "/api/v1/clinics/{clinic_id}/locations"),
+    ("GET", "/api/v1/clinics/{clinic_id}/members"),
+    ("POST", "/api/v1/clinics/{clinic_id}/members"),
+    ("PATCH", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
+    ("DELETE", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/events"),
+    ("PUT", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
+    ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
+    ("POST", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/time-off"),
+    ("POST", "/api/v1/clinics/{clinic_id}/holidays"),
+    ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/availability"),
+    ("POST", "/api/v1/appointments"), ("POST", "/api/v1/appointments/series"),
+    ("GET", "/api/v1/appointments"), ("GET", "/api/v1/appointments/{appointment_id}"),
+    *(("POST", f"/api/v1/appointments/{{appointment_id}}/{action}")
+      for action in ("confirm", "check-in", "start", "complete", "no-show", "cancel",
+                     "reschedule", "follow-up")),
+    ("GET", "/api/v1/patients/{patient_id}/history"),
+    ("GET", "/health/live"), ("GET", "/health/ready"),
+}
