@@ -16,5 +16,6 @@ APP_REGISTRY = AppRegistry(
         "domain.events.piccolo_app",
         "domain.jobs.piccolo_app",
         "domain.scheduling.piccolo_app",
+        "domain.queueing.piccolo_app",
     ]
 )

@@ -32,10 +32,12 @@ from gateway.routes import (
     AUTHENTICATED,
     PUBLIC,
     auth,
+    boards,
     clinics,
     events,
     health,
     members,
+    queues,
     scheduling,
     users,
 )
@@ -45,7 +47,7 @@ from tasks.outbox_relay import Relay
 log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
-               scheduling.router]
+               scheduling.router, queues.router]
 
 
 def tune_gc() -> None:
@@ -119,7 +121,7 @@ def create_litestar(runtime: Runtime | None = None) -> Litestar:
     cfg = settings.get()
     app = Litestar(
         route_handlers=[Router(path="/api/v1", route_handlers=API_ROUTERS), health.router,
-                        health.metrics],
+                        health.metrics, boards.board_page],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=HANDLERS,
         guards=[require_json_body],

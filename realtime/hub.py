@@ -26,11 +26,12 @@ from domain import kv, settings
 from domain.access import rooms as room_names
 from domain.access.rooms import may_join, rooms_for, visible_rooms
 from domain.audit.commands import Outcome, record
-from domain.errors import Unauthenticated
+from domain.errors import NotFound, Unauthenticated
 from domain.events.envelope import Outgoing
 from domain.events.queries import events_after, last_seqs, outgoing_after
 from domain.identity.queries import principal_for_access_token, revoked_sessions
 from domain.principal import Principal, RequestMeta
+from domain.queueing.queries import board_claims, load_queue
 from realtime import channels, codec, metrics
 
 log = logging.getLogger("carewire.hub")
@@ -69,10 +70,13 @@ class Bucket:
 
 
 class Socket:
-    __slots__ = ("bucket", "cursors", "expiry", "pending", "principal", "replaying", "rooms")
+    __slots__ = ("board", "bucket", "cursors", "expiry", "pending", "principal", "replaying",
+                 "rooms")
 
-    def __init__(self, principal: Principal) -> None:
+    def __init__(self, principal: Principal, *, board: uuid.UUID | None = None) -> None:
         self.principal = principal
+        #: The queue a waiting-room board watches; None for a user's socket.
+        self.board = board
         self.rooms: set[str] = set()
         self.cursors: dict[uuid.UUID, int] = {}
         self.replaying: set[uuid.UUID] = set()
@@ -131,18 +135,24 @@ class Hub:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthenticated", {"code": "unauthenticated", "message": "auth.token is required"})
         meta = RequestMeta(request_id=f"socket:{sid}", ip=environ.get("REMOTE_ADDR"))
+        board: uuid.UUID | None = None
         try:
-            principal = await principal_for_access_token(token, meta)
+            try:
+                principal = await principal_for_access_token(token, meta)
+            except Unauthenticated:
+                board, principal = await self._board_principal(token, meta)
         except Unauthenticated as exc:
             await self._audit_denied(None, meta, "socket:connect", "socket", None, exc.message)
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthenticated", {"code": "unauthenticated", "message": exc.message}) from exc
         resume = self._parse_resume(principal, auth.get("resume"))
-        sock = Socket(principal)
+        sock = Socket(principal, board=board)
         self.sockets[sid] = sock
         if principal.session_id:
             self.by_session.setdefault(principal.session_id, set()).add(sid)
-        for room in [*rooms_for(principal), room_names.session(principal.session_id or uuid.UUID(int=0))]:
+        joins = [room_names.queue(board)] if board else [
+            *rooms_for(principal), room_names.session(principal.session_id or uuid.UUID(int=0))]
+        for room in joins:
             await self.sio.enter_room(sid, room)
             sock.rooms.add(room)
         heads = await last_seqs(principal.clinic_ids())
@@ -157,6 +167,20 @@ class Hub:
         for clinic_id, after in resume.items():
             sock.replaying.add(clinic_id)
             self._spawn(self._replay(sid, clinic_id, after))
+
+    async def _board_principal(self, token: str, meta: RequestMeta) -> tuple[uuid.UUID, Principal]:
+        """A waiting-room screen: no user, no clinic membership, one queue's room and nothing
+        else (it cannot subscribe, resume or read the log)."""
+        try:
+            queue_id, expires_at = board_claims(token)
+        except Unauthenticated:
+            raise Unauthenticated("invalid or expired access or board token") from None
+        try:
+            await load_queue(queue_id)
+        except NotFound:
+            raise Unauthenticated("the board's queue no longer exists") from None
+        return queue_id, Principal(user_id=queue_id, session_id=None, is_super_admin=False,
+                                   memberships=(), meta=meta, expires_at=expires_at)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -220,7 +244,7 @@ class Hub:
         room = data.get("room")
         if not isinstance(room, str) or len(room) > 200:
             return ack_error("invalid", "room: expected a room name")
-        if room.startswith("session:") or not may_join(sock.principal, room):
+        if room.startswith("session:") or sock.board or not may_join(sock.principal, room):
             await self._audit_denied(sock.principal, sock.principal.meta, "socket:subscribe",
                                      "room", room, "room not visible to the caller")
             return ack_error("not_found", f"no room {room} for you")

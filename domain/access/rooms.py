@@ -24,6 +24,11 @@ def doctor(user_id: uuid.UUID) -> str:
     return f"doctor:{user_id}"
 
 
+def queue(queue_id: uuid.UUID) -> str:
+    """A waiting-room board: ticket numbers and positions only."""
+    return f"queue:{queue_id}"
+
+
 def session(session_id: uuid.UUID) -> str:
     """Internal: lets a revoked session's sockets be found. Never subscribable."""
     return f"session:{session_id}"

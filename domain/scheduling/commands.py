@@ -363,18 +363,28 @@ async def transition(principal: Principal, appointment_id: uuid.UUID, action: st
             clinic = await load_clinic(appointment.clinic_id)
             _patient_notice(grant, appointment, clinic.settings.min_cancel_notice_minutes,
                             "cancelling", None)
-        await db.fetch("UPDATE appointments SET status = $2, updated_at = now() WHERE id = $1",
-                       appointment_id, target.value)
-        await _transition_row(appointment_id, appointment.status, target, appointment.start,
-                              appointment.end, principal, reason)
-        updated = await load_appointment(appointment_id)
-        kind = events.AppointmentCancelled if target is Status.CANCELLED else events.AppointmentStatusChanged
-        await record_event(principal, clinic_id=updated.clinic_id,
-                           event=kind(**_event_fields(updated), previous_status=appointment.status.value),
-                           audience=events.audience(updated.clinic_id, updated.doctor_id, updated.patient_id))
-        await record(principal, action=permission, resource_type="appointment",
-                     resource_id=appointment_id, clinic_id=updated.clinic_id,
-                     detail={"from": appointment.status.value, "to": target.value})
+        updated = await apply_transition(principal, appointment, target, reason=reason,
+                                         permission=permission)
+    return updated
+
+
+async def apply_transition(principal: Principal, appointment: Appointment, target: Status, *,
+                           reason: str, permission: str = "appointments:update") -> Appointment:
+    """Move an already authorised, locked appointment: the state machine, its transition row,
+    its event and its audit row. Queue actions reuse it for the consultation they drive."""
+    lifecycle.check(appointment.status, target)
+    await db.fetch("UPDATE appointments SET status = $2, updated_at = now() WHERE id = $1",
+                   appointment.id, target.value)
+    await _transition_row(appointment.id, appointment.status, target, appointment.start,
+                          appointment.end, principal, reason)
+    updated = await load_appointment(appointment.id)
+    kind = events.AppointmentCancelled if target is Status.CANCELLED else events.AppointmentStatusChanged
+    await record_event(principal, clinic_id=updated.clinic_id,
+                       event=kind(**_event_fields(updated), previous_status=appointment.status.value),
+                       audience=events.audience(updated.clinic_id, updated.doctor_id, updated.patient_id))
+    await record(principal, action=permission, resource_type="appointment",
+                 resource_id=appointment.id, clinic_id=updated.clinic_id,
+                 detail={"from": appointment.status.value, "to": target.value})
     return updated
 
 

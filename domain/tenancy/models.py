@@ -26,6 +26,13 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: Appointment types booked as `pending_payment`, expiring after the payment window.
     payment_required_types: list[Literal["in_person", "video"]] = []
     payment_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10080)] = 15
+    #: A patient may check themselves in (QR code or link) this long before / after the start.
+    check_in_opens_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] = 60
+    check_in_closes_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] = 30
+    #: Arriving up to this long after the start still counts as on time for the queue order.
+    queue_late_grace_minutes: Annotated[int, msgspec.Meta(ge=0, le=240)] = 10
+    #: The skip that reaches this count takes the entry out of the queue (requeue brings it back).
+    queue_max_skips: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
 
 
 class Clinic(msgspec.Struct, frozen=True):

@@ -1,0 +1,401 @@
+"""Changes to waiting-room queues. Every change locks its queue row first, so changes to one
+queue take turns (two "call next" at once call two different patients), then republishes the
+queue: `queue.updated` for staff and the board, and `queue.position` for exactly the patients
+whose position or ETA changed. Lock order, to stay deadlock-free: appointment, then queue(s) in
+id order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from domain import clock, db
+from domain.access import rooms
+from domain.access.policies import require
+from domain.access.roles import Role
+from domain.audit.commands import record
+from domain.errors import Conflict, Forbidden, NotFound, invalid_field
+from domain.events.commands import record as record_event
+from domain.identity import tokens
+from domain.principal import Principal
+from domain.queueing import codes, events, order
+from domain.queueing.models import (
+    BoardToken,
+    CheckInCode,
+    Entry,
+    EntryStatus,
+    EntryView,
+    Priority,
+    QueueView,
+)
+from domain.queueing.queries import (
+    board,
+    current_view,
+    load_entries,
+    load_entry,
+    load_queue,
+    queue_grant,
+)
+from domain.scheduling.commands import apply_transition
+from domain.scheduling.commands import transition as appointment_transition
+from domain.scheduling.models import Appointment, Status
+from domain.scheduling.queries import load_appointment, visible_appointment
+from domain.tenancy.queries import load_clinic
+
+BOARD_TOKEN_HOURS = 36
+
+
+# publishing --------------------------------------------------------------------------------
+
+async def publish(actor: Principal | None, queue: dict[str, Any]) -> QueueView:
+    """Inside the change's transaction: the queue as it now stands, to everyone it concerns."""
+    snapshot = await current_view(queue)
+    state = board(snapshot)
+    await record_event(actor, clinic_id=queue["clinic_id"], event=events.QueueUpdated(
+        queue_id=queue["id"], doctor_id=queue["doctor_id"], location_id=queue["location_id"],
+        date=queue["day"], paused=queue["paused"], called=state.called,
+        in_consultation=state.in_consultation, waiting=state.waiting),
+        audience=events.staff_audience(queue["clinic_id"], queue["doctor_id"], queue["id"]))
+    told = {r["id"]: (r["told_position"], r["told_eta"]) for r in await db.fetch(
+        "SELECT id, told_position, told_eta FROM queue_entries WHERE queue_id = $1", queue["id"])}
+    for e in snapshot.entries:
+        now_told = (e.position, e.eta_minutes)
+        if told.get(e.id) == now_told:
+            continue
+        await db.fetch("UPDATE queue_entries SET told_position = $2, told_eta = $3 WHERE id = $1",
+                       e.id, e.position, e.eta_minutes)
+        await record_event(actor, clinic_id=queue["clinic_id"], event=events.QueuePosition(
+            appointment_id=e.appointment_id, queue_id=queue["id"], ticket=e.ticket,
+            status=e.status.value, position=e.position,
+            ahead=e.position - 1 if e.position is not None else None, eta_minutes=e.eta_minutes),
+            audience=[rooms.user(e.patient_id)])
+    return snapshot
+
+
+# queues ------------------------------------------------------------------------------------
+
+async def open_queue(clinic_id: uuid.UUID, doctor_id: uuid.UUID, location_id: uuid.UUID | None,
+                     day: date) -> dict[str, Any]:
+    """The doctor's queue at that place on that day, created on first use with the day's next
+    ticket letter. Creation takes turns per clinic day, so letters never collide."""
+    def find() -> Any:  # a coroutine of rows
+        return db.fetch(
+            """SELECT * FROM queues WHERE clinic_id = $1 AND doctor_id = $2 AND day = $4
+                 AND location_id IS NOT DISTINCT FROM $3""",
+            clinic_id, doctor_id, location_id, day)
+
+    rows = await find()
+    if rows:
+        return dict(rows[0])
+    await db.fetch("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))", f"{clinic_id}:{day}")
+    rows = await find()
+    if rows:
+        return dict(rows[0])
+    count = await db.fetch("SELECT count(*) AS n FROM queues WHERE clinic_id = $1 AND day = $2",
+                           clinic_id, day)
+    rows = await db.fetch(
+        """INSERT INTO queues (id, clinic_id, doctor_id, location_id, day, letter)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+        uuid.uuid4(), clinic_id, doctor_id, location_id, day, order.ticket_letters(count[0]["n"]))
+    return rows[0]
+
+
+async def _next_ticket(queue_id: uuid.UUID) -> tuple[int, str]:
+    rows = await db.fetch("UPDATE queues SET last_ticket = last_ticket + 1 WHERE id = $1 "
+                          "RETURNING last_ticket, letter", queue_id)
+    return rows[0]["last_ticket"], order.ticket(rows[0]["letter"], rows[0]["last_ticket"])
+
+
+async def set_paused(principal: Principal, queue_id: uuid.UUID, paused: bool) -> QueueView:
+    async with db.transaction():
+        queue = await load_queue(queue_id, lock=True)
+        queue_grant(principal, queue, "queues:manage")
+        if queue["paused"] == paused:
+            snapshot = await current_view(queue)
+        else:
+            await db.fetch("UPDATE queues SET paused = $2 WHERE id = $1", queue_id, paused)
+            queue = {**queue, "paused": paused}
+            await record(principal, action="queues:manage", resource_type="queue",
+                         resource_id=queue_id, clinic_id=queue["clinic_id"], detail={"paused": paused})
+            snapshot = await publish(principal, queue)
+    return snapshot
+
+
+async def call_next(principal: Principal, queue_id: uuid.UUID) -> EntryView:
+    async with db.transaction():
+        queue = await load_queue(queue_id, lock=True)
+        queue_grant(principal, queue, "queues:manage")
+        if queue["paused"]:
+            raise Conflict("the queue is paused; resume it to call the next patient",
+                           resource_type="queue", resource_id=queue_id)
+        snapshot = await current_view(queue)
+        waiting = [e for e in snapshot.entries if e.position == 1]
+        if not waiting:
+            raise Conflict("nobody is waiting in this queue", resource_type="queue",
+                           resource_id=queue_id)
+        entry = waiting[0]
+        await db.fetch("UPDATE queue_entries SET status = 'called', called_at = clock_timestamp() WHERE id = $1",
+                       entry.id)
+        await record_event(principal, clinic_id=queue["clinic_id"], event=events.QueueCalled(
+            queue_id=queue_id, appointment_id=entry.appointment_id, ticket=entry.ticket),
+            audience=[rooms.user(entry.patient_id), rooms.clinic_staff(queue["clinic_id"]),
+                      rooms.doctor(queue["doctor_id"])])
+        await record(principal, action="queues:manage", resource_type="queue_entry",
+                     resource_id=entry.id, clinic_id=queue["clinic_id"], detail={"called": True})
+        after = await publish(principal, queue)
+    return _view_of(after, entry.id)
+
+
+# entries -----------------------------------------------------------------------------------
+
+async def _locked_entry(principal: Principal, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
+    """The entry and its queue, locked in the house order; another clinic's entry is 404."""
+    entry = await load_entry(entry_id)
+    await load_appointment(entry.appointment_id, lock=True)
+    queue = await load_queue(entry.queue_id, lock=True)
+    queue_grant(principal, queue, "queues:manage")
+    return await load_entry(entry_id), queue
+
+
+def _require_status(entry: Entry, *allowed: EntryStatus, doing: str) -> None:
+    if entry.status not in allowed:
+        raise Conflict(f"cannot {doing} an entry that is {entry.status}",
+                       resource_type="queue_entry", resource_id=entry.id)
+
+
+def _view_of(snapshot: QueueView, entry_id: uuid.UUID) -> EntryView:
+    return next(e for e in snapshot.entries if e.id == entry_id)
+
+
+async def skip(principal: Principal, entry_id: uuid.UUID) -> EntryView:
+    """To the end of the line; the skip that reaches the clinic's limit takes it out."""
+    async with db.transaction():
+        entry, queue = await _locked_entry(principal, entry_id)
+        _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="skip")
+        clinic = await load_clinic(queue["clinic_id"])
+        skips = entry.skips + 1
+        if skips >= clinic.settings.queue_max_skips:
+            await db.fetch("""UPDATE queue_entries SET skips = $2, status = 'removed',
+                                  removed_reason = 'skipped_out' WHERE id = $1""", entry_id, skips)
+        else:
+            others = [e for e in await _entries(queue) if e.id != entry_id]
+            await db.fetch("""UPDATE queue_entries SET skips = $2, status = 'waiting',
+                                  order_at = $3 WHERE id = $1""",
+                           entry_id, skips, order.end_of_line(others, clock.now()))
+        await record(principal, action="queues:manage", resource_type="queue_entry",
+                     resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"skips": skips})
+        snapshot = await publish(principal, queue)
+    return _view_of(snapshot, entry_id)
+
+
+async def requeue(principal: Principal, entry_id: uuid.UUID) -> EntryView:
+    """Back in line, at the end: a called patient who was not there, or one skipped out."""
+    async with db.transaction():
+        entry, queue = await _locked_entry(principal, entry_id)
+        if not (entry.status is EntryStatus.CALLED or entry.removed_reason == "skipped_out"):
+            raise Conflict(f"cannot requeue an entry that is {entry.status}"
+                           + (f" ({entry.removed_reason})" if entry.removed_reason else ""),
+                           resource_type="queue_entry", resource_id=entry_id)
+        others = [e for e in await _entries(queue) if e.id != entry_id]
+        await db.fetch("""UPDATE queue_entries SET status = 'waiting', removed_reason = NULL,
+                              called_at = NULL, order_at = $2 WHERE id = $1""",
+                       entry_id, order.end_of_line(others, clock.now()))
+        await record(principal, action="queues:manage", resource_type="queue_entry",
+                     resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"requeued": True})
+        snapshot = await publish(principal, queue)
+    return _view_of(snapshot, entry_id)
+
+
+async def set_priority(principal: Principal, entry_id: uuid.UUID, *, priority: Priority,
+                       reason: str) -> EntryView:
+    if not reason.strip():
+        raise invalid_field("reason", "say why the priority changes (it is audited)")
+    async with db.transaction():
+        entry, queue = await _locked_entry(principal, entry_id)
+        _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="reprioritise")
+        await db.fetch("UPDATE queue_entries SET priority = $2 WHERE id = $1", entry_id,
+                       priority.value)
+        await record(principal, action="queues:manage", resource_type="queue_entry",
+                     resource_id=entry_id, clinic_id=queue["clinic_id"],
+                     detail={"priority": {"from": entry.priority.value, "to": priority.value},
+                             "reason": reason[:500]})
+        snapshot = await publish(principal, queue)
+    return _view_of(snapshot, entry_id)
+
+
+async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid.UUID) -> EntryView:
+    """To another doctor's queue at the same place and day, keeping the time it queues by (the
+    patient loses no ground) under a new ticket of that queue."""
+    async with db.transaction():
+        entry = await load_entry(entry_id)
+        await load_appointment(entry.appointment_id, lock=True)  # the entry cannot move meanwhile
+        source = await load_queue(entry.queue_id)
+        queue_grant(principal, source, "queues:manage")
+        entry = await load_entry(entry_id)
+        _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="transfer")
+        if doctor_id == source["doctor_id"]:
+            raise invalid_field("doctor_id", "the entry is already in this doctor's queue")
+        if not await db.fetch("SELECT 1 FROM memberships WHERE clinic_id = $1 AND user_id = $2 "
+                              "AND role = 'DOCTOR'", source["clinic_id"], doctor_id):
+            raise invalid_field("doctor_id", "not a doctor of this clinic")
+        target = await open_queue(source["clinic_id"], doctor_id, source["location_id"],
+                                  source["day"])
+        locked = {q: await load_queue(q, lock=True) for q in sorted([source["id"], target["id"]])}
+        source, target = locked[source["id"]], locked[target["id"]]
+        number, ticket = await _next_ticket(target["id"])
+        await db.fetch(
+            """UPDATE queue_entries SET queue_id = $2, ticket_no = $3, ticket = $4,
+                   status = 'waiting', called_at = NULL, transferred_from = $5,
+                   told_position = NULL, told_eta = NULL WHERE id = $1""",
+            entry_id, target["id"], number, ticket, source["id"])
+        await record(principal, action="queues:manage", resource_type="queue_entry",
+                     resource_id=entry_id, clinic_id=source["clinic_id"],
+                     detail={"transferred": {"from": str(source["id"]), "to": str(target["id"])}})
+        await publish(principal, source)
+        snapshot = await publish(principal, target)
+    return _view_of(snapshot, entry_id)
+
+
+async def _entries(queue: dict[str, Any]) -> list[Entry]:
+    return await load_entries(queue["id"])
+
+
+# check-in and the consultation -------------------------------------------------------------
+
+async def check_in(principal: Principal, appointment_id: uuid.UUID, *, code: str | None = None,
+                   reason: str = "") -> Appointment:
+    """The appointment becomes `checked_in` and gets exactly one ticket in its doctor's queue
+    for the appointment's day. A patient needs the location's QR code or the appointment's
+    check-in link, within the clinic's window around the start."""
+    async with db.transaction():
+        grant, appointment = await visible_appointment(principal, appointment_id,
+                                                       "appointments:update", lock=True)
+        clinic = await load_clinic(appointment.clinic_id)
+        now = clock.now()
+        # the queue of the appointment's own day: reception may record an arrival late (or,
+        # by mistake, early); a patient's own check-in is held to the window below
+        day = appointment.start.astimezone(ZoneInfo(clinic.timezone)).date()
+        if grant.role is Role.PATIENT:
+            _patient_may_check_in(appointment, clinic.settings.check_in_opens_minutes,
+                                  clinic.settings.check_in_closes_minutes, code, now)
+        updated = await apply_transition(principal, appointment, Status.CHECKED_IN,
+                                         reason=reason or "checked in")
+        found = await open_queue(clinic.id, appointment.doctor_id, appointment.location_id, day)
+        queue = await load_queue(found["id"], lock=True)
+        number, ticket = await _next_ticket(queue["id"])
+        grace = timedelta(minutes=clinic.settings.queue_late_grace_minutes)
+        await db.fetch(
+            """INSERT INTO queue_entries (id, queue_id, clinic_id, appointment_id, patient_id,
+                   ticket_no, ticket, scheduled_at, checked_in_at, order_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+            uuid.uuid4(), queue["id"], clinic.id, appointment_id, appointment.patient_id, number,
+            ticket, appointment.start, now, order.arrival_order_at(appointment.start, now, grace))
+        await publish(principal, queue)
+    return updated
+
+
+def _patient_may_check_in(appointment: Appointment, opens: int, closes: int, code: str | None,
+                          now: datetime) -> None:
+    if not code:
+        raise Forbidden("a patient checks in with the location's QR code or the check-in link",
+                        resource_type="appointment", resource_id=appointment.id)
+    if not codes.accepts(code, location_id=appointment.location_id, appointment_id=appointment.id):
+        raise invalid_field("code", "not a check-in code for this appointment or its location")
+    start, end = appointment.start - timedelta(minutes=opens), appointment.start + timedelta(minutes=closes)
+    if not start <= now <= end:
+        raise Conflict(f"self check-in is open from {start.isoformat()} to {end.isoformat()}; "
+                       "please see reception", resource_type="appointment",
+                       resource_id=appointment.id)
+
+
+_FOLLOW = {
+    Status.IN_PROGRESS: "status = 'in_consultation', started_at = clock_timestamp(), "
+                        "called_at = coalesce(called_at, clock_timestamp())",
+    Status.COMPLETED: "status = 'done', finished_at = clock_timestamp(), started_at = coalesce(started_at, clock_timestamp())",
+    Status.NO_SHOW: "status = 'removed', removed_reason = 'no_show'",
+    Status.CANCELLED: "status = 'removed', removed_reason = 'cancelled'",
+}
+
+
+async def _follow_appointment(principal: Principal, appointment: Appointment) -> QueueView | None:
+    """The appointment's queue entry follows its lifecycle (start, complete, no-show, cancel)."""
+    rows = await db.fetch("SELECT id, queue_id FROM queue_entries WHERE appointment_id = $1",
+                          appointment.id)
+    if not rows or appointment.status not in _FOLLOW:
+        return None
+    queue = await load_queue(rows[0]["queue_id"], lock=True)
+    await db.fetch(f"UPDATE queue_entries SET {_FOLLOW[appointment.status]} WHERE id = $1",
+                   rows[0]["id"])
+    return await publish(principal, queue)
+
+
+async def appointment_action(principal: Principal, appointment_id: uuid.UUID, action: str, *,
+                             reason: str = "") -> Appointment:
+    """`POST /appointments/{id}/{action}`: the appointment's transition, with its queue entry
+    (if it has one) following in the same transaction."""
+    async with db.transaction():
+        updated = await appointment_transition(principal, appointment_id, action, reason=reason)
+        await _follow_appointment(principal, updated)
+    return updated
+
+
+async def consult(principal: Principal, entry_id: uuid.UUID, action: str) -> EntryView:
+    """Start or complete the consultation from the queue: allowed to whoever manages the queue
+    (after a transfer, the new doctor), moving the appointment through its lifecycle."""
+    target = {"start": Status.IN_PROGRESS, "complete": Status.COMPLETED}[action]
+    async with db.transaction():
+        entry, _ = await _locked_entry(principal, entry_id)
+        if target is Status.IN_PROGRESS:
+            _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED,
+                            doing="start the consultation of")
+        else:
+            _require_status(entry, EntryStatus.IN_CONSULTATION, doing="complete")
+        appointment = await load_appointment(entry.appointment_id)
+        try:
+            updated = await apply_transition(principal, appointment, target,
+                                             reason=f"consultation {action}", permission="queues:manage")
+        except Conflict as exc:
+            exc.resource_id = entry.appointment_id
+            raise
+        snapshot = await _follow_appointment(principal, updated)
+    assert snapshot is not None  # the entry exists and the status is one it follows
+    return _view_of(snapshot, entry_id)
+
+
+# boards and codes --------------------------------------------------------------------------
+
+async def issue_board_token(principal: Principal, queue_id: uuid.UUID) -> BoardToken:
+    """A token for the waiting-room screen: it can read this queue's board and nothing else,
+    until the day after the queue's day."""
+    queue = await load_queue(queue_id)
+    queue_grant(principal, queue, "queues:manage")
+    clinic = await load_clinic(queue["clinic_id"])
+    midnight = datetime.combine(queue["day"] + timedelta(days=1), datetime.min.time(),
+                                tzinfo=ZoneInfo(clinic.timezone))
+    expires = midnight + timedelta(hours=BOARD_TOKEN_HOURS - 24)
+    token = tokens.issue_device_token("board", queue_id, int(expires.timestamp()),
+                                      cid=str(queue["clinic_id"]))
+    await record(principal, action="queues:manage", resource_type="queue", resource_id=queue_id,
+                 clinic_id=queue["clinic_id"], detail={"board_token": True})
+    return BoardToken(queue_id=queue_id, token=token, expires_at=expires,
+                      url=f"/boards/{queue_id}#token={token}")
+
+
+async def location_code(principal: Principal, clinic_id: uuid.UUID,
+                        location_id: uuid.UUID) -> CheckInCode:
+    """What the location's check-in QR code carries."""
+    grant = require(principal, "queues:manage", clinic_id, resource_type="location",
+                    resource_id=location_id)
+    if not await db.fetch("SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2",
+                          location_id, clinic_id):
+        raise NotFound("location not found", resource_type="location", resource_id=location_id)
+    grant.check_object(owner_id=None, location_id=location_id, object_id=location_id)
+    return CheckInCode(codes.location_code(location_id), "location", location_id)
+
+
+async def appointment_code(principal: Principal, appointment_id: uuid.UUID) -> CheckInCode:
+    """What the appointment's check-in link carries (sent with reminders)."""
+    await visible_appointment(principal, appointment_id, "queues:manage")
+    return CheckInCode(codes.appointment_code(appointment_id), "appointment", appointment_id)
