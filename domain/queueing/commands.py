@@ -136,8 +136,9 @@ async def call_next(principal: Principal, queue_id: uuid.UUID) -> EntryView:
             raise Conflict("nobody is waiting in this queue", resource_type="queue",
                            resource_id=queue_id)
         entry = waiting[0]
-        await db.fetch("UPDATE queue_entries SET status = 'called', called_at = clock_timestamp() WHERE id = $1",
-                       entry.id)
+        # clock_timestamp, not now(): calls that queued on the lock are stamped in call order
+        await db.fetch("UPDATE queue_entries SET status = 'called', called_at = clock_timestamp() "
+                       "WHERE id = $1", entry.id)
         await record_event(principal, clinic_id=queue["clinic_id"], event=events.QueueCalled(
             queue_id=queue_id, appointment_id=entry.appointment_id, ticket=entry.ticket),
             audience=[rooms.user(entry.patient_id), rooms.clinic_staff(queue["clinic_id"]),
@@ -313,7 +314,8 @@ def _patient_may_check_in(appointment: Appointment, opens: int, closes: int, cod
 _FOLLOW = {
     Status.IN_PROGRESS: "status = 'in_consultation', started_at = clock_timestamp(), "
                         "called_at = coalesce(called_at, clock_timestamp())",
-    Status.COMPLETED: "status = 'done', finished_at = clock_timestamp(), started_at = coalesce(started_at, clock_timestamp())",
+    Status.COMPLETED: "status = 'done', finished_at = clock_timestamp(), "
+                      "started_at = coalesce(started_at, clock_timestamp())",
     Status.NO_SHOW: "status = 'removed', removed_reason = 'no_show'",
     Status.CANCELLED: "status = 'removed', removed_reason = 'cancelled'",
 }
