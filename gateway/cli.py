@@ -63,6 +63,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"  REST:                {base}/api/v1/...")
         print(f"  Health:              {base}/health/ready")
         print(f"  Demo clinic id:      {seed.clinic_id}")
+        if seed.board_path:
+            print(f"  Waiting-room board:  {base}{seed.board_path}")
         print("  Demo logins (POST /api/v1/auth/login):")
         for email, password, role in seed.logins:
             print(f"    {role:<18} {email:<34} {password}")

@@ -3,12 +3,19 @@ Idempotent: a second run finds the clinic and changes nothing."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 import msgspec
 
-from domain import db
+from domain import clock, db
 from domain.access.roles import Role
 from domain.identity.commands import ensure_super_admin
 from domain.principal import system_principal
+from domain.queueing import commands as queueing
+from domain.queueing.queries import clinic_today
+from domain.scheduling import commands as scheduling
+from domain.scheduling.models import AppointmentType
 from domain.tenancy import commands
 
 DEMO_PASSWORD = "carewire-demo"
@@ -34,6 +41,8 @@ class SeedResult(msgspec.Struct):
     clinic_id: str
     created: bool
     logins: list[tuple[str, str, str]]
+    #: Today's demo waiting room and a board token for it (a path with the token in its fragment).
+    board_path: str = ""
 
 
 async def seed_demo() -> SeedResult:
@@ -42,7 +51,9 @@ async def seed_demo() -> SeedResult:
     logins += [(email, DEMO_PASSWORD, role.value) for email, _, role in STAFF]
     existing = await db.fetch("SELECT id FROM clinics WHERE name = $1", CLINIC_NAME)
     if existing:
-        return SeedResult(clinic_id=str(existing[0]["id"]), created=False, logins=logins)
+        board = await demo_waiting_room(existing[0]["id"])
+        return SeedResult(clinic_id=str(existing[0]["id"]), created=False, logins=logins,
+                          board_path=board)
     system = system_principal()
     clinic = await commands.create_clinic(
         system, name=CLINIC_NAME, timezone="Asia/Kolkata",
@@ -57,4 +68,37 @@ async def seed_demo() -> SeedResult:
                                        Role.RECEPTIONIST) else None
         await commands.add_member(system, clinic.id, email=email, name=name, role=role,
                                   location_id=location, password=DEMO_PASSWORD)
-    return SeedResult(clinic_id=str(clinic.id), created=True, logins=logins)
+    board = await demo_waiting_room(clinic.id)
+    return SeedResult(clinic_id=str(clinic.id), created=True, logins=logins, board_path=board)
+
+
+async def demo_waiting_room(clinic_id: uuid.UUID) -> str:
+    """Dr. Rao's queue for today, with three patients checked in (once a day), and a fresh
+    board token for the waiting-room screen."""
+    system = system_principal()
+    doctor = (await db.fetch("SELECT id FROM users WHERE email = $1", "dr.rao@sunrise.example"))[0]["id"]
+    location = (await db.fetch("SELECT location_id FROM memberships WHERE clinic_id = $1 AND "
+                               "user_id = $2", clinic_id, doctor))[0]["location_id"]
+    patients = await db.fetch("SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id"
+                              " WHERE m.clinic_id = $1 AND m.role = 'PATIENT' ORDER BY u.email",
+                              clinic_id)
+    queue_id = await _todays_queue(clinic_id, doctor)
+    if queue_id is None:
+        first = clock.now().replace(second=0, microsecond=0) + timedelta(minutes=5)
+        for i, patient in enumerate(patients):
+            booked = await scheduling.book(
+                system, clinic_id=clinic_id, doctor_id=doctor, patient_id=patient["user_id"],
+                appointment_type=AppointmentType.IN_PERSON, start=first + timedelta(minutes=15 * i),
+                duration_minutes=15, location_id=location, override_reason="demo waiting room")
+            await queueing.check_in(system, booked[0].id, reason="demo")
+        queue_id = await _todays_queue(clinic_id, doctor)
+    assert queue_id is not None
+    board = await queueing.issue_board_token(system, queue_id)
+    return board.url
+
+
+async def _todays_queue(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> uuid.UUID | None:
+    day = await clinic_today(clinic_id)
+    rows = await db.fetch("SELECT id FROM queues WHERE clinic_id = $1 AND doctor_id = $2 AND "
+                          "day >= $3 ORDER BY day LIMIT 1", clinic_id, doctor_id, day)
+    return rows[0]["id"] if rows else None

@@ -34,6 +34,11 @@ def test_seed_demo_is_idempotent(env, db):
     first = servers.cli(env, "seed-demo")
     assert first.returncode == 0, first.stderr
     second = servers.cli(env, "seed-demo")
+    assert second.returncode == 0, second.stderr
     assert "already there" in second.stdout
     assert db.fetch("SELECT count(*) AS n FROM clinics WHERE name = 'Sunrise Family Clinic'"
                     )[0]["n"] == 1
+    # the demo waiting room is set up once a day, whatever the number of runs
+    entries = db.fetch("""SELECT count(*) AS n FROM queue_entries e JOIN clinics c ON c.id = e.clinic_id
+                          WHERE c.name = 'Sunrise Family Clinic'""")[0]["n"]
+    assert entries == 3

@@ -89,8 +89,17 @@ async def pace_of(queue: dict[str, Any]) -> Pace:
              AND e.status = 'done' AND e.started_at IS NOT NULL AND e.finished_at IS NOT NULL""",
         queue["clinic_id"], queue["doctor_id"], queue["day"],
     )
+    if rows:
+        return order.pace([float(r["minutes"]) for r in rows], 0)
+    # none measured yet: the length of the slots booked in this queue, else the schedule's
+    booked = await db.fetch(
+        """SELECT avg(extract(epoch FROM a.ends_at - a.starts_at) / 60) AS minutes
+           FROM queue_entries e JOIN appointments a ON a.id = e.appointment_id
+           WHERE e.queue_id = $1""", queue["id"])
+    if booked[0]["minutes"] is not None:
+        return order.pace([], round(float(booked[0]["minutes"])))
     schedule = await load_schedule(queue["clinic_id"], queue["doctor_id"])
-    return order.pace([float(r["minutes"]) for r in rows], schedule.slot_minutes)
+    return order.pace([], schedule.slot_minutes)
 
 
 def view(queue: dict[str, Any], entries: list[Entry], pace: Pace, now: datetime) -> QueueView:

@@ -16,7 +16,7 @@ _PAGE = (Path(__file__).parent.parent / "static" / "board.html").read_bytes()
 
 @get("/boards/{queue_id:str}", permission=PUBLIC, include_in_schema=False)
 async def board_page(queue_id: FromPath[uuid.UUID]) -> Response[bytes]:
-    return Response(_PAGE, media_type="text/html; charset=utf-8", headers={
+    return Response(_PAGE, media_type="text/html", headers={
         "Cache-Control": "no-store",
         "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
                                    "style-src 'unsafe-inline'; connect-src 'self'",
