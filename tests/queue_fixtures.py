@@ -55,3 +55,35 @@ def check_in(api: Any, c: dict[str, Any], appointment: dict[str, Any]) -> dict[s
     r = api.as_(c["desk"]["token"], "GET", f"/appointments/{appointment['id']}/queue-position")
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+# --- added for the live and property suites ---------------------------------------------------
+
+def queue_view(api: Any, token: str, queue_id: str) -> dict[str, Any]:
+    """GET /queues/{id} as `token`, asserted 200."""
+    r = api.as_(token, "GET", f"/queues/{queue_id}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def board_token(api: Any, c: dict[str, Any], queue_id: str) -> str:
+    """A waiting-room board's token for the queue, issued by the desk."""
+    r = api.as_(c["desk"]["token"], "POST", f"/queues/{queue_id}/board-token")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["queue_id"] == queue_id and body["url"] == f"/boards/{queue_id}#token={body['token']}"
+    return str(body["token"])
+
+
+def find_ids(value: Any, key: str) -> set[str]:
+    """Every value of `key`, at any depth of a JSON document."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == key and isinstance(v, str):
+                found.add(v)
+            found |= find_ids(v, key)
+    elif isinstance(value, list):
+        for v in value:
+            found |= find_ids(v, key)
+    return found

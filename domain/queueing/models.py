@@ -103,6 +103,8 @@ class Position(msgspec.Struct, frozen=True):
     position: int | None
     ahead: int | None
     eta_minutes: int | None
+    #: How the ETA was computed.
+    eta: Pace
 
 
 class BoardTicket(msgspec.Struct, frozen=True):

@@ -178,7 +178,7 @@ def position_of(entry: Entry, queue_view: QueueView) -> Position:
     return Position(appointment_id=entry.appointment_id, queue_id=queue_view.id, ticket=mine.ticket,
                     status=mine.status, position=mine.position,
                     ahead=mine.position - 1 if mine.position is not None else None,
-                    eta_minutes=mine.eta_minutes)
+                    eta_minutes=mine.eta_minutes, eta=queue_view.eta)
 
 
 async def board_for_token(token: str, queue_id: uuid.UUID) -> BoardState:
