@@ -26,5 +26,14 @@ OPENAPI_OPERATIONS = {
       for action in ("confirm", "check-in", "start", "complete", "no-show", "cancel",
                      "reschedule", "follow-up")),
     ("GET", "/api/v1/patients/{patient_id}/history"),
+    ("GET", "/api/v1/clinics/{clinic_id}/queues"), ("GET", "/api/v1/queues/{queue_id}"),
+    *(("POST", f"/api/v1/queues/{{queue_id}}/{action}")
+      for action in ("call-next", "pause", "resume", "board-token")),
+    *(("POST", f"/api/v1/queue-entries/{{entry_id}}/{action}")
+      for action in ("priority", "transfer", "skip", "requeue", "start", "complete")),
+    ("GET", "/api/v1/appointments/{appointment_id}/queue-position"),
+    ("GET", "/api/v1/appointments/{appointment_id}/check-in-code"),
+    ("GET", "/api/v1/clinics/{clinic_id}/locations/{location_id}/check-in-code"),
+    ("GET", "/api/v1/boards/{queue_id}/state"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }

@@ -523,3 +523,162 @@ def test_patient_history_shows_only_what_is_in_reach(world: World, sched: Sched,
                       item["location_id"]), item
     reach = covers(scope, who, owner_of(role, p.doctor_id, p.patient_id), p.location_id)
     assert (appointment_id in {item["id"] for item in r.json()}) is reach
+
+
+# --- waiting-room queues --------------------------------------------------------------------
+# A queue is its doctor's (for a DOCTOR's O) and at its appointments' location; its entries are
+# the queue's. The queue of a checked-in appointment of party p is p's doctor's, at p's place.
+
+def checked_in(api, sa_token: str, p: Party, then: tuple[str, ...] = ()) -> tuple[str, str, str]:
+    """A fresh appointment of `p`, checked in: (appointment id, queue id, entry id); `then`:
+    queue-entry actions the super admin takes on the entry first."""
+    appointment_id = booked(api, sa_token, p, ("check-in",))
+    r = api.as_(sa_token, "GET", f"/appointments/{appointment_id}/queue-position")
+    assert r.status_code == 200, r.text
+    queue_id = str(r.json()["queue_id"])
+    entries = api.as_(sa_token, "GET", f"/queues/{queue_id}").json()["entries"]
+    entry_id = next(str(e["id"]) for e in entries if e["appointment_id"] == appointment_id)
+    for action in then:
+        r = api.as_(sa_token, "POST", f"/queue-entries/{entry_id}/{action}")
+        assert r.status_code == 200, r.text
+    return appointment_id, queue_id, entry_id
+
+
+@pytest.fixture(scope="module")
+def standing(sched: Sched, api, sa_token) -> dict[str, tuple[str, str, str]]:
+    """One checked-in appointment per party, for the routes that only read."""
+    return {w: checked_in(api, sa_token, p) for w, p in sched.parties.items()}
+
+
+@pytest.fixture(scope="module")
+def colleagues(world: World, sched: Sched, member_factory) -> dict[str, str]:
+    """Whom each party's entries are transferred to: another doctor of the same clinic."""
+    b_doc2 = member_factory(world.b["id"], "DOCTOR", location_id=world.b["locations"][0]["id"],
+                            password=None, tag="b-doc2")
+    return {"mine": sched.parties["theirs"].doctor_id, "theirs": sched.parties["mine"].doctor_id,
+            "other": b_doc2["user_id"]}
+
+
+QUEUE_READS = ["GET /queues/{id}", "POST /queues/{id}/board-token",
+               "GET /appointments/{id}/queue-position", "GET /appointments/{id}/check-in-code",
+               "GET /clinics/{id}/locations/{id}/check-in-code"]
+QUEUE_WRITES = ["POST /queues/{id}/call-next", "POST /queues/{id}/pause",
+                "POST /queues/{id}/resume",
+                *(f"POST /queue-entries/{{id}}/{a}"
+                  for a in ("priority", "transfer", "skip", "requeue", "start", "complete"))]
+ENTRY_PRIOR = {"requeue": ("skip", "skip", "skip"), "complete": ("start",)}  # default: 3 skips
+
+
+def queue_case(route: str, where: str, p: Party, role: Role | None, api, sa_token: str,
+               standing: dict[str, tuple[str, str, str]], colleagues: dict[str, str]) -> Case:
+    queue = {"owner": p.doctor_id, "location": p.location_id}
+    appointment = {"owner": owner_of(role, p.doctor_id, p.patient_id), "location": p.location_id}
+    action = route.rsplit("/", 1)[1]
+    if route in QUEUE_READS:
+        appointment_id, queue_id, _ = standing[where]
+    elif route.startswith("POST /queue-entries/"):
+        appointment_id, queue_id, entry_id = checked_in(api, sa_token, p, ENTRY_PRIOR.get(action, ()))
+    else:
+        appointment_id, queue_id, _ = checked_in(api, sa_token, p)
+    match route:
+        case "GET /queues/{id}":
+            return Case("GET", f"/queues/{queue_id}", "queues:read", success=200, **queue)
+        case "POST /queues/{id}/board-token":
+            return Case("POST", f"/queues/{queue_id}/board-token", "queues:manage", success=201,
+                        **queue)
+        case "GET /appointments/{id}/queue-position":
+            return Case("GET", f"/appointments/{appointment_id}/queue-position",
+                        "appointments:read", success=200, **appointment)
+        case "GET /appointments/{id}/check-in-code":
+            return Case("GET", f"/appointments/{appointment_id}/check-in-code", "queues:manage",
+                        success=200, **appointment)
+        case "GET /clinics/{id}/locations/{id}/check-in-code":
+            return Case("GET", f"/clinics/{p.clinic_id}/locations/{p.location_id}/check-in-code",
+                        "queues:manage", success=200, owner=None, location=p.location_id)
+        case _ if route.startswith("POST /queues/"):
+            return Case("POST", f"/queues/{queue_id}/{action}", "queues:manage", success=200,
+                        appointment_id=appointment_id, **queue)
+        case _:
+            body = {"priority": {"priority": "urgent", "reason": "matrix"},
+                    "transfer": {"doctor_id": colleagues[where]}}.get(action)
+            return Case("POST", f"/queue-entries/{entry_id}/{action}", "queues:manage",
+                        success=200, body=body, appointment_id=appointment_id, **queue)
+
+
+def queue_state(api, sa_token: str, path: str) -> dict[str, Any]:
+    """The queue(s) a write names, without the ETAs (which move with the clock)."""
+    r = api.as_(sa_token, "GET", path)
+    assert r.status_code == 200, r.text
+    q = r.json()
+    return {"paused": q["paused"], "entries": [
+        {k: e[k] for k in ("id", "appointment_id", "ticket", "priority", "status", "position",
+                           "skips", "removed_reason")} for e in q["entries"]]}
+
+
+def queue_params() -> list[Any]:
+    return [pytest.param(route, caller, where, id=f"{route}-{caller}-{where}")
+            for route in (*QUEUE_READS, *QUEUE_WRITES) for caller in CALLERS
+            for where in ("mine", "theirs", "other")]
+
+
+@pytest.mark.parametrize(("route", "caller", "where"), queue_params())
+def test_queue_route(world: World, sched: Sched, standing, colleagues, api, sa_token, route: str,
+                     caller: str, where: str) -> None:
+    """mine: the DOCTOR's own queue, at the LOCATION_HEAD's location, with the PATIENT's
+    appointment in it; theirs: another doctor's, elsewhere; other: clinic B's."""
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    case = queue_case(route, where, sched.parties[where],
+                      Role(caller) if caller in ROLES else None, api, sa_token, standing, colleagues)
+    queue_id = standing[where][1] if route in QUEUE_READS else api.as_(
+        sa_token, "GET", f"/appointments/{case.appointment_id}/queue-position").json()["queue_id"]
+    before = queue_state(api, sa_token, f"/queues/{queue_id}")
+    r = api.as_(who["token"], case.method, case.path, json=case.body, params=case.params)
+    expected = expected_for(case, caller, where, who)
+    assert r.status_code == expected, f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert queue_state(api, sa_token, f"/queues/{queue_id}") == before  # nothing moved
+    elif route.endswith("/pause"):  # the next case may want to call from this queue
+        assert api.as_(sa_token, "POST", f"/queues/{queue_id}/resume").status_code == 200
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in sched.b_secrets:
+            assert str(secret) not in r.text
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_queue_list_shows_only_what_is_in_reach(world: World, sched: Sched, standing, api,
+                                                sa_token, caller: str, where: str) -> None:
+    clinic = world.a if where == "own" else world.b
+    fresh = ("mine", "theirs") if where == "own" else ("other",)
+    who = world.callers.get(caller, {"token": None})
+    days = {w: api.as_(sa_token, "GET", f"/queues/{standing[w][1]}").json()["date"] for w in fresh}
+    expected = expected_status("queues:read", caller, where, "GET")
+    for w in fresh:
+        r = api.as_(who["token"], "GET", f"/clinics/{clinic['id']}/queues",
+                    params={"date": days[w]})
+        assert r.status_code == expected, r.text
+        if expected != 200:
+            assert all(str(secret) not in r.text for secret in sched.b_secrets)
+            continue
+        scope = scope_of("queues:read", Role(caller))
+        for q in r.json():
+            assert covers(scope, who, q["doctor_id"], q["location_id"]), q
+        p = sched.parties[w]
+        reach = covers(scope, who, p.doctor_id, p.location_id)
+        assert (standing[w][1] in {q["id"] for q in r.json()}) is reach, (w, scope)
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_a_board_reads_with_its_own_token_only(world: World, standing, api, sa_token,
+                                                caller: str) -> None:
+    """No user's token reads a board, not even the super admin's: only the queue's board token."""
+    queue_id = standing["mine"][1]
+    who = world.callers.get(caller, {"token": None})
+    r = api.as_(who["token"], "GET", f"/boards/{queue_id}/state")
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated", r.text
+    board = api.as_(sa_token, "POST", f"/queues/{queue_id}/board-token").json()["token"]
+    assert api.as_(board, "GET", f"/boards/{queue_id}/state").status_code == 200
+    for elsewhere in ("theirs", "other"):
+        r = api.as_(board, "GET", f"/boards/{standing[elsewhere][1]}/state")
+        assert r.status_code == 404, r.text

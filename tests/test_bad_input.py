@@ -94,6 +94,9 @@ class Ctx:
     patient_id: str
     appointment_id: str  # scheduled: the target of transitions and reschedules
     visit_id: str  # checked in: the parent of follow-ups
+    queue_id: str  # the visit's queue
+    entry_id: str  # the visit's entry in it: the target of queue-entry writes
+    doctor2_id: str  # another doctor: the target of transfers
 
 
 RULE = {"weekday": 0, "start": "08:00", "end": "20:00"}
@@ -121,8 +124,12 @@ def ctx(api, clinic_factory, member_factory, sa_token) -> Ctx:
     appointment_id = book_now(api, sa_token, {**visit, "start": later(5, "10:00")})
     visit_id = book_now(api, sa_token, {**visit, "start": later(5, "11:00")})
     assert api.as_(sa_token, "POST", f"/appointments/{visit_id}/check-in").status_code == 200
+    queue_id = api.as_(sa_token, "GET", f"/appointments/{visit_id}/queue-position").json()["queue_id"]
+    entry_id = api.as_(sa_token, "GET", f"/queues/{queue_id}").json()["entries"][0]["id"]
+    doctor2 = member_factory(cid, "DOCTOR", location_id=loc, password=None, tag="bad-input-doc2")
     return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
-               doctor["user_id"], patient["user_id"], appointment_id, visit_id)
+               doctor["user_id"], patient["user_id"], appointment_id, visit_id, queue_id, entry_id,
+               doctor2["user_id"])
 
 
 def snapshot(db, ctx: Ctx) -> dict[str, Any]:
@@ -143,19 +150,27 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT row_to_json(s)::text FROM doctor_schedules s
                     WHERE s.clinic_id = $1::uuid AND s.doctor_id = $3::uuid) AS schedule,
                   (SELECT json_agg(a ORDER BY a.id)::text FROM appointments a
-                    WHERE a.clinic_id = $1::uuid) AS booked""",
+                    WHERE a.clinic_id = $1::uuid) AS booked,
+                  (SELECT count(*) FROM queues) AS queues,
+                  (SELECT count(*) FROM queue_entries) AS queue_entries,
+                  (SELECT json_agg(q ORDER BY q.id)::text FROM queues q
+                    WHERE q.clinic_id = $1::uuid) AS queue_rows,
+                  (SELECT json_agg(e ORDER BY e.id)::text FROM queue_entries e
+                    WHERE e.clinic_id = $1::uuid) AS entry_rows""",
         ctx.clinic_id, ctx.user_id, ctx.doctor_id,
     )
     state = rows[0]
     # the targets exist to be left alone
     assert state["clinic"] and state["member"] and state["schedule"] and state["booked"], state
+    assert state["queue_rows"] and state["entry_rows"], state
     return state
 
 
 def ids(ctx: Ctx, path: str) -> dict[str, str]:
     """The ids a route's path names; a follow-up needs a visit that took place."""
     return {"clinic_id": ctx.clinic_id, "user_id": ctx.user_id, "doctor_id": ctx.doctor_id,
-            "patient_id": ctx.patient_id,
+            "patient_id": ctx.patient_id, "location_id": ctx.location_id,
+            "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -248,6 +263,13 @@ WRITES: dict[str, Write] = {
     "follow_up": Write(
         "POST", "/appointments/{appointment_id}/follow-up",
         lambda c: {"after_days": 7, "reason": "review"}, "reason", 1000, None, ("after_days", [7])),
+    "entry_priority": Write(
+        "POST", "/queue-entries/{entry_id}/priority",
+        lambda c: {"priority": "urgent", "reason": "chest pain"}, "reason", 1000, "priority",
+        ("priority", 2)),
+    "entry_transfer": Write(
+        "POST", "/queue-entries/{entry_id}/transfer", lambda c: {"doctor_id": c.doctor2_id},
+        None, 0, "doctor_id", ("doctor_id", 5)),
 }
 
 # Every protected route, with a body that would be accepted from an allowed caller.
@@ -265,6 +287,17 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "list_appointments": ("GET", "/appointments", None),
     "get_appointment": ("GET", "/appointments/{appointment_id}", None),
     "history": ("GET", "/patients/{patient_id}/history", None),
+    "list_queues": ("GET", "/clinics/{clinic_id}/queues", None),
+    "get_queue": ("GET", "/queues/{queue_id}", None),
+    **{f"queue_{a.replace('-', '_')}": ("POST", f"/queues/{{queue_id}}/{a}", None)
+       for a in ("call-next", "pause", "resume", "board-token")},
+    **{f"entry_{a}": ("POST", f"/queue-entries/{{entry_id}}/{a}", None)
+       for a in ("skip", "requeue", "start", "complete")},
+    "queue_position": ("GET", "/appointments/{appointment_id}/queue-position", None),
+    "appointment_code": ("GET", "/appointments/{appointment_id}/check-in-code", None),
+    "location_code": ("GET", "/clinics/{clinic_id}/locations/{location_id}/check-in-code", None),
+    # a board's token, not a user's: any other bearer (a user's included) is 401
+    "board_state": ("GET", "/boards/{queue_id}/state", None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
 }
 
@@ -273,6 +306,7 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "availability": lambda c: {"from": later(10, "00:00"), "to": later(11, "00:00")},
     "list_appointments": lambda c: {"clinic_id": c.clinic_id},
     "history": lambda c: {"clinic_id": c.clinic_id},
+    "list_queues": lambda c: {"date": later(5)[:10]},
 }
 
 
@@ -597,6 +631,21 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
      400, "start"),
     ("appointment_cancel", "reason_object", lambda c: {"reason": {"why": "x"}}, 400, "reason"),
     ("appointment_confirm", "reason_too_long", lambda c: {"reason": "r" * 1001}, 400, "reason"),
+    # check-in: a patient's code is short text
+    ("appointment_check_in", "code_too_long", lambda c: {"code": "c" * 101}, 400, "code"),
+    ("appointment_check_in", "code_nul", lambda c: {"code": "ab\u0000cd"}, 400, "code"),
+    ("appointment_check_in", "code_number", lambda c: {"code": 5}, 400, "code"),
+    # queue entries: a known priority with a reason; a transfer to another doctor of the clinic
+    ("entry_priority", "unknown_priority", lambda c: {"priority": "critical"}, 400, "priority"),
+    ("entry_priority", "uppercase_priority", lambda c: {"priority": "URGENT"}, 400, "priority"),
+    ("entry_priority", "empty_reason", lambda c: {"reason": ""}, 400, "reason"),
+    ("entry_priority", "blank_reason", lambda c: {"reason": "   "}, 400, "reason"),
+    ("entry_priority", "reason_missing", lambda c: {"reason": None}, 400, "reason"),
+    ("entry_transfer", "doctor_id_not_a_uuid", lambda c: {"doctor_id": "doc"}, 400, "doctor_id"),
+    ("entry_transfer", "doctor_id_null", lambda c: {"doctor_id": None}, 400, "doctor_id"),
+    ("entry_transfer", "same_doctor", lambda c: {"doctor_id": c.doctor_id}, 400, "doctor_id"),
+    ("entry_transfer", "not_a_doctor", lambda c: {"doctor_id": c.patient_id}, 400, "doctor_id"),
+    ("entry_transfer", "unknown_doctor", lambda c: {"doctor_id": NIL}, 400, "doctor_id"),
 ]
 
 
@@ -626,10 +675,14 @@ SCHEDULING_PATH_ROUTES = [
     "put_schedule", "get_schedule", "time_off", "holiday", "availability", "get_appointment",
     *(name for name in WRITES if name.startswith("appointment_")), "reschedule", "follow_up",
     "history"]
+QUEUE_PATH_ROUTES = [
+    "list_queues", "get_queue", *(name for name in PROTECTED if name.startswith(("queue_", "entry_"))),
+    "appointment_code", "location_code"]
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
-               *SCHEDULING_PATH_ROUTES]
-PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id")
+               *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state"]
+PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
+            "queue_id", "entry_id")
 
 
 def path_params(routes: list[str], values: dict[str, str]) -> list[Any]:
@@ -661,7 +714,10 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
 
 
 @pytest.mark.parametrize(("route", "param", "value"),
-                         path_params(SCHEDULING_PATH_ROUTES, {"nil": NIL, "random": str(uuid.uuid4())}))
+                         path_params([*SCHEDULING_PATH_ROUTES,
+                                      # a list of an unknown clinic is empty, like the others
+                                      *(r for r in QUEUE_PATH_ROUTES if r != "list_queues")],
+                                     {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
     before = snapshot(db, ctx)
@@ -736,6 +792,11 @@ QUERY_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], str]] = [
     ("list_appointments", "uppercase_status", lambda c: {"status": "SCHEDULED"}, "status"),
     ("history", "clinic_id_missing", lambda c: {"clinic_id": None}, "clinic_id"),
     ("history", "clinic_id_not_a_uuid", lambda c: {"clinic_id": NIL + "0"}, "clinic_id"),
+    ("list_queues", "date_not_a_date", lambda c: {"date": "tomorrow"}, "date"),
+    ("list_queues", "date_with_a_time", lambda c: {"date": later(5)}, "date"),
+    ("list_queues", "date_month_13", lambda c: {"date": "2030-13-01"}, "date"),
+    ("list_queues", "date_year_0", lambda c: {"date": "0000-01-01"}, "date"),
+    ("list_queues", "doctor_id_not_a_uuid", lambda c: {"doctor_id": "doc"}, "doctor_id"),
 ]
 
 
@@ -841,12 +902,14 @@ FUZZED = sorted(op for op in OPENAPI_OPERATIONS if op != ("POST", "/api/v1/auth/
 # Random ids stop these at "not found"; they are fuzzed again with ids that exist.
 WITH_REAL_IDS = [op for op in FUZZED
                  if any(part in op[1] for part in ("/doctors/", "/holidays", "/appointments",
-                                                   "/patients/"))]
+                                                   "/patients/", "/queues", "/queue-entries/",
+                                                   "/boards/", "/check-in-code"))]
 
 
 @pytest.fixture(scope="module")
 def real_ids(api, clinic_factory, member_factory, sa_token) -> dict[str, str]:
-    """A clinic of the fuzzer's own, with a doctor's schedule and a booked appointment."""
+    """A clinic of the fuzzer's own, with a doctor's schedule, a booked appointment and a
+    checked-in one (its queue and entry)."""
     clinic = clinic_factory()
     cid, loc = clinic["id"], clinic["locations"][0]["id"]
     doctor = member_factory(cid, "DOCTOR", location_id=loc, password=None, tag="fuzz-doc")
@@ -856,8 +919,14 @@ def real_ids(api, clinic_factory, member_factory, sa_token) -> dict[str, str]:
     assert r.status_code == 200, r.text
     out = {"clinic_id": cid, "doctor_id": doctor["user_id"], "patient_id": patient["user_id"],
            "location_id": loc}
+    visit = book_now(api, sa_token, {**out, "type": "in_person", "start": later(4, "10:00")})
     out["appointment_id"] = book_now(api, sa_token, {**out, "type": "in_person",
                                                       "start": later(4, "09:00")})
+    assert api.as_(sa_token, "POST", f"/appointments/{visit}/check-in").status_code == 200
+    out["queue_id"] = api.as_(sa_token, "GET", f"/appointments/{visit}/queue-position").json()[
+        "queue_id"]
+    out["entry_id"] = api.as_(sa_token, "GET", f"/queues/{out['queue_id']}").json()["entries"][0][
+        "id"]
     return out
 
 
