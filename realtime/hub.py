@@ -88,9 +88,10 @@ class Socket:
 class Hub:
     def __init__(self) -> None:
         cfg = settings.get()
+        self._origins = frozenset(cfg.allowed_origins)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
-            cors_allowed_origins=list(cfg.allowed_origins),
+            cors_allowed_origins=self._origin_allowed,
             json=codec,
             max_http_buffer_size=cfg.socket_max_message_bytes,
             logger=False,
@@ -110,6 +111,14 @@ class Hub:
         self.sio.on("resume", self._on_resume)
         metrics.SOCKETS.set_function(lambda: len(self.sockets))
         metrics.ROOMS.set_function(lambda: len(self.sio.manager.rooms.get("/", {})))
+
+    def _origin_allowed(self, origin: str | None, environ: dict[str, Any]) -> bool:
+        """The configured browser origins, and the gateway's own (pages it serves itself, such as
+        the waiting-room board, on whatever host and port it is reached at). Never `*`."""
+        if origin is None:
+            return True  # not a browser: nothing cross-site to guard against
+        scheme = environ.get("wsgi.url_scheme", "http")
+        return origin in self._origins or origin == f"{scheme}://{environ.get('HTTP_HOST', '')}"
 
     # lifecycle -------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """Writing the audit log. Rows are chained: each hashes the previous one.
 
-`record` takes a transaction-scoped advisory lock to append in order, so call it as the last
-step of a command (after its row locks), which also keeps the lock short.
+`record` takes a transaction-scoped advisory lock to append in order, so call it late in a
+command (after its row locks), which also keeps the lock short. Recording an event takes the
+same lock first (`lock_chain`), so the chain lock always comes before a clinic's sequence row
+and the two can never deadlock, whichever a command writes first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
+async def lock_chain() -> None:
+    """Take the chain lock for the rest of the transaction (re-entrant within it)."""
+    await db.fetch("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
+
+
 async def record(
     actor: Principal | None,
     *,
@@ -43,7 +50,7 @@ async def record(
     who = actor.user_id if actor else actor_id
     detail = detail or {}
     async with db.transaction():
-        await db.fetch("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
+        await lock_chain()
         last = await db.fetch("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
         prev = bytes(last[0]["hash"]) if last else GENESIS
         row_id = (await db.fetch("SELECT nextval('audit_log_id_seq') AS id"))[0]["id"]

@@ -7,6 +7,7 @@ import uuid
 import msgspec
 
 from domain import clock, db
+from domain.audit.commands import lock_chain
 from domain.events.envelope import DomainEvent, Envelope
 from domain.principal import Principal
 
@@ -19,6 +20,7 @@ async def record(
 ) -> Envelope:
     if db.engine().current_transaction.get() is None:
         raise RuntimeError("events are recorded inside the transaction of their change")
+    await lock_chain()  # lock order: audit chain, then the clinic's sequence (see audit.commands)
     rows = await db.fetch(
         """INSERT INTO clinic_sequences (clinic_id, last_seq) VALUES ($1, 1)
            ON CONFLICT (clinic_id) DO UPDATE SET last_seq = clinic_sequences.last_seq + 1

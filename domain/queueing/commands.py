@@ -1,8 +1,9 @@
 """Changes to waiting-room queues. Every change locks its queue row first, so changes to one
 queue take turns (two "call next" at once call two different patients), then republishes the
 queue: `queue.updated` for staff and the board, and `queue.position` for exactly the patients
-whose position or ETA changed. Lock order, to stay deadlock-free: appointment, then queue(s) in
-id order."""
+whose position, ETA or status changed. Lock order, to stay deadlock-free: the appointment, then
+its queue(s) in id order, then the audit chain and the clinic's event sequence (which any
+recorded event or audit row takes): so no queue row is ever locked after an event is written."""
 
 from __future__ import annotations
 
@@ -58,14 +59,15 @@ async def publish(actor: Principal | None, queue: dict[str, Any]) -> QueueView:
         date=queue["day"], paused=queue["paused"], called=state.called,
         in_consultation=state.in_consultation, waiting=state.waiting),
         audience=events.staff_audience(queue["clinic_id"], queue["doctor_id"], queue["id"]))
-    told = {r["id"]: (r["told_position"], r["told_eta"]) for r in await db.fetch(
-        "SELECT id, told_position, told_eta FROM queue_entries WHERE queue_id = $1", queue["id"])}
+    told = {r["id"]: (r["told_position"], r["told_eta"], r["told_status"]) for r in await db.fetch(
+        "SELECT id, told_position, told_eta, told_status FROM queue_entries WHERE queue_id = $1",
+        queue["id"])}
     for e in snapshot.entries:
-        now_told = (e.position, e.eta_minutes)
+        now_told = (e.position, e.eta_minutes, e.status.value)
         if told.get(e.id) == now_told:
             continue
-        await db.fetch("UPDATE queue_entries SET told_position = $2, told_eta = $3 WHERE id = $1",
-                       e.id, e.position, e.eta_minutes)
+        await db.fetch("UPDATE queue_entries SET told_position = $2, told_eta = $3, "
+                       "told_status = $4 WHERE id = $1", e.id, *now_told)
         await record_event(actor, clinic_id=queue["clinic_id"], event=events.QueuePosition(
             appointment_id=e.appointment_id, queue_id=queue["id"], ticket=e.ticket,
             status=e.status.value, position=e.position,
@@ -183,7 +185,7 @@ async def skip(principal: Principal, entry_id: uuid.UUID) -> EntryView:
         else:
             others = [e for e in await _entries(queue) if e.id != entry_id]
             await db.fetch("""UPDATE queue_entries SET skips = $2, status = 'waiting',
-                                  order_at = $3 WHERE id = $1""",
+                                  called_at = NULL, order_at = $3 WHERE id = $1""",
                            entry_id, skips, order.end_of_line(others, clock.now()))
         await record(principal, action="queues:manage", resource_type="queue_entry",
                      resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"skips": skips})
@@ -249,7 +251,7 @@ async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid
         await db.fetch(
             """UPDATE queue_entries SET queue_id = $2, ticket_no = $3, ticket = $4,
                    status = 'waiting', called_at = NULL, transferred_from = $5,
-                   told_position = NULL, told_eta = NULL WHERE id = $1""",
+                   told_position = NULL, told_eta = NULL, told_status = NULL WHERE id = $1""",
             entry_id, target["id"], number, ticket, source["id"])
         await record(principal, action="queues:manage", resource_type="queue_entry",
                      resource_id=entry_id, clinic_id=source["clinic_id"],
@@ -281,10 +283,10 @@ async def check_in(principal: Principal, appointment_id: uuid.UUID, *, code: str
         if grant.role is Role.PATIENT:
             _patient_may_check_in(appointment, clinic.settings.check_in_opens_minutes,
                                   clinic.settings.check_in_closes_minutes, code, now)
+        found = await open_queue(clinic.id, appointment.doctor_id, appointment.location_id, day)
+        queue = await load_queue(found["id"], lock=True)  # before any event: see the lock order
         updated = await apply_transition(principal, appointment, Status.CHECKED_IN,
                                          reason=reason or "checked in")
-        found = await open_queue(clinic.id, appointment.doctor_id, appointment.location_id, day)
-        queue = await load_queue(found["id"], lock=True)
         number, ticket = await _next_ticket(queue["id"])
         grace = timedelta(minutes=clinic.settings.queue_late_grace_minutes)
         await db.fetch(
@@ -338,6 +340,12 @@ async def appointment_action(principal: Principal, appointment_id: uuid.UUID, ac
     """`POST /appointments/{id}/{action}`: the appointment's transition, with its queue entry
     (if it has one) following in the same transaction."""
     async with db.transaction():
+        # lock order: the appointment, then its queue, then whatever the transition records
+        await load_appointment(appointment_id, lock=True)
+        rows = await db.fetch("SELECT queue_id FROM queue_entries WHERE appointment_id = $1",
+                              appointment_id)
+        if rows:
+            await load_queue(rows[0]["queue_id"], lock=True)
         updated = await appointment_transition(principal, appointment_id, action, reason=reason)
         await _follow_appointment(principal, updated)
     return updated

@@ -150,7 +150,8 @@ async def get_queue(principal: Principal, queue_id: uuid.UUID) -> QueueView:
 async def list_queues(principal: Principal, clinic_id: uuid.UUID, *,
                       doctor_id: uuid.UUID | None = None, day: date | None = None) -> list[QueueView]:
     grant = require(principal, "queues:read", clinic_id, resource_type="queue")
-    day = day or await clinic_today(clinic_id)
+    today = await clinic_today(clinic_id)  # also: an unknown clinic is 404, with or without a date
+    day = day or today
     rows = await db.fetch(
         """SELECT * FROM queues WHERE clinic_id = $1 AND day = $2
              AND ($3::uuid IS NULL OR doctor_id = $3) ORDER BY letter""",

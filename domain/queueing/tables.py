@@ -38,3 +38,4 @@ class QueueEntry(Table, tablename="queue_entries"):
     removed_reason = Text(null=True)
     told_position = Integer(null=True)
     told_eta = Integer(null=True)
+    told_status = Text(null=True)

@@ -50,6 +50,7 @@ CREATE TABLE queue_entries (
     -- what the patient was last told, so a change tells exactly those whose view changed
     told_position integer,
     told_eta integer,
+    told_status text,
     UNIQUE (queue_id, ticket_no),
     UNIQUE (queue_id, ticket)
 );
