@@ -19,6 +19,8 @@ from domain.access.roles import Role
 from domain.audit.commands import record
 from domain.errors import Conflict, Forbidden, NotFound, invalid_field
 from domain.events.commands import record as record_event
+from domain.events.commands import record_many as record_events
+from domain.events.envelope import DomainEvent
 from domain.identity import tokens
 from domain.principal import Principal
 from domain.queueing import codes, events, order
@@ -37,7 +39,9 @@ from domain.queueing.queries import (
     load_entries,
     load_entry,
     load_queue,
+    pace_of,
     queue_grant,
+    view,
 )
 from domain.scheduling.commands import apply_transition
 from domain.scheduling.commands import transition as appointment_transition
@@ -52,27 +56,31 @@ BOARD_TOKEN_HOURS = 36
 
 async def publish(actor: Principal | None, queue: dict[str, Any]) -> QueueView:
     """Inside the change's transaction: the queue as it now stands, to everyone it concerns."""
-    snapshot = await current_view(queue)
+    entries = await load_entries(queue["id"])
+    snapshot = view(queue, entries, await pace_of(queue), clock.now())
     state = board(snapshot)
-    await record_event(actor, clinic_id=queue["clinic_id"], event=events.QueueUpdated(
+    out: list[tuple[DomainEvent, list[str]]] = [(events.QueueUpdated(
         queue_id=queue["id"], doctor_id=queue["doctor_id"], location_id=queue["location_id"],
         date=queue["day"], paused=queue["paused"], called=state.called,
         in_consultation=state.in_consultation, waiting=state.waiting),
-        audience=events.staff_audience(queue["clinic_id"], queue["doctor_id"], queue["id"]))
-    told = {r["id"]: (r["told_position"], r["told_eta"], r["told_status"]) for r in await db.fetch(
-        "SELECT id, told_position, told_eta, told_status FROM queue_entries WHERE queue_id = $1",
-        queue["id"])}
-    for e in snapshot.entries:
-        now_told = (e.position, e.eta_minutes, e.status.value)
-        if told.get(e.id) == now_told:
-            continue
-        await db.fetch("UPDATE queue_entries SET told_position = $2, told_eta = $3, "
-                       "told_status = $4 WHERE id = $1", e.id, *now_told)
-        await record_event(actor, clinic_id=queue["clinic_id"], event=events.QueuePosition(
-            appointment_id=e.appointment_id, queue_id=queue["id"], ticket=e.ticket,
-            status=e.status.value, position=e.position,
-            ahead=e.position - 1 if e.position is not None else None, eta_minutes=e.eta_minutes),
-            audience=[rooms.user(e.patient_id)])
+        events.staff_audience(queue["clinic_id"], queue["doctor_id"], queue["id"]))]
+    told = {e.id: (e.told_position, e.told_eta, e.told_status) for e in entries}
+    changed = [e for e in snapshot.entries
+               if told.get(e.id) != (e.position, e.eta_minutes, e.status.value)]
+    if changed:
+        await db.fetch(
+            """UPDATE queue_entries SET told_position = x.position, told_eta = x.eta,
+                   told_status = x.status
+               FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS x(id, position, eta, status)
+               WHERE queue_entries.id = x.id""",
+            [e.id for e in changed], [e.position for e in changed],
+            [e.eta_minutes for e in changed], [e.status.value for e in changed])
+    out += [(events.QueuePosition(
+        appointment_id=e.appointment_id, queue_id=queue["id"], ticket=e.ticket,
+        status=e.status.value, position=e.position,
+        ahead=e.position - 1 if e.position is not None else None, eta_minutes=e.eta_minutes),
+        [rooms.user(e.patient_id)]) for e in changed]
+    await record_events(actor, clinic_id=queue["clinic_id"], events=out)
     return snapshot
 
 

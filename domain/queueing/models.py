@@ -45,6 +45,7 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     removed_reason: str | None = None
     told_position: int | None = None
     told_eta: int | None = None
+    told_status: str | None = None
 
 
 class Pace(msgspec.Struct, frozen=True):

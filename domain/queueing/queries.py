@@ -42,7 +42,7 @@ def entry_from_row(row: dict[str, Any]) -> Entry:
         order_at=row["order_at"], skips=row["skips"], called_at=row["called_at"],
         started_at=row["started_at"], finished_at=row["finished_at"],
         removed_reason=row["removed_reason"], told_position=row["told_position"],
-        told_eta=row["told_eta"],
+        told_eta=row["told_eta"], told_status=row["told_status"],
     )
 
 
