@@ -31,7 +31,7 @@ from domain.events.envelope import Outgoing
 from domain.events.queries import events_after, last_seqs, outgoing_after
 from domain.identity.queries import principal_for_access_token, revoked_sessions
 from domain.principal import Principal, RequestMeta
-from realtime import channels, codec, metrics
+from realtime import channels, codec, fastsend, metrics
 
 log = logging.getLogger("carewire.hub")
 
@@ -104,6 +104,7 @@ class Hub:
         self.sio.on("subscribe", self._on_subscribe)
         self.sio.on("unsubscribe", self._on_unsubscribe)
         self.sio.on("resume", self._on_resume)
+        self.fast = fastsend.install(self.sio)
         metrics.SOCKETS.set_function(lambda: len(self.sockets))
         metrics.ROOMS.set_function(lambda: len(self.sio.manager.rooms.get("/", {})))
 
@@ -325,30 +326,34 @@ class Hub:
             sock.cursors[clinic] = env.seq
             targets.append(sid)
         if targets:
-            metrics.DELIVERIES.inc(self._fanout(env.type, env, targets))
+            metrics.DELIVERIES.inc(await self._fanout(env.type, env, targets))
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - env.occurred_at.timestamp()))
         if env.type in MEMBERSHIP_EVENTS:
             await self._revoke_user(uuid.UUID(str(env.data["user_id"])), "membership_changed",
                                     clinic_id=str(clinic))
 
-    def _fanout(self, event: str, data: Any, sids: list[str]) -> int:
-        """Encode the event once and queue the same frame to every recipient's Engine.IO socket,
+    async def _fanout(self, event: str, data: Any, sids: list[str]) -> int:
+        """Encode the event once and hand the same frame to every recipient's Engine.IO socket,
         as `AsyncServer.emit` would, minus its one asyncio task per recipient (the main cost of
-        a broadcast). A socket too slow to drain its queue is dropped: it resumes on reconnect."""
-        frame = engineio.packet.Packet(engineio.packet.MESSAGE, self.sio.packet_class(
-            socketio.packet.EVENT, namespace="/", data=[event, data]).encode())
-        sent = 0
+        a broadcast): written straight to the websocket where that keeps the socket's order
+        (see realtime/fastsend.py), queued otherwise. A socket too slow to drain its queue is
+        dropped: it resumes on reconnect."""
+        frame = fastsend.Frame(engineio.packet.Packet(engineio.packet.MESSAGE, self.sio.packet_class(
+            socketio.packet.EVENT, namespace="/", data=[event, data]).encode()))
+        eio_sockets = self.sio.eio.sockets
+        eio_sid_of = self.sio.manager.eio_sid_from_sid
         for sid in sids:
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-            eio_socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+            eio_sid = eio_sid_of(sid, "/")
+            eio_socket = eio_sockets.get(eio_sid) if eio_sid else None
             if eio_socket is None or eio_socket.closed:
                 continue
             if eio_socket.queue.qsize() >= MAX_QUEUED_FRAMES:
                 self._spawn(self.revoke(sid, "too_slow"))
                 continue
-            eio_socket.queue.put_nowait(frame)
-            sent += 1
-        return sent
+            await frame.send(eio_socket)
+        if frame.direct:
+            metrics.DIRECT_SENDS.inc(frame.direct)
+        return frame.direct + frame.queued
 
     async def _catch_up(self, clinic: uuid.UUID, after: int, before: int | None = None) -> None:
         """Fill a gap in what this process heard, from the durable log."""
