@@ -140,13 +140,17 @@ class Hub:
                 "unauthenticated", {"code": "unauthenticated", "message": exc.message}) from exc
         resume = self._parse_resume(principal, auth.get("resume"))
         sock = Socket(principal)
+        clinics = principal.clinic_ids()
+        # Live events wait in `pending` until the socket's cursors are known: one that arrived
+        # while the heads were read would otherwise go out, and the next one be skipped.
+        sock.replaying.update(clinics)
         self.sockets[sid] = sock
         if principal.session_id:
             self.by_session.setdefault(principal.session_id, set()).add(sid)
         for room in [*rooms_for(principal), room_names.session(principal.session_id or uuid.UUID(int=0))]:
             await self.sio.enter_room(sid, room)
             sock.rooms.add(room)
-        heads = await last_seqs(principal.clinic_ids())
+        heads = await last_seqs(clinics)
         for clinic_id, head in heads.items():
             sock.cursors[clinic_id] = head
             self.clinic_cursors.setdefault(clinic_id, head)
@@ -158,6 +162,14 @@ class Hub:
         for clinic_id, after in resume.items():
             sock.replaying.add(clinic_id)
             self._spawn(self._replay(sid, clinic_id, after))
+        live = [c for c in clinics if c not in resume]
+        if live:
+            self._spawn(self._release_after_connect(sid, live))
+
+    async def _release_after_connect(self, sid: str, clinics: list[uuid.UUID]) -> None:
+        await asyncio.sleep(0)  # let the CONNECT packet go first
+        for clinic in clinics:
+            await self._release(sid, clinic)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -225,13 +237,20 @@ class Hub:
             await self._audit_denied(sock.principal, sock.principal.meta, "socket:subscribe",
                                      "room", room, "room not visible to the caller")
             return ack_error("not_found", f"no room {room} for you")
-        await self.sio.enter_room(sid, room)
-        sock.rooms.add(room)
         clinic = _clinic_of(room)
-        if clinic and clinic not in sock.cursors:
-            head = (await last_seqs([clinic]))[clinic]
-            sock.cursors[clinic] = head
-            self.clinic_cursors.setdefault(clinic, head)
+        new = clinic if clinic not in sock.cursors and clinic not in sock.replaying else None
+        if new is not None:
+            sock.replaying.add(new)  # hold its live events until the cursor is known
+        try:
+            await self.sio.enter_room(sid, room)
+            sock.rooms.add(room)
+            if new is not None:
+                head = (await last_seqs([new]))[new]
+                sock.cursors[new] = head
+                self.clinic_cursors.setdefault(new, head)
+        finally:
+            if new is not None:
+                await self._release(sid, new)
         return ack_ok({"room": room})
 
     async def _on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -294,15 +313,22 @@ class Hub:
             sock.cursors[clinic] = max(cursor, after)
         finally:
             if sock is not None:
-                sock.replaying.discard(clinic)
-                held = [o for o in sock.pending if o.envelope.clinic_id == clinic]
-                sock.pending = [o for o in sock.pending if o.envelope.clinic_id != clinic]
-                for out in sorted(held, key=lambda o: o.envelope.seq):
-                    if out.envelope.seq > sock.cursors.get(clinic, 0):
-                        sock.cursors[clinic] = out.envelope.seq
-                        await self.sio.emit(out.envelope.type, out.envelope, to=sid)
+                await self._release(sid, clinic)
         return {"clinic_id": str(clinic), "replayed": replayed, "last_seq": cursor,
                 "resync_required": resync}
+
+    async def _release(self, sid: str, clinic: uuid.UUID) -> None:
+        """Stop holding the clinic's live events for the socket; send those past its cursor."""
+        sock = self.sockets.get(sid)
+        if sock is None:
+            return
+        sock.replaying.discard(clinic)
+        held = [o for o in sock.pending if o.envelope.clinic_id == clinic]
+        sock.pending = [o for o in sock.pending if o.envelope.clinic_id != clinic]
+        for out in sorted(held, key=lambda o: o.envelope.seq):
+            if out.envelope.seq > sock.cursors.get(clinic, 0):
+                sock.cursors[clinic] = out.envelope.seq
+                await self.sio.emit(out.envelope.type, out.envelope, to=sid)
 
     async def deliver(self, out: Outgoing) -> None:
         env = out.envelope
