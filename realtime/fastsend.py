@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Iterable
 from importlib import metadata
 from types import MethodType
 from typing import Any
@@ -132,23 +133,31 @@ class Frame:
         self.direct = 0
         self.queued = 0
 
-    async def send(self, sock: AsyncSocket) -> None:
+    async def send_all(self, socks: Iterable[AsyncSocket]) -> None:
+        """Hand the frame to each socket in turn; one coroutine for the whole broadcast."""
         global _budget
-        proto = direct_protocol(sock)
-        if proto is None:
-            sock.queue.put_nowait(self.packet)
-            self.queued += 1
-        else:
-            try:
-                await proto.send(self.message)  # type: ignore[arg-type]
-                self.direct += 1
-            except Exception:  # closed under us: the writer finds out and ends the socket
-                sock.queue.put_nowait(self.packet)
-                self.queued += 1
-        _budget -= 1
-        if not _budget:
-            _budget = YIELD_EVERY
-            await asyncio.sleep(0)  # a long broadcast must not starve the loop
+        packet, message = self.packet, self.message
+        direct = queued = 0
+        try:
+            for sock in socks:
+                proto = direct_protocol(sock)
+                if proto is None:
+                    sock.queue.put_nowait(packet)
+                    queued += 1
+                else:
+                    try:
+                        await proto.send(message)  # type: ignore[arg-type]
+                        direct += 1
+                    except Exception:  # closed under us: the writer finds out and ends the socket
+                        sock.queue.put_nowait(packet)
+                        queued += 1
+                _budget -= 1
+                if not _budget:
+                    _budget = YIELD_EVERY
+                    await asyncio.sleep(0)  # a long broadcast must not starve the loop
+        finally:
+            self.direct += direct
+            self.queued += queued
 
 
 # the internals we rely on ------------------------------------------------------------------

@@ -37,7 +37,8 @@ log = logging.getLogger("carewire.hub")
 
 REPLAY_PAGE = 500
 MEMBERSHIP_EVENTS = ("member.removed", "member.updated")
-#: Frames a socket may have waiting before it counts as too slow and is disconnected.
+#: Frames a socket may have waiting before it counts as too slow and is disconnected (a socket
+#: whose transport is backed up gets its frames queued: see realtime/fastsend.py).
 MAX_QUEUED_FRAMES = 1000
 
 
@@ -339,8 +340,9 @@ class Hub:
         if seen is not None and env.seq > seen + 1:
             await self._catch_up(clinic, seen, before=env.seq)
         self.clinic_cursors[clinic] = max(env.seq, self.clinic_cursors.get(clinic, 0))
-        targets: list[str] = []
-        for sid, _ in self.sio.manager.get_participants("/", out.audience):
+        recipients: list[Any] = []  # Engine.IO sockets
+        eio_sockets = self.sio.eio.sockets
+        for sid, eio_sid in self.sio.manager.get_participants("/", out.audience):
             sock = self.sockets.get(sid)
             if sock is None:
                 continue
@@ -350,33 +352,28 @@ class Hub:
             if env.seq <= sock.cursors.get(clinic, env.seq - 1):
                 continue
             sock.cursors[clinic] = env.seq
-            targets.append(sid)
-        if targets:
-            metrics.DELIVERIES.inc(await self._fanout(env.type, env, targets))
+            eio_socket = eio_sockets.get(eio_sid)
+            if eio_socket is None or eio_socket.closed:
+                continue
+            if eio_socket.queue.qsize() >= MAX_QUEUED_FRAMES:
+                self._spawn(self.revoke(sid, "too_slow"))  # it resumes on reconnect
+                continue
+            recipients.append(eio_socket)
+        if recipients:
+            metrics.DELIVERIES.inc(await self._fanout(env.type, env, recipients))
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - env.occurred_at.timestamp()))
         if env.type in MEMBERSHIP_EVENTS:
             await self._revoke_user(uuid.UUID(str(env.data["user_id"])), "membership_changed",
                                     clinic_id=str(clinic))
 
-    async def _fanout(self, event: str, data: Any, sids: list[str]) -> int:
+    async def _fanout(self, event: str, data: Any, recipients: list[Any]) -> int:
         """Encode the event once and hand the same frame to every recipient's Engine.IO socket,
         as `AsyncServer.emit` would, minus its one asyncio task per recipient (the main cost of
         a broadcast): written straight to the websocket where that keeps the socket's order
-        (see realtime/fastsend.py), queued otherwise. A socket too slow to drain its queue is
-        dropped: it resumes on reconnect."""
+        (see realtime/fastsend.py), queued otherwise."""
         frame = fastsend.Frame(engineio.packet.Packet(engineio.packet.MESSAGE, self.sio.packet_class(
             socketio.packet.EVENT, namespace="/", data=[event, data]).encode()))
-        eio_sockets = self.sio.eio.sockets
-        eio_sid_of = self.sio.manager.eio_sid_from_sid
-        for sid in sids:
-            eio_sid = eio_sid_of(sid, "/")
-            eio_socket = eio_sockets.get(eio_sid) if eio_sid else None
-            if eio_socket is None or eio_socket.closed:
-                continue
-            if eio_socket.queue.qsize() >= MAX_QUEUED_FRAMES:
-                self._spawn(self.revoke(sid, "too_slow"))
-                continue
-            await frame.send(eio_socket)
+        await frame.send_all(recipients)
         if frame.direct:
             metrics.DIRECT_SENDS.inc(frame.direct)
         return frame.direct + frame.queued

@@ -74,9 +74,7 @@ class LiveServer:
         """What Hub._fanout does with one frame, to every socket."""
         frame = fastsend.Frame(Packet(MESSAGE, self.sio.packet_class(
             sio_packet.EVENT, namespace="/", data=["tick", {"n": n, "pad": pad}]).encode()))
-        for sock in list(self.sio.eio.sockets.values()):
-            if not sock.closed:
-                await frame.send(sock)
+        await frame.send_all([s for s in self.sio.eio.sockets.values() if not s.closed])
         frames.append(frame)
 
 
