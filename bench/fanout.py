@@ -1,4 +1,5 @@
-"""Socket.IO fan-out benchmark for carewire (and, with --baseline, for stock python-socketio).
+"""Socket.IO fan-out benchmark for carewire (and, with --baseline, for stock python-socketio or,
+with --baseline node, for the Node.js socket.io server).
 
 What it does, end to end, all on 127.0.0.1:
   1. carewire mode: embedded PostgreSQL + Redis (or TEST_DATABASE_URL / TEST_REDIS_URL),
@@ -6,6 +7,8 @@ What it does, end to end, all on 127.0.0.1:
      clinic, a RECEPTIONIST member of it and that member's access token.
      --baseline: `--processes` x bench/plain_server.py (stock python-socketio; with more than one
      process they share rooms through Redis' AsyncRedisManager).
+     --baseline node: one bench/node_server/server.js (socket.io 4.8, same room and trigger;
+     `npm ci` into bench/node_server/node_modules first).
   2. `--workers` client processes open `--clients` real Socket.IO websocket connections in all
      (bench/light_client.py: hand-made Engine.IO/Socket.IO over raw asyncio + uvloop), spread
      round-robin over the server processes. Every socket is in the one broadcast room:
@@ -24,6 +27,7 @@ Run (from the repository root, with the project's venv):
     .venv/bin/python bench/fanout.py                       # carewire, 5000 clients (~2-4 min)
     .venv/bin/python bench/fanout.py --clients 500         # quick run (~30 s)
     .venv/bin/python bench/fanout.py --baseline            # stock python-socketio, same load
+    .venv/bin/python bench/fanout.py --baseline node       # Node.js socket.io 4.8, same load
     .venv/bin/python bench/fanout.py --processes 2         # two gateway processes
     .venv/bin/python bench/fanout.py --profile /tmp/p.txt  # py-spy the server during (c)
 Add --json FILE to keep the figures. Every phase has a timeout; the run ends by itself.
@@ -289,12 +293,33 @@ def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
                 s.stop()
 
 
+NODE_SERVER = BENCH / "node_server"
+
+
+def node_command() -> list[str]:
+    """`node bench/node_server/server.js`, after `npm ci` there (pinned by its package-lock)."""
+    import shutil
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        raise RuntimeError("--baseline node needs node and npm on PATH")
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                          cwd=NODE_SERVER, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"npm ci in {NODE_SERVER} failed:\n{done.stdout}{done.stderr}")
+    return [node, str(NODE_SERVER / "server.js")]
+
+
 @contextlib.contextmanager
-def baseline_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False
-                    ) -> Iterator[Target]:
+def baseline_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False,
+                    kind: str = "python") -> Iterator[Target]:
     import httpx
 
     from tests import servers
+
+    if kind == "node" and processes != 1:
+        raise SystemExit("--baseline node runs one server process (no shared adapter)")
+    base_cmd = node_command() if kind == "node" else [sys.executable, str(BENCH / "plain_server.py")]
 
     @contextlib.contextmanager
     def maybe_redis() -> Iterator[str | None]:
@@ -309,8 +334,8 @@ def baseline_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
         try:
             for _ in range(processes):
                 port = servers.free_port()
-                log = Path(tempfile.mkstemp(prefix="plain-sio-", suffix=".log")[1])
-                cmd = [sys.executable, str(BENCH / "plain_server.py"), "--port", str(port)]
+                log = Path(tempfile.mkstemp(prefix=f"{kind}-sio-", suffix=".log")[1])
+                cmd = [*base_cmd, "--port", str(port)]
                 if redis_url:
                     cmd += ["--redis-url", redis_url]
                 with log.open("ab") as out:
@@ -321,15 +346,15 @@ def baseline_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
                 deadline = time.monotonic() + 30
                 while True:
                     if proc.poll() is not None:
-                        raise RuntimeError(f"plain server exited:\n{log.read_text()[-2000:]}")
+                        raise RuntimeError(f"{kind} baseline server exited:\n{log.read_text()[-2000:]}")
                     with contextlib.suppress(httpx.TransportError):
                         if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                             break
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"plain server not ready:\n{log.read_text()[-2000:]}")
+                        raise RuntimeError(f"{kind} baseline server not ready:\n{log.read_text()[-2000:]}")
                     time.sleep(0.05)  # polling readiness, bounded by the deadline
             target = Target()
-            target.name = "plain python-socketio"
+            target.name = "Node.js socket.io" if kind == "node" else "plain python-socketio"
             target.pids = [p.pid for p, _, _ in procs]
             target.ports = [port for _, port, _ in procs]
             target.auth = {"token": "bench"}
@@ -573,7 +598,8 @@ def code_version() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in ("realtime/hub.py", "tasks/outbox_relay.py", "bench/plain_server.py"):
+    for name in ("realtime/hub.py", "realtime/fastsend.py", "tasks/outbox_relay.py",
+                 "bench/plain_server.py", "bench/node_server/server.js"):
         with contextlib.suppress(OSError):
             h.update((ROOT / name).read_bytes())
     return h.hexdigest()[:12]
@@ -586,14 +612,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if load > 0.1:
         print(f"[warning] the machine was {100 * load:.0f}% busy before the run; other work "
               "competes with the server and clients, figures will be low and noisy", flush=True)
-    res: dict[str, Any] = {"mode": "baseline" if args.baseline else "carewire",
+    mode = {None: "carewire", "python": "baseline", "node": "node"}[args.baseline]
+    res: dict[str, Any] = {"mode": mode,
                            "clients": args.clients, "processes": args.processes,
                            "workers": args.workers, "background_load": load,
                            "server_gc": args.server_gc, "speed_ms_before": speed,
                            "code": code_version()}
-    make = baseline_target if args.baseline else carewire_target
     t_setup = time.monotonic()
-    with make(args.processes, args.server_gc, args.gc_stats) as target:
+    target_cm = (baseline_target(args.processes, args.server_gc, args.gc_stats, args.baseline)
+                 if args.baseline else carewire_target(args.processes, args.server_gc, args.gc_stats))
+    with target_cm as target:
         res["server_logs"] = target.logs  # type: ignore[attr-defined]
         meter = ServerMeter(target.pids)
         print(f"[setup] {target.name}: {args.processes} server process(es) on ports "
@@ -779,7 +807,8 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
 
 def report(res: dict[str, Any]) -> str:
     c, tp, lt = res["connect"], res["throughput"], res["latency"]
-    name = "carewire (Litestar + hub)" if res["mode"] == "carewire" else "plain python-socketio"
+    name = {"carewire": "carewire (Litestar + hub)", "node": "Node.js socket.io"}.get(
+        res["mode"], "plain python-socketio")
     rows = [
         ("sockets connected", f"{c['connected'] + c['warmup']:,} ({c['warmup']} warm-up + "
                               f"{c['connected']:,} timed; failed {c['failed']})"),
@@ -838,11 +867,13 @@ def report(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Socket.IO fan-out benchmark (carewire, or --baseline for stock python-socketio)",
+        description="Socket.IO fan-out benchmark (carewire, or --baseline for stock python-socketio"
+        " or --baseline node for Node.js socket.io)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--clients", type=int, default=5000)
-    parser.add_argument("--baseline", action="store_true",
-                        help="benchmark bench/plain_server.py instead of carewire")
+    parser.add_argument("--baseline", nargs="?", const="python", choices=["python", "node"],
+                        help="benchmark bench/plain_server.py (python, the default) or "
+                        "bench/node_server/server.js (node) instead of carewire")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--warmup", type=int, default=20,

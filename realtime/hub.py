@@ -32,13 +32,14 @@ from domain.events.queries import events_after, last_seqs, outgoing_after
 from domain.identity.queries import principal_for_access_token, revoked_sessions
 from domain.principal import Principal, RequestMeta
 from domain.queueing.queries import board_claims, load_queue
-from realtime import channels, codec, metrics
+from realtime import channels, codec, fastsend, metrics
 
 log = logging.getLogger("carewire.hub")
 
 REPLAY_PAGE = 500
 MEMBERSHIP_EVENTS = ("member.removed", "member.updated")
-#: Frames a socket may have waiting before it counts as too slow and is disconnected.
+#: Frames a socket may have waiting before it counts as too slow and is disconnected (a socket
+#: whose transport is backed up gets its frames queued: see realtime/fastsend.py).
 MAX_QUEUED_FRAMES = 1000
 
 
@@ -109,6 +110,7 @@ class Hub:
         self.sio.on("subscribe", self._on_subscribe)
         self.sio.on("unsubscribe", self._on_unsubscribe)
         self.sio.on("resume", self._on_resume)
+        self.fast = fastsend.install(self.sio)
         metrics.SOCKETS.set_function(lambda: len(self.sockets))
         metrics.ROOMS.set_function(lambda: len(self.sio.manager.rooms.get("/", {})))
 
@@ -156,6 +158,10 @@ class Hub:
                 "unauthenticated", {"code": "unauthenticated", "message": exc.message}) from exc
         resume = self._parse_resume(principal, auth.get("resume"))
         sock = Socket(principal, board=board)
+        clinics = principal.clinic_ids()
+        # Live events wait in `pending` until the socket's cursors are known: one that arrived
+        # while the heads were read would otherwise go out, and the next one be skipped.
+        sock.replaying.update(clinics)
         self.sockets[sid] = sock
         if principal.session_id:
             self.by_session.setdefault(principal.session_id, set()).add(sid)
@@ -164,7 +170,7 @@ class Hub:
         for room in joins:
             await self.sio.enter_room(sid, room)
             sock.rooms.add(room)
-        heads = await last_seqs(principal.clinic_ids())
+        heads = await last_seqs(clinics)
         for clinic_id, head in heads.items():
             sock.cursors[clinic_id] = head
             self.clinic_cursors.setdefault(clinic_id, head)
@@ -176,6 +182,14 @@ class Hub:
         for clinic_id, after in resume.items():
             sock.replaying.add(clinic_id)
             self._spawn(self._replay(sid, clinic_id, after))
+        live = [c for c in clinics if c not in resume]
+        if live:
+            self._spawn(self._release_after_connect(sid, live))
+
+    async def _release_after_connect(self, sid: str, clinics: list[uuid.UUID]) -> None:
+        await asyncio.sleep(0)  # let the CONNECT packet go first
+        for clinic in clinics:
+            await self._release(sid, clinic)
 
     async def _board_principal(self, token: str, meta: RequestMeta) -> tuple[uuid.UUID, Principal]:
         """A waiting-room screen: no user, no clinic membership, one queue's room and nothing
@@ -257,13 +271,20 @@ class Hub:
             await self._audit_denied(sock.principal, sock.principal.meta, "socket:subscribe",
                                      "room", room, "room not visible to the caller")
             return ack_error("not_found", f"no room {room} for you")
-        await self.sio.enter_room(sid, room)
-        sock.rooms.add(room)
         clinic = _clinic_of(room)
-        if clinic and clinic not in sock.cursors:
-            head = (await last_seqs([clinic]))[clinic]
-            sock.cursors[clinic] = head
-            self.clinic_cursors.setdefault(clinic, head)
+        new = clinic if clinic not in sock.cursors and clinic not in sock.replaying else None
+        if new is not None:
+            sock.replaying.add(new)  # hold its live events until the cursor is known
+        try:
+            await self.sio.enter_room(sid, room)
+            sock.rooms.add(room)
+            if new is not None:
+                head = (await last_seqs([new]))[new]
+                sock.cursors[new] = head
+                self.clinic_cursors.setdefault(new, head)
+        finally:
+            if new is not None:
+                await self._release(sid, new)
         return ack_ok({"room": room})
 
     async def _on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -326,15 +347,22 @@ class Hub:
             sock.cursors[clinic] = max(cursor, after)
         finally:
             if sock is not None:
-                sock.replaying.discard(clinic)
-                held = [o for o in sock.pending if o.envelope.clinic_id == clinic]
-                sock.pending = [o for o in sock.pending if o.envelope.clinic_id != clinic]
-                for out in sorted(held, key=lambda o: o.envelope.seq):
-                    if out.envelope.seq > sock.cursors.get(clinic, 0):
-                        sock.cursors[clinic] = out.envelope.seq
-                        await self.sio.emit(out.envelope.type, out.envelope, to=sid)
+                await self._release(sid, clinic)
         return {"clinic_id": str(clinic), "replayed": replayed, "last_seq": cursor,
                 "resync_required": resync}
+
+    async def _release(self, sid: str, clinic: uuid.UUID) -> None:
+        """Stop holding the clinic's live events for the socket; send those past its cursor."""
+        sock = self.sockets.get(sid)
+        if sock is None:
+            return
+        sock.replaying.discard(clinic)
+        held = [o for o in sock.pending if o.envelope.clinic_id == clinic]
+        sock.pending = [o for o in sock.pending if o.envelope.clinic_id != clinic]
+        for out in sorted(held, key=lambda o: o.envelope.seq):
+            if out.envelope.seq > sock.cursors.get(clinic, 0):
+                sock.cursors[clinic] = out.envelope.seq
+                await self.sio.emit(out.envelope.type, out.envelope, to=sid)
 
     async def deliver(self, out: Outgoing) -> None:
         env = out.envelope
@@ -345,8 +373,9 @@ class Hub:
         if seen is not None and env.seq > seen + 1:
             await self._catch_up(clinic, seen, before=env.seq)
         self.clinic_cursors[clinic] = max(env.seq, self.clinic_cursors.get(clinic, 0))
-        targets: list[str] = []
-        for sid, _ in self.sio.manager.get_participants("/", out.audience):
+        recipients: list[Any] = []  # Engine.IO sockets
+        eio_sockets = self.sio.eio.sockets
+        for sid, eio_sid in self.sio.manager.get_participants("/", out.audience):
             sock = self.sockets.get(sid)
             if sock is None:
                 continue
@@ -356,32 +385,31 @@ class Hub:
             if env.seq <= sock.cursors.get(clinic, env.seq - 1):
                 continue
             sock.cursors[clinic] = env.seq
-            targets.append(sid)
-        if targets:
-            metrics.DELIVERIES.inc(self._fanout(env.type, env, targets))
+            eio_socket = eio_sockets.get(eio_sid)
+            if eio_socket is None or eio_socket.closed:
+                continue
+            if eio_socket.queue.qsize() >= MAX_QUEUED_FRAMES:
+                self._spawn(self.revoke(sid, "too_slow"))  # it resumes on reconnect
+                continue
+            recipients.append(eio_socket)
+        if recipients:
+            metrics.DELIVERIES.inc(await self._fanout(env.type, env, recipients))
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - env.occurred_at.timestamp()))
         if env.type in MEMBERSHIP_EVENTS:
             await self._revoke_user(uuid.UUID(str(env.data["user_id"])), "membership_changed",
                                     clinic_id=str(clinic))
 
-    def _fanout(self, event: str, data: Any, sids: list[str]) -> int:
-        """Encode the event once and queue the same frame to every recipient's Engine.IO socket,
+    async def _fanout(self, event: str, data: Any, recipients: list[Any]) -> int:
+        """Encode the event once and hand the same frame to every recipient's Engine.IO socket,
         as `AsyncServer.emit` would, minus its one asyncio task per recipient (the main cost of
-        a broadcast). A socket too slow to drain its queue is dropped: it resumes on reconnect."""
-        frame = engineio.packet.Packet(engineio.packet.MESSAGE, self.sio.packet_class(
-            socketio.packet.EVENT, namespace="/", data=[event, data]).encode())
-        sent = 0
-        for sid in sids:
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-            eio_socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
-            if eio_socket is None or eio_socket.closed:
-                continue
-            if eio_socket.queue.qsize() >= MAX_QUEUED_FRAMES:
-                self._spawn(self.revoke(sid, "too_slow"))
-                continue
-            eio_socket.queue.put_nowait(frame)
-            sent += 1
-        return sent
+        a broadcast): written straight to the websocket where that keeps the socket's order
+        (see realtime/fastsend.py), queued otherwise."""
+        frame = fastsend.Frame(engineio.packet.Packet(engineio.packet.MESSAGE, self.sio.packet_class(
+            socketio.packet.EVENT, namespace="/", data=[event, data]).encode()))
+        await frame.send_all(recipients)
+        if frame.direct:
+            metrics.DIRECT_SENDS.inc(frame.direct)
+        return frame.direct + frame.queued
 
     async def _catch_up(self, clinic: uuid.UUID, after: int, before: int | None = None) -> None:
         """Fill a gap in what this process heard, from the durable log."""

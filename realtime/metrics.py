@@ -12,6 +12,8 @@ EVENTS_RELAYED = Counter("carewire_events_relayed_total", "Events the relay publ
 RELAY_LAG = Histogram("carewire_relay_lag_seconds", "Commit to relay publish",
                       buckets=LATENCY_BUCKETS)
 DELIVERIES = Counter("carewire_socket_deliveries_total", "Event deliveries to sockets")
+DIRECT_SENDS = Counter("carewire_socket_direct_sends_total",
+                       "Deliveries written straight to an idle websocket (the fan-out bypass)")
 DELIVERY_LATENCY = Histogram("carewire_delivery_latency_seconds",
                              "Event occurred_at to emit by this hub", buckets=LATENCY_BUCKETS)
 JOBS = Counter("carewire_jobs_total", "Background jobs by final state", ["task", "state"])

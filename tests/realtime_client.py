@@ -1,4 +1,5 @@
-"""A real python-socketio client over websocket, recording every event it receives."""
+"""A real python-socketio client (websocket unless told otherwise), recording every event it
+receives."""
 
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ class Recorder:
             self._changed.set()
 
     async def connect(self, token: str | None, *, resume: dict[str, int] | None = None,
-                      origin: str | None = None) -> None:
+                      origin: str | None = None, transports: list[str] | None = None) -> None:
         auth: dict[str, Any] = {"token": token}
         if resume is not None:
             auth["resume"] = resume
         headers = {"Origin": origin} if origin else {}
-        await self.sio.connect(self.base_url, auth=auth, transports=["websocket"],
+        await self.sio.connect(self.base_url, auth=auth, transports=transports or ["websocket"],
                                headers=headers, wait_timeout=10)
 
     async def call(self, event: str, data: Any) -> Any:
