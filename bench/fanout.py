@@ -777,10 +777,12 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
         "server_cpu_s_per_1k": 1000 * cpu / t["total"] if t["total"] else math.nan,
         "deliveries_per_server_cpu_s": t["total"] / cpu if cpu else math.nan,
         "server_busy": cpu / span if span else math.nan,
-        "hub_cpu_s": hcpu1 - hcpu0, "hub_system_s": hsys1 - hsys0,
-        "hub_cpu_s_per_1k": 1000 * (hcpu1 - hcpu0) / t["total"] if t["total"] else math.nan,
+        # --trigger-process only: the socket process(es) alone
+        "hub_cpu_s": hcpu1 - hcpu0 if hub else None,
+        "hub_system_s": hsys1 - hsys0 if hub else None,
+        "hub_cpu_s_per_1k": 1000 * (hcpu1 - hcpu0) / t["total"] if hub and t["total"] else None,
         "deliveries_per_hub_cpu_s": t["total"] / (hcpu1 - hcpu0) if hub and hcpu1 > hcpu0
-        else math.nan,
+        else None,
         "client_cpu_s": wcpu1 - wcpu0,
         "orchestrator_cpu_s": ocpu1 - ocpu0,
         "machine_cpu_s": busy1 - busy0,

@@ -18,14 +18,22 @@ writer has sent it all and is idle again. A direct send never suspends: uvicorn'
 `send` awaits only `writable.wait()`, and we go direct only while `writable` is set, so the
 writer cannot run in the middle of it.
 
+One frame for all. The websocket frame is serialized once per broadcast too: server frames are
+unmasked, so for a connection without extensions uvicorn's `send` would write exactly those
+bytes. For such a socket (open, nothing of its own in `conn.writes`, no fragmented message
+going) `Frame.send_all` writes them with `transport.write` itself, which leaves the websockets
+connection in the state `send` would have (see `Frame`). A permessage-deflate socket still goes
+through uvicorn's `send`. What each socket needs for this is looked up once, when it attaches
+(`Route`), not per delivery.
+
 Slow clients. A socket whose transport holds more than WRITE_BUFFER_LIMIT unsent bytes (or
 that uvicorn paused) gets its frames queued; its writer then blocks on its own transport, the
 queue grows and the hub's MAX_QUEUED_FRAMES rule drops it. Nobody else waits for it.
 
-This leans on internals of python-engineio 4.15.1 and uvicorn 0.54.0's websockets-sansio
-protocol. `problems()` checks them at start-up; on any mismatch the hub runs without the
-bypass (and logs why), and tests/test_fastsend.py fails, so a version bump is re-verified
-before it ships.
+This leans on internals of python-engineio 4.15.1, uvicorn 0.54.0's websockets-sansio
+protocol and websockets 17.4's sans-I/O connection. `problems()` checks them at start-up; on
+any mismatch the hub runs without the bypass (and logs why), and tests/test_fastsend.py fails,
+so a version bump is re-verified before it ships.
 """
 
 from __future__ import annotations
@@ -178,8 +186,12 @@ class Frame:
                         if (route.shared and conn._state is is_open and not conn.writes
                                 and not conn.expect_continuation_frame
                                 and proto.handshake_complete and proto.initial_response is None):
-                            transport.write(wire)
-                            direct += 1
+                            try:
+                                transport.write(wire)
+                                direct += 1
+                            except Exception:  # broken under us: the writer ends the socket
+                                sock.queue.put_nowait(packet)
+                                queued += 1
                         else:
                             try:
                                 await proto.send(message)  # type: ignore[arg-type]
