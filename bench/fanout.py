@@ -29,6 +29,8 @@ Run (from the repository root, with the project's venv):
     .venv/bin/python bench/fanout.py --baseline            # stock python-socketio, same load
     .venv/bin/python bench/fanout.py --baseline node       # Node.js socket.io 4.8, same load
     .venv/bin/python bench/fanout.py --processes 2         # two gateway processes
+    .venv/bin/python bench/fanout.py --trigger-process     # + hub-only CPU: triggers and the
+                                                           # relay in a second process
     .venv/bin/python bench/fanout.py --profile /tmp/p.txt  # py-spy the server during (c)
 Add --json FILE to keep the figures. Every phase has a timeout; the run ends by itself.
 """
@@ -194,6 +196,11 @@ class Target:
     pids: list[int]
     ports: list[int]
     auth: dict[str, Any]
+    #: Where the triggers go (default: the first socket server).
+    trigger_port: int | None = None
+    #: --trigger-process: the processes that hold the sockets (the hub), measured on their own;
+    #: `pids` then also holds the trigger process.
+    hub_pids: list[int] | None = None
 
     def trigger_request(self, i: int) -> tuple[str, str, dict[str, Any], dict[str, str]]:
         raise NotImplementedError
@@ -230,8 +237,8 @@ def gc_seconds(pids: list[int]) -> tuple[float, list[int], list[float]] | None:
 
 
 @contextlib.contextmanager
-def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False
-                    ) -> Iterator[Target]:
+def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False,
+                    trigger_process: bool = False) -> Iterator[Target]:
     import httpx
 
     from tests import servers
@@ -252,11 +259,18 @@ def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
             done = servers.cli(env, *args)
             if done.returncode != 0:
                 raise RuntimeError(f"carewire {args[0]} failed:\n{done.stdout}{done.stderr}")
-        procs = [servers.Server(server_env(env, gc_spec, gc_stats)) for _ in range(processes)]
+        hub_env = server_env(env, gc_spec, gc_stats)
+        if trigger_process:
+            # the socket processes only listen to Redis and fan out; the relay runs in the
+            # trigger process, which takes every REST write and holds no socket
+            hub_env = {**hub_env, "CAREWIRE_RELAY_IN_PROCESS": "false"}
+        procs = [servers.Server(hub_env) for _ in range(processes)]
+        if trigger_process:
+            procs.append(servers.Server(server_env(env, gc_spec, gc_stats)))
         try:
             for s in procs:
                 s.start(timeout=60)
-            api = procs[0].base_url + "/api/v1"
+            api = procs[-1 if trigger_process else 0].base_url + "/api/v1"
             with httpx.Client(base_url=api, timeout=30) as http:
                 def login(email: str, password: str) -> str:
                     r = http.post("/auth/login", json={"email": email, "password": password})
@@ -279,8 +293,11 @@ def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
             target = Target()
             target.name = "carewire"
             target.pids = [s.proc.pid for s in procs if s.proc]
-            target.ports = [s.port for s in procs]
+            target.ports = [s.port for s in procs[:processes]]
             target.auth = {"token": staff}
+            if trigger_process:
+                target.trigger_port = procs[-1].port
+                target.hub_pids = target.pids[:processes]
 
             def trigger(i: int) -> tuple[str, str, dict[str, Any], dict[str, str]]:
                 return ("PATCH", f"/api/v1/clinics/{clinic}", {"name": f"Bench clinic {i}"}, bearer)
@@ -505,7 +522,7 @@ async def fire(target: Target, indices: list[int], concurrency: int) -> list[flo
     todo = iter(indices)
 
     async def lane() -> None:
-        http = RawHttp("127.0.0.1", target.ports[0])
+        http = RawHttp("127.0.0.1", target.trigger_port or target.ports[0])
         try:
             for i in todo:
                 t0 = time.perf_counter()
@@ -617,15 +634,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "clients": args.clients, "processes": args.processes,
                            "workers": args.workers, "background_load": load,
                            "server_gc": args.server_gc, "speed_ms_before": speed,
+                           "trigger_process": args.trigger_process,
                            "code": code_version()}
     t_setup = time.monotonic()
     target_cm = (baseline_target(args.processes, args.server_gc, args.gc_stats, args.baseline)
-                 if args.baseline else carewire_target(args.processes, args.server_gc, args.gc_stats))
+                 if args.baseline else carewire_target(args.processes, args.server_gc, args.gc_stats,
+                                                       args.trigger_process))
     with target_cm as target:
         res["server_logs"] = target.logs  # type: ignore[attr-defined]
         meter = ServerMeter(target.pids)
         print(f"[setup] {target.name}: {args.processes} server process(es) on ports "
-              f"{target.ports} ready in {time.monotonic() - t_setup:.1f}s", flush=True)
+              f"{target.ports}" + (f" + trigger process on {target.trigger_port}"
+                                   if target.trigger_port else "")
+              + f" ready in {time.monotonic() - t_setup:.1f}s", flush=True)
         # warm the write path (REST, relay, hub) before taking the memory baseline
         asyncio.run(fire(target, list(range(-3, 0)), 1))
         workers = Workers(args.workers, "127.0.0.1", target.ports, target.auth)
@@ -645,7 +666,7 @@ async def probe(args: argparse.Namespace, target: Target, workers: Workers, n_so
     sent: dict[int, float] = {}
     rest_ms: list[float] = []
     delivered = 0
-    http = RawHttp("127.0.0.1", target.ports[0])
+    http = RawHttp("127.0.0.1", target.trigger_port or target.ports[0])
     try:
         for s in range(args.samples):
             t0 = time.time()
@@ -669,6 +690,7 @@ def split(total: int, parts: int) -> list[int]:
 
 def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, workers: Workers,
             res: dict[str, Any]) -> dict[str, Any]:
+    hub = ServerMeter(target.hub_pids) if target.hub_pids else None
     W = args.workers
     warm = min(args.warmup, args.clients)
     main = args.clients - warm
@@ -684,7 +706,7 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
     time.sleep(1.0)  # let the server settle before the baseline
 
     # (a) + (b) connects ---------------------------------------------------------------------
-    rss0, cpu0, gc0 = meter.rss(), meter.cpu(), gc_seconds(target.pids)
+    rss0, cpu0, gc0 = (hub or meter).rss(), meter.cpu(), gc_seconds(target.pids)
     main_split = split(main, W)
     firsts = [warm + sum(main_split[:k]) for k in range(W)]
     conc = max(1, args.connect_concurrency // W)
@@ -705,7 +727,7 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
         for e, n in r["errors"]:
             errors[e] += n
     time.sleep(args.settle)
-    rss1 = meter.rss()
+    rss1 = (hub or meter).rss()
     res["connect"] = {
         "connected": ok, "warmup": warm_ok, "failed": failed, "errors": errors.most_common(3),
         "seconds": wall, "per_second": ok / wall if wall else math.nan,
@@ -732,6 +754,7 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
     procs0 = cpu_by_process()
     cpu0, wcpu0, (busy0, idle0), ocpu0 = meter.cpu(), workers.cpu(), machine_busy(), own_cpu()
     gc0, sys0 = gc_seconds(target.pids), meter.system()
+    hcpu0, hsys0 = (hub.cpu(), hub.system()) if hub else (math.nan, math.nan)
     t_start = time.time()
     durations = asyncio.run(fire(target, list(range(K)), args.trigger_concurrency))
     t_rest = time.time() - t_start
@@ -741,6 +764,7 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
         time.sleep(0.3)  # the GC figures are rewritten every 0.25 s
     cpu1, wcpu1, (busy1, idle1), ocpu1 = meter.cpu(), workers.cpu(), machine_busy(), own_cpu()
     gc1, sys1 = gc_seconds(target.pids), meter.system()
+    hcpu1, hsys1 = (hub.cpu(), hub.system()) if hub else (math.nan, math.nan)
     procs1 = cpu_by_process()
     profiler.stop()
     span = (t["last"] - t_start) if t["total"] else math.nan
@@ -753,6 +777,12 @@ def measure(args: argparse.Namespace, target: Target, meter: ServerMeter, worker
         "server_cpu_s_per_1k": 1000 * cpu / t["total"] if t["total"] else math.nan,
         "deliveries_per_server_cpu_s": t["total"] / cpu if cpu else math.nan,
         "server_busy": cpu / span if span else math.nan,
+        # --trigger-process only: the socket process(es) alone
+        "hub_cpu_s": hcpu1 - hcpu0 if hub else None,
+        "hub_system_s": hsys1 - hsys0 if hub else None,
+        "hub_cpu_s_per_1k": 1000 * (hcpu1 - hcpu0) / t["total"] if hub and t["total"] else None,
+        "deliveries_per_hub_cpu_s": t["total"] / (hcpu1 - hcpu0) if hub and hcpu1 > hcpu0
+        else None,
         "client_cpu_s": wcpu1 - wcpu0,
         "orchestrator_cpu_s": ocpu1 - ocpu0,
         "machine_cpu_s": busy1 - busy0,
@@ -825,6 +855,10 @@ def report(res: dict[str, Any]) -> str:
         ("    server CPU-s per 1k deliveries", f"{tp['server_cpu_s_per_1k']:.4f}  "
                                                f"(= {tp['deliveries_per_server_cpu_s']:,.0f} "
                                                "deliveries / CPU-s)"),
+        *([("    hub CPU-s per 1k deliveries",
+            f"{tp['hub_cpu_s_per_1k']:.4f}  (= {tp['deliveries_per_hub_cpu_s']:,.0f} deliveries / "
+            f"hub CPU-s; socket process only, {100 * tp['hub_system_s'] / tp['hub_cpu_s']:.0f}% "
+            "in the kernel)")] if res.get("trigger_process") else []),
         ("    server CPU in kernel (system time)", f"{tp['server_system_s']:.2f} s = "
                                                   f"{100 * tp['server_system_s'] / tp['server_cpu_s']:.0f}%"),
         ("    server CPU busy / machine busy", f"{100 * tp['server_busy']:.0f}% of a core / "
@@ -854,6 +888,8 @@ def report(res: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     head = (f"{name}: {res['clients']:,} clients, {res['processes']} server process(es), "
             f"{res['workers']} client processes"
+            + (" + a trigger process (REST, relay; no sockets)" if res.get("trigger_process")
+               else "")
             + (f", server gc {res['server_gc']}" if res.get("server_gc") else "")
             + f" [code {res['code']}]")
     out = [head, "-" * len(head)] + [f"{k:<{width}}  {v}" for k, v in rows]
@@ -875,6 +911,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="benchmark bench/plain_server.py (python, the default) or "
                         "bench/node_server/server.js (node) instead of carewire")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
+    parser.add_argument("--trigger-process", action="store_true",
+                        help="carewire: send the triggers to one more gateway process that runs "
+                        "the relay and holds no socket; the socket process(es) run without the "
+                        "relay, and their CPU (the hub: Redis subscription + fan-out) is "
+                        "reported on its own as hub CPU-s per 1k deliveries")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--warmup", type=int, default=20,
                         help="sockets connected before the memory/connect baseline")
@@ -904,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
                         "via bench/gc_tune/sitecustomize.py) and report their share")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    if args.trigger_process and args.baseline:
+        parser.error("--trigger-process is for carewire (the baselines' trigger costs ~nothing)")
     res = run(args)
     print()
     print(report(res))

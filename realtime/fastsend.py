@@ -18,14 +18,22 @@ writer has sent it all and is idle again. A direct send never suspends: uvicorn'
 `send` awaits only `writable.wait()`, and we go direct only while `writable` is set, so the
 writer cannot run in the middle of it.
 
+One frame for all. The websocket frame is serialized once per broadcast too: server frames are
+unmasked, so for a connection without extensions uvicorn's `send` would write exactly those
+bytes. For such a socket (open, nothing of its own in `conn.writes`, no fragmented message
+going) `Frame.send_all` writes them with `transport.write` itself, which leaves the websockets
+connection in the state `send` would have (see `Frame`). A permessage-deflate socket still goes
+through uvicorn's `send`. What each socket needs for this is looked up once, when it attaches
+(`Route`), not per delivery.
+
 Slow clients. A socket whose transport holds more than WRITE_BUFFER_LIMIT unsent bytes (or
 that uvicorn paused) gets its frames queued; its writer then blocks on its own transport, the
 queue grows and the hub's MAX_QUEUED_FRAMES rule drops it. Nobody else waits for it.
 
-This leans on internals of python-engineio 4.15.1 and uvicorn 0.54.0's websockets-sansio
-protocol. `problems()` checks them at start-up; on any mismatch the hub runs without the
-bypass (and logs why), and tests/test_fastsend.py fails, so a version bump is re-verified
-before it ships.
+This leans on internals of python-engineio 4.15.1, uvicorn 0.54.0's websockets-sansio
+protocol and websockets 17.4's sans-I/O connection. `problems()` checks them at start-up; on
+any mismatch the hub runs without the bypass (and logs why), and tests/test_fastsend.py fails,
+so a version bump is re-verified before it ships.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ from engineio import exceptions as eio_exceptions
 from engineio.async_drivers import asgi as eio_asgi
 from engineio.async_socket import AsyncSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import frames as ws_frames
+from websockets import protocol as ws_protocol
+from websockets import server as ws_server
 
 log = logging.getLogger("carewire.fastsend")
 
@@ -65,6 +76,24 @@ class FastWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         return await super().__call__(environ)
 
 
+class Route:
+    """What a broadcast needs of one websocket socket, looked up once when it attaches rather
+    than once per delivery: uvicorn's protocol, its websockets connection and its transport,
+    and whether the shared pre-framed bytes are what uvicorn's `send` would write for it."""
+
+    __slots__ = ("conn", "proto", "shared", "transport", "writable")
+
+    def __init__(self, proto: WebSocketsSansIOProtocol) -> None:
+        self.proto = proto
+        self.conn = proto.conn
+        self.transport = proto.transport
+        self.writable = proto.writable
+        # Server frames are unmasked, so without extensions (permessage-deflate compresses per
+        # connection, with context) every socket's frame is the same bytes. The extensions are
+        # settled by `conn.accept()`, which uvicorn calls before the ASGI app runs.
+        self.shared = not self.conn.extensions and self.conn.side is ws_protocol.SERVER
+
+
 def _attach(sock: AsyncSocket, send: Any) -> None:
     proto = getattr(send, "__self__", None)
     if not isinstance(proto, WebSocketsSansIOProtocol) or getattr(send, "__func__", None) is not (
@@ -72,7 +101,7 @@ def _attach(sock: AsyncSocket, send: Any) -> None:
         return  # another server or a wrapped send: this socket keeps the stock path
     sock._cw_idle = False
     sock.poll = MethodType(_poll, sock)
-    sock._cw_proto = proto
+    sock._cw_route = Route(proto)
 
 
 async def _poll(self: AsyncSocket) -> list[Any]:
@@ -104,53 +133,72 @@ async def _poll(self: AsyncSocket) -> list[Any]:
     return packets
 
 
-def direct_protocol(sock: AsyncSocket) -> WebSocketsSansIOProtocol | None:
-    """The uvicorn protocol to write `sock`'s next frame to right now, or None: queue it."""
-    proto: WebSocketsSansIOProtocol | None = sock.__dict__.get("_cw_proto")
-    if (proto is None or not sock._cw_idle or not sock.queue.empty() or not sock.upgraded
-            or sock.upgrading or sock.closing or sock.closed):
-        return None
-    if proto.disconnected or proto.close_sent or not proto.writable.is_set():
-        return None
-    transport = proto.transport
-    if transport.is_closing() or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-        return None
-    return proto
-
-
 class Frame:
     """One Engine.IO packet for many sockets: written directly where that is safe, queued
-    everywhere else. Counts what went which way."""
+    everywhere else. Counts what went which way.
 
-    __slots__ = ("direct", "message", "packet", "queued")
+    The websocket frame is built once too. For a socket whose connection has no extensions,
+    is open, has nothing of its own waiting to be written and no fragmented message going,
+    uvicorn's `send` would frame exactly these bytes (`conn.send_text` -> `send_frame` ->
+    `Frame.serialize(mask=False)`, nothing else changes in the connection's state) and hand
+    them to `transport.write`; we hand them to `transport.write` ourselves. Any other direct
+    socket (permessage-deflate, say) goes through uvicorn's `send`."""
+
+    __slots__ = ("direct", "message", "packet", "queued", "wire")
 
     def __init__(self, packet: Any) -> None:
         self.packet = packet
         encoded = packet.encode()
-        self.message = ({"type": "websocket.send", "bytes": encoded, "text": None}
-                        if isinstance(encoded, bytes) else
-                        {"type": "websocket.send", "bytes": None, "text": encoded})
+        if isinstance(encoded, bytes):
+            self.message = {"type": "websocket.send", "bytes": encoded, "text": None}
+            frame = ws_frames.Frame(ws_frames.Opcode.BINARY, encoded)
+        else:
+            self.message = {"type": "websocket.send", "bytes": None, "text": encoded}
+            frame = ws_frames.Frame(ws_frames.Opcode.TEXT, encoded.encode())
+        self.wire = frame.serialize(mask=False)
         self.direct = 0
         self.queued = 0
 
     async def send_all(self, socks: Iterable[AsyncSocket]) -> None:
-        """Hand the frame to each socket in turn; one coroutine for the whole broadcast."""
+        """Hand the frame to each socket in turn, in one coroutine for the whole broadcast,
+        yielding to the loop every YIELD_EVERY sockets."""
         global _budget
-        packet, message = self.packet, self.message
+        packet, message, wire = self.packet, self.message, self.wire
+        limit, is_open = WRITE_BUFFER_LIMIT, ws_protocol.OPEN
         direct = queued = 0
         try:
             for sock in socks:
-                proto = direct_protocol(sock)
-                if proto is None:
+                # the checks of direct_protocol(), inlined: this runs once per delivery
+                route = sock.__dict__.get("_cw_route")
+                if (route is None or not sock._cw_idle or not sock.queue.empty()
+                        or not sock.upgraded or sock.upgrading or sock.closing or sock.closed):
                     sock.queue.put_nowait(packet)
                     queued += 1
                 else:
-                    try:
-                        await proto.send(message)  # type: ignore[arg-type]
-                        direct += 1
-                    except Exception:  # closed under us: the writer finds out and ends the socket
+                    proto, transport = route.proto, route.transport
+                    if (proto.disconnected or proto.close_sent or not route.writable.is_set()
+                            or transport.is_closing()
+                            or transport.get_write_buffer_size() > limit):
                         sock.queue.put_nowait(packet)
                         queued += 1
+                    else:
+                        conn = route.conn
+                        if (route.shared and conn._state is is_open and not conn.writes
+                                and not conn.expect_continuation_frame
+                                and proto.handshake_complete and proto.initial_response is None):
+                            try:
+                                transport.write(wire)
+                                direct += 1
+                            except Exception:  # broken under us: the writer ends the socket
+                                sock.queue.put_nowait(packet)
+                                queued += 1
+                        else:
+                            try:
+                                await proto.send(message)  # type: ignore[arg-type]
+                                direct += 1
+                            except Exception:  # closed under us: the writer ends the socket
+                                sock.queue.put_nowait(packet)
+                                queued += 1
                 _budget -= 1
                 if not _budget:
                     _budget = YIELD_EVERY
@@ -199,9 +247,41 @@ def problems(server: Any = None) -> list[str]:
     send = _source(WebSocketsSansIOProtocol.send)
     if send.count("await ") != 1 or "await self.writable.wait()" not in send:
         found.append("uvicorn's sansio send may suspend elsewhere than writable.wait()")
+    # the shared frame: what uvicorn's send does for a websocket.send, and what websockets'
+    # send_text / send_binary change in the connection (Frame.send_all writes the same bytes)
+    for needle in ("self.conn.send_binary(bytes_data)", "self.conn.send_text(text_data.encode())",
+                   "output = self.conn.data_to_send()", 'self.transport.write(b"".join(output))',
+                   "self.disconnected", "self.close_sent", "self.handshake_complete",
+                   "self.initial_response is None"):
+        if needle not in send:
+            found.append(f"uvicorn's sansio send no longer has {needle!r}")
+    if "self.conn.accept(event)" not in _source(WebSocketsSansIOProtocol.handle_connect):
+        found.append("uvicorn's sansio protocol no longer accepts (settles the extensions) in"
+                     " handle_connect, before the ASGI app runs")
+    accept = _source(ws_server.ServerProtocol.accept)
+    if "self.process_request(" not in accept or "self.extensions = self.process_extensions(" not in (
+            _source(getattr(ws_server.ServerProtocol, "process_request", None))):
+        found.append("websockets' ServerProtocol.accept no longer settles self.extensions")
+    for name, needles in (
+            ("send_text", ("if self.expect_continuation_frame:", "if self._state is not OPEN:",
+                           "self.expect_continuation_frame = not fin",
+                           "self.send_frame(Frame(TEXT, data, fin))")),
+            ("send_binary", ("if self.expect_continuation_frame:", "if self._state is not OPEN:",
+                             "self.expect_continuation_frame = not fin",
+                             "self.send_frame(Frame(BINARY, data, fin))")),
+            ("send_frame", ("self.writes.append(", "mask=self.side is CLIENT",
+                            "extensions=self.extensions")),
+            ("data_to_send", ("writes, self.writes = self.writes, []",))):
+        code = _source(getattr(ws_protocol.Protocol, name, None))
+        for needle in needles:
+            if needle not in code:
+                found.append(f"websockets' Protocol.{name} no longer has {needle!r}")
+    if "return self._state" not in _source(ws_protocol.Protocol.state.fget):
+        found.append("websockets' Protocol.state is no longer self._state")
     init = _source(WebSocketsSansIOProtocol.__init__)
     for needle in ("self.writable = asyncio.Event()", "self.disconnected = False",
-                   "self.close_sent = False", "self.transport"):
+                   "self.close_sent = False", "self.transport", "self.conn = ServerProtocol(",
+                   "self.handshake_complete = False", "self.initial_response"):
         if needle not in init:
             found.append(f"uvicorn's sansio protocol no longer sets {needle!r}")
     for name in ("pause_writing", "resume_writing"):

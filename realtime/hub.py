@@ -374,17 +374,20 @@ class Hub:
             await self._catch_up(clinic, seen, before=env.seq)
         self.clinic_cursors[clinic] = max(env.seq, self.clinic_cursors.get(clinic, 0))
         recipients: list[Any] = []  # Engine.IO sockets
-        eio_sockets = self.sio.eio.sockets
+        eio_sockets, sockets, seq = self.sio.eio.sockets, self.sockets, env.seq
+        # once per recipient: no await in this loop, locals only, the clinic's (Python-level)
+        # UUID hash skipped where it can be
         for sid, eio_sid in self.sio.manager.get_participants("/", out.audience):
-            sock = self.sockets.get(sid)
+            sock = sockets.get(sid)
             if sock is None:
                 continue
-            if clinic in sock.replaying:
+            if sock.replaying and clinic in sock.replaying:
                 sock.pending.append(out)
                 continue
-            if env.seq <= sock.cursors.get(clinic, env.seq - 1):
+            cursors = sock.cursors
+            if seq <= cursors.get(clinic, seq - 1):
                 continue
-            sock.cursors[clinic] = env.seq
+            cursors[clinic] = seq
             eio_socket = eio_sockets.get(eio_sid)
             if eio_socket is None or eio_socket.closed:
                 continue

@@ -133,7 +133,7 @@ def test_a_stalled_client_neither_blocks_others_nor_loses_its_order():
             # otherwise let megabytes pile up there before the transport backs up).
             for sid, sock in live.sio.eio.sockets.items():
                 if sid != fast.eio.sid:
-                    sock._cw_proto.transport.get_extra_info("socket").setsockopt(
+                    sock._cw_route.transport.get_extra_info("socket").setsockopt(
                         socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
             frames: list[fastsend.Frame] = []
             try:
@@ -176,5 +176,51 @@ def test_a_stalled_client_neither_blocks_others_nor_loses_its_order():
             finally:
                 await slow.close()
                 await fast.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_shared_frame_and_per_connection_frame_both_arrive_in_order():
+    """Sockets without websocket extensions get the one pre-built frame written to their
+    transport; a permessage-deflate socket (browsers and the JS client offer it) gets its own,
+    compressed frame through uvicorn's send. Both see every event, in order."""
+    total = 300
+
+    async def client(url: str, compression: str | None) -> Any:
+        ws = await websockets.asyncio.client.connect(
+            url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+            ping_interval=None, close_timeout=1, compression=compression)
+        assert str(await ws.recv()).startswith("0{")
+        await ws.send("40")
+        assert str(await ws.recv()).startswith("40{")
+        return ws
+
+    async def read(ws: Any, count: int) -> list[int]:
+        seen: list[int] = []
+        while len(seen) < count:
+            msg = str(await asyncio.wait_for(ws.recv(), 10))
+            if msg.startswith("42"):
+                seen.append(json.loads(msg[2:])[1]["n"])
+        return seen
+
+    async def scenario() -> None:
+        async with LiveServer() as live:
+            plain = await client(live.url, None)
+            deflate = await client(live.url, "deflate")
+            try:
+                routes = [s._cw_route for s in live.sio.eio.sockets.values()]
+                assert sorted(r.shared for r in routes) == [False, True]
+                frames: list[fastsend.Frame] = []
+                readers = [asyncio.ensure_future(read(ws, total)) for ws in (plain, deflate)]
+                for n in range(total):
+                    await live.broadcast(n, "y" * (n % 50), frames)
+                    if n % 7 == 0:
+                        await asyncio.sleep(0)
+                got = await asyncio.gather(*readers)
+                assert got == [list(range(total))] * 2
+                assert sum(f.direct for f in frames) > total  # the bypass engaged for both
+            finally:
+                await plain.close()
+                await deflate.close()
 
     asyncio.run(scenario())
