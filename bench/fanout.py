@@ -134,14 +134,17 @@ async def _connect_many(sink: Any, clients: list[Any], host: str, ports: list[in
             "errors": errors.most_common(3), "t0": t0, "t1": time.time()}
 
 
-class Workers:
-    def __init__(self, n: int, host: str, ports: list[int], auth: dict[str, Any]) -> None:
+class ClientProcesses:
+    """Client worker processes driven over pipes: `ask` sends one command to each and gathers
+    the answers (a list argument is one item per worker, anything else goes to all)."""
+
+    def __init__(self, n: int, target: Any, *args: Any) -> None:
         ctx = mp.get_context("spawn")
-        self.pipes = []
-        self.procs = []
+        self.pipes: list[Any] = []
+        self.procs: list[Any] = []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, host, ports, auth), daemon=True)
+            proc = ctx.Process(target=target, args=(child, *args), daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -156,6 +159,20 @@ class Workers:
                 raise TimeoutError(f"client worker did not answer {cmd!r} in {timeout}s")
             out.append(pipe.recv())
         return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ask("close", timeout=20)
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+class Workers(ClientProcesses):
+    def __init__(self, n: int, host: str, ports: list[int], auth: dict[str, Any]) -> None:
+        super().__init__(n, worker_main, host, ports, auth)
 
     def totals(self) -> dict[str, Any]:
         rows = self.ask("total", timeout=30)
@@ -174,15 +191,6 @@ class Workers:
                 t = psutil.Process(p.pid).cpu_times()
                 total += t.user + t.system
         return total
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ask("close", timeout=20)
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
 
 
 # ---------------------------------------------------------------------------------------------

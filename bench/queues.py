@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
 import secrets
 import signal
@@ -57,6 +56,7 @@ for p in (str(ROOT), str(BENCH)):
         sys.path.insert(0, p)
 
 from fanout import (  # noqa: E402  (the path set-up above comes first)
+    ClientProcesses,
     RawHttp,
     ServerMeter,
     background_load,
@@ -161,27 +161,9 @@ async def _connect_many(sink_class: Any, sinks: list[Any], clients: list[Any], h
             "seconds": time.time() - t0}
 
 
-class Workers:
+class Workers(ClientProcesses):
     def __init__(self, n: int, host: str, port: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.pipes, self.procs = [], []
-        for _ in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, host, port), daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-
-    def ask(self, cmd: str, per_worker: list[Any] | None = None, timeout: float = 60) -> list[Any]:
-        per = per_worker or [None] * len(self.pipes)
-        for pipe, a in zip(self.pipes, per, strict=True):
-            pipe.send((cmd, a))
-        out = []
-        for pipe in self.pipes:
-            if not pipe.poll(timeout):
-                raise TimeoutError(f"client worker did not answer {cmd!r} in {timeout}s")
-            out.append(pipe.recv())
-        return out
+        super().__init__(n, worker_main, host, port)
 
     def totals(self) -> dict[str, Any]:
         rows = self.ask("totals", timeout=30)
@@ -190,15 +172,6 @@ class Workers:
             by_type.update(r["by_type"])
         return {"total": sum(r["total"] for r in rows), "by_type": dict(by_type),
                 **{k: sum(r[k] for r in rows) for k in ("connected", "closed", "unexpected")}}
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ask("close", timeout=20)
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
 
 
 # ---------------------------------------------------------------------------------------------
