@@ -2,8 +2,8 @@
 queue take turns (two "call next" at once call two different patients), then republishes the
 queue: `queue.updated` for staff and the board, and `queue.position` for exactly the patients
 whose position, ETA or status changed. Lock order, to stay deadlock-free: the appointment, then
-its queue(s) in id order, then the audit chain and the clinic's event sequence (which any
-recorded event or audit row takes): so no queue row is ever locked after an event is written."""
+its queue(s) in id order; the audit chain and the clinic's event sequence come last of all, when
+the transaction appends its audit rows and events just before COMMIT (domain.journal)."""
 
 from __future__ import annotations
 
@@ -292,7 +292,7 @@ async def check_in(principal: Principal, appointment_id: uuid.UUID, *, code: str
             _patient_may_check_in(appointment, clinic.settings.check_in_opens_minutes,
                                   clinic.settings.check_in_closes_minutes, code, now)
         found = await open_queue(clinic.id, appointment.doctor_id, appointment.location_id, day)
-        queue = await load_queue(found["id"], lock=True)  # before any event: see the lock order
+        queue = await load_queue(found["id"], lock=True)  # see the lock order above
         updated = await apply_transition(principal, appointment, Status.CHECKED_IN,
                                          reason=reason or "checked in")
         number, ticket = await _next_ticket(queue["id"])

@@ -303,7 +303,8 @@ async def book(
             await lock_doctor(doctor_id)
             for s in starts:
                 try:
-                    async with tx.connection.transaction():  # a savepoint per occurrence
+                    # a savepoint per occurrence: a refused one leaves no row and no event
+                    async with tx.savepoint():
                         booked.append(await _insert(
                             clinic_id=clinic_id, doctor_id=doctor_id, patient_id=patient_id,
                             location_id=location_id, appointment_type=appointment_type,

@@ -185,12 +185,21 @@ async def _ensure_an_admin_remains(clinic_id: uuid.UUID, leaving: uuid.UUID) -> 
                        resource_type="member", resource_id=leaving)
 
 
+async def _lock_members(clinic_id: uuid.UUID) -> None:
+    """Member changes of a clinic take turns (the last-admin check). NO KEY UPDATE, not
+    UPDATE: the clinic's events reference its row (a KEY SHARE lock each), and a plain FOR
+    UPDATE held here while this transaction waits for the audit chain at its commit would
+    deadlock with a committing transaction that holds the chain and writes this clinic's
+    events."""
+    await db.fetch("SELECT 1 FROM clinics WHERE id = $1 FOR NO KEY UPDATE", clinic_id)
+
+
 async def update_member(
     principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID, *, role: Role = UNSET,
     location_id: uuid.UUID | None = UNSET,
 ) -> Member:
     async with db.transaction():
-        await db.fetch("SELECT 1 FROM clinics WHERE id = $1 FOR UPDATE", clinic_id)
+        await _lock_members(clinic_id)
         grant, member = await _target(principal, clinic_id, user_id, "members:update")
         new_role = member.role if role is UNSET else role
         new_location = member.location_id if location_id is UNSET else location_id
@@ -220,7 +229,7 @@ async def update_member(
 
 async def remove_member(principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID) -> None:
     async with db.transaction():
-        await db.fetch("SELECT 1 FROM clinics WHERE id = $1 FOR UPDATE", clinic_id)
+        await _lock_members(clinic_id)
         _, member = await _target(principal, clinic_id, user_id, "members:delete")
         if member.role is Role.CLINIC_ADMIN:
             await _ensure_an_admin_remains(clinic_id, user_id)
