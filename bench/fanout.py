@@ -244,11 +244,13 @@ def gc_seconds(pids: list[int]) -> tuple[float, list[int], list[float]] | None:
     return total, counts, per_gen
 
 
-@contextlib.contextmanager
-def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False,
-                    trigger_process: bool = False) -> Iterator[Target]:
-    import httpx
+ADMIN = ("root@bench.test", "root-password-1")
 
+
+@contextlib.contextmanager
+def prepared_stack() -> Iterator[dict[str, str]]:
+    """Embedded (or TEST_*) PostgreSQL and Redis, migrated, with a SUPER_ADMIN (ADMIN): the
+    environment every carewire process of a bench run gets."""
     from tests import servers
 
     with servers.database() as dsn, servers.redis() as redis_url:
@@ -261,12 +263,22 @@ def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
             CAREWIRE_LOG_LEVEL="WARNING",
             CAREWIRE_ACCESS_TOKEN_TTL_SECONDS="7200",  # sockets must outlive the whole run
         )
-        admin_email, admin_password = "root@bench.test", "root-password-1"
-        for args in (["migrate"], ["create-admin", "--email", admin_email,
-                                   "--password", admin_password]):
+        for args in (["migrate"], ["create-admin", "--email", ADMIN[0], "--password", ADMIN[1]]):
             done = servers.cli(env, *args)
             if done.returncode != 0:
                 raise RuntimeError(f"carewire {args[0]} failed:\n{done.stdout}{done.stderr}")
+        yield env
+
+
+@contextlib.contextmanager
+def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False,
+                    trigger_process: bool = False) -> Iterator[Target]:
+    import httpx
+
+    from tests import servers
+
+    with prepared_stack() as env:
+        admin_email, admin_password = ADMIN
         hub_env = server_env(env, gc_spec, gc_stats)
         if trigger_process:
             # the socket processes only listen to Redis and fan out; the relay runs in the

@@ -56,6 +56,7 @@ for p in (str(ROOT), str(BENCH)):
         sys.path.insert(0, p)
 
 from fanout import (  # noqa: E402  (the path set-up above comes first)
+    ADMIN,
     ClientProcesses,
     RawHttp,
     ServerMeter,
@@ -63,10 +64,10 @@ from fanout import (  # noqa: E402  (the path set-up above comes first)
     calibrate,
     machine_busy,
     pct,
+    prepared_stack,
     raise_fd_limit,
 )
 
-ADMIN = ("root@bench.test", "root-password-1")
 DESK_PASSWORD = "desk-password-1"
 ALL_DAY = [{"weekday": d, "start": "06:00", "end": "22:00"} for d in range(7)]
 
@@ -182,20 +183,7 @@ class Workers(ClientProcesses):
 def stack() -> Iterator[tuple[dict[str, str], Any]]:
     from tests import servers
 
-    with servers.database() as dsn, servers.redis() as redis_url:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=dsn, REDIS_URL=redis_url,
-            CAREWIRE_JWT_SECRET=secrets.token_urlsafe(48),
-            CAREWIRE_REDIS_PREFIX=f"cwbench-{secrets.token_hex(4)}:",
-            CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
-            CAREWIRE_LOG_LEVEL="WARNING",
-            CAREWIRE_ACCESS_TOKEN_TTL_SECONDS="7200",  # sockets must outlive the whole run
-        )
-        for args in (["migrate"], ["create-admin", "--email", ADMIN[0], "--password", ADMIN[1]]):
-            done = servers.cli(env, *args)
-            if done.returncode != 0:
-                raise RuntimeError(f"carewire {args[0]} failed:\n{done.stdout}{done.stderr}")
+    with prepared_stack() as env:
         server = servers.Server(env)
         try:
             server.start(timeout=60)
