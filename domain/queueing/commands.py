@@ -46,7 +46,7 @@ from domain.queueing.queries import (
 from domain.scheduling.commands import apply_transition
 from domain.scheduling.commands import transition as appointment_transition
 from domain.scheduling.models import Appointment, Status
-from domain.scheduling.queries import load_appointment, visible_appointment
+from domain.scheduling.queries import load_appointment, require_doctor, visible_appointment
 from domain.tenancy.queries import load_clinic
 
 BOARD_TOKEN_HOURS = 36
@@ -248,9 +248,10 @@ async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid
         _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="transfer")
         if doctor_id == source["doctor_id"]:
             raise invalid_field("doctor_id", "the entry is already in this doctor's queue")
-        if not await db.fetch("SELECT 1 FROM memberships WHERE clinic_id = $1 AND user_id = $2 "
-                              "AND role = 'DOCTOR'", source["clinic_id"], doctor_id):
-            raise invalid_field("doctor_id", "not a doctor of this clinic")
+        try:
+            await require_doctor(source["clinic_id"], doctor_id)
+        except NotFound:
+            raise invalid_field("doctor_id", "not a doctor of this clinic") from None
         target = await open_queue(source["clinic_id"], doctor_id, source["location_id"],
                                   source["day"])
         locked = {q: await load_queue(q, lock=True) for q in sorted([source["id"], target["id"]])}
