@@ -525,6 +525,51 @@ def test_patient_history_shows_only_what_is_in_reach(world: World, sched: Sched,
     assert (appointment_id in {item["id"] for item in r.json()}) is reach
 
 
+# --- fields: what of an object in reach each role sees ---------------------------------------
+# A field row (resource:read_<field>) in the permission file shows or hides one field of an
+# object the caller already reaches: the visit reason, and the reasons in its history.
+
+FIELD_READS = ["GET /appointments/{id}", "GET /appointments", "GET /patients/{id}/history"]
+
+
+@pytest.mark.parametrize("read", FIELD_READS)
+@pytest.mark.parametrize("caller", ROLES)
+def test_the_visit_reason_follows_its_field_row(world: World, sched: Sched, api, sa_token,
+                                                read: str, caller: str) -> None:
+    p = sched.parties["mine"]
+    r = api.as_(sa_token, "POST", "/appointments",
+                json={**booking(p, next_slot()), "reason": "recurring chest pain"})
+    assert r.status_code == 201, r.text
+    appointment_id = r.json()["id"]
+    assert api.as_(sa_token, "POST", f"/appointments/{appointment_id}/cancel",
+                   json={"reason": "feeling worse, went to hospital"}).status_code == 200
+    who = world.callers[caller]
+    match read:
+        case "GET /appointments/{id}":
+            r = api.as_(who["token"], "GET", f"/appointments/{appointment_id}")
+        case "GET /appointments":
+            r = api.as_(who["token"], "GET", "/appointments",
+                        params={"clinic_id": p.clinic_id, "patient_id": p.patient_id,
+                                "limit": 200})
+        case _:
+            r = api.as_(who["token"], "GET", f"/patients/{p.patient_id}/history",
+                        params={"clinic_id": p.clinic_id})
+    if scope_of("appointments:read", Role(caller)) is Scope.DENY:
+        assert r.status_code == 403, r.text
+        return
+    assert r.status_code == 200, r.text
+    body = r.json()
+    items = [body] if read.endswith("{id}") else body["items"] if "items" in body else body
+    mine = [item for item in items if item["id"] == appointment_id]
+    assert len(mine) == 1, f"{caller} should reach the 'mine' party's appointment"
+    shown = scope_of("appointments:read_reason", Role(caller)) is not Scope.DENY
+    assert ("reason" in mine[0]) is shown, mine[0]
+    assert ("chest pain" in r.text) is shown
+    assert ("went to hospital" in r.text) is (shown and read.endswith("{id}"))
+    for transition in mine[0].get("history") or []:
+        assert ("reason" in transition) is shown
+
+
 # --- waiting-room queues --------------------------------------------------------------------
 # A queue is its doctor's (for a DOCTOR's O) and at its appointments' location; its entries are
 # the queue's. The queue of a checked-in appointment of party p is p's doctor's, at p's place.

@@ -287,6 +287,8 @@ async def book(
         raise invalid_field("duration_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
     if repeat_count < 1 or repeat_count > 52 or (repeat_count > 1 and not repeat_every_days):
         raise invalid_field("repeat", "count 1 to 52, with every_days for more than one")
+    if grant.role is Role.PATIENT:
+        _patient_booking_shape(clinic, minutes, schedule.slot_minutes, repeat_count)
     step = timedelta(days=repeat_every_days or 0)
     starts = [start + i * step for i in range(repeat_count)]
     length = timedelta(minutes=minutes)
@@ -300,6 +302,8 @@ async def book(
     booked: list[Appointment] = []
     try:
         async with db.transaction() as tx:
+            if grant.role is Role.PATIENT:
+                await _check_patient_quota(clinic, patient_id, len(starts))
             await lock_doctor(doctor_id)
             for s in starts:
                 try:
@@ -328,6 +332,35 @@ async def book(
         error.extra["conflicts"] = [c.isoformat() for c in conflicts]
         raise error from None
     return booked
+
+
+def _patient_booking_shape(clinic: Clinic, minutes: int, slot_minutes: int, occurrences: int) -> None:
+    """A patient books the schedule's own slot length and bounded series (staff are free to do
+    otherwise): three 480-minute daily series once emptied a doctor's calendar for 52 days."""
+    if minutes != slot_minutes:
+        raise invalid_field("duration_minutes",
+                            f"patients book the doctor's slot length ({slot_minutes} minutes)")
+    limit = clinic.settings.patient_max_series_occurrences
+    if occurrences > limit:
+        raise invalid_field("repeat.count", f"patients book series of at most {limit} occurrences")
+
+
+async def _check_patient_quota(clinic: Clinic, patient_id: uuid.UUID, adding: int) -> None:
+    """At most `patient_max_future_appointments` upcoming appointments per patient and clinic.
+    The patient's bookings in the clinic take turns (an advisory lock taken before the doctor's,
+    always in that order), so concurrent requests cannot each see room for one more."""
+    await db.fetch("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 8))",
+                   f"{clinic.id}:{patient_id}")
+    rows = await db.fetch(
+        """SELECT count(*) AS n FROM appointments
+           WHERE clinic_id = $1 AND patient_id = $2 AND starts_at > now()
+             AND status = ANY($3::text[])""",
+        clinic.id, patient_id, [s.value for s in lifecycle.UPCOMING],
+    )
+    limit = clinic.settings.patient_max_future_appointments
+    if rows[0]["n"] + adding > limit:
+        raise Conflict(f"a patient may hold at most {limit} upcoming appointments in this clinic; "
+                       f"you have {rows[0]['n']}", resource_type="appointment")
 
 
 class _SeriesConflict(Exception):
@@ -413,6 +446,9 @@ async def reschedule(principal: Principal, appointment_id: uuid.UUID, *, start: 
             minutes = duration_minutes or int((appointment.end - appointment.start).total_seconds() // 60)
             if not MIN_MINUTES <= minutes <= MAX_MINUTES:
                 raise invalid_field("duration_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
+            if grant.role is Role.PATIENT and duration_minutes is not None:
+                slot = (await load_schedule(appointment.clinic_id, appointment.doctor_id)).slot_minutes
+                _patient_booking_shape(clinic, minutes, slot, 1)
             end = start + timedelta(minutes=minutes)
             overridden = await _check_time(grant, clinic, appointment.doctor_id, start, end,
                                            appointment.type, appointment.location_id,

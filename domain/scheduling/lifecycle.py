@@ -15,6 +15,8 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 #: Statuses that hold the doctor's time (the exclusion constraint ignores the others).
 ACTIVE = frozenset(Status) - {Status.CANCELLED, Status.NO_SHOW, Status.EXPIRED}
+#: Statuses of an appointment still to come (what a patient's booking quota counts).
+UPCOMING = frozenset({Status.PENDING_PAYMENT, Status.SCHEDULED, Status.CONFIRMED})
 RESCHEDULABLE = frozenset({Status.SCHEDULED, Status.CONFIRMED})
 FOLLOW_UP_FROM = frozenset({Status.CHECKED_IN, Status.IN_PROGRESS, Status.COMPLETED})
 

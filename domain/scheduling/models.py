@@ -32,7 +32,8 @@ class Transition(msgspec.Struct, frozen=True):
     starts_at: datetime
     ends_at: datetime
     actor_id: uuid.UUID | None
-    reason: str
+    #: Absent for roles that may not read reasons (see `appointments:read_reason`).
+    reason: str | msgspec.UnsetType
     at: datetime
 
 
@@ -46,7 +47,9 @@ class Appointment(msgspec.Struct, frozen=True, kw_only=True):
     status: Status
     start: datetime
     end: datetime
-    reason: str
+    #: The visit reason; absent for roles the matrix denies `appointments:read_reason`
+    #: (minimum necessary: an accountant or an auditor needs the visit, not why).
+    reason: str | msgspec.UnsetType
     parent_id: uuid.UUID | None
     follow_up_ids: list[uuid.UUID] = []
     series_id: uuid.UUID | None

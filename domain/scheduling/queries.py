@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from domain import clock, db
-from domain.access.matrix import Scope
+from domain.access.matrix import Scope, scope_of
 from domain.access.policies import Grant, require
 from domain.access.roles import Role
 from domain.audit.commands import record
@@ -59,6 +59,16 @@ def owner_of(grant: Grant, appointment: Appointment) -> uuid.UUID:
     return appointment.doctor_id if grant.role is Role.DOCTOR else appointment.patient_id
 
 
+def for_reader(grant: Grant, appointment: Appointment) -> Appointment:
+    """Field-level access: the reasons (the visit's and each transition's, which carry what a
+    person typed) go only to roles the matrix lets read them."""
+    if scope_of("appointments:read_reason", grant.role) is not Scope.DENY:
+        return appointment
+    history = None if appointment.history is None else [
+        msgspec.structs.replace(t, reason=msgspec.UNSET) for t in appointment.history]
+    return msgspec.structs.replace(appointment, reason=msgspec.UNSET, history=history)
+
+
 async def load_appointment(appointment_id: uuid.UUID, *, lock: bool = False) -> Appointment:
     rows = await db.fetch(_SELECT + "WHERE a.id = $1" + (" FOR UPDATE OF a" if lock else ""),
                           appointment_id)
@@ -81,7 +91,7 @@ async def visible_appointment(
 
 
 async def get_appointment(principal: Principal, appointment_id: uuid.UUID) -> Appointment:
-    _, appointment = await visible_appointment(principal, appointment_id, "appointments:read")
+    grant, appointment = await visible_appointment(principal, appointment_id, "appointments:read")
     rows = await db.fetch(
         "SELECT * FROM appointment_transitions WHERE appointment_id = $1 ORDER BY id",
         appointment_id,
@@ -91,7 +101,7 @@ async def get_appointment(principal: Principal, appointment_id: uuid.UUID) -> Ap
                           reason=r["reason"], at=r["at"]) for r in rows]
     await record(principal, action="appointments:read", resource_type="appointment",
                  resource_id=appointment_id, clinic_id=appointment.clinic_id)
-    return msgspec.structs.replace(appointment, history=history)
+    return for_reader(grant, msgspec.structs.replace(appointment, history=history))
 
 
 async def list_appointments(
@@ -118,7 +128,7 @@ async def list_appointments(
         own_doctor, own_patient, principal.user_id, grant.scope is Scope.LOCATION,
         grant.location_id, after[0] if after else None, after[1] if after else None, limit + 1,
     )
-    items = [appointment_from_row(r) for r in rows[:limit]]
+    items = [for_reader(grant, appointment_from_row(r)) for r in rows[:limit]]
     more = len(rows) > limit
     await record(principal, action="appointments:read", resource_type="appointment",
                  clinic_id=clinic_id, detail={"count": len(items)})
@@ -149,7 +159,7 @@ async def patient_history(
                        resource_id=patient_id)
     await record(principal, action="patients:history", resource_type="patient",
                  resource_id=patient_id, clinic_id=clinic_id, detail={"count": len(rows)})
-    return [appointment_from_row(r) for r in rows]
+    return [for_reader(grant, appointment_from_row(r)) for r in rows]
 
 
 async def load_schedule(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> Schedule:

@@ -33,6 +33,11 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     queue_late_grace_minutes: Annotated[int, msgspec.Meta(ge=0, le=240)] = 10
     #: The skip that reaches this count takes the entry out of the queue (requeue brings it back).
     queue_max_skips: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    #: A patient may hold at most this many upcoming appointments in the clinic at once, and book
+    #: series of at most this many occurrences, so one account cannot empty a calendar. Staff
+    #: booking for a patient are not bound by either.
+    patient_max_future_appointments: Annotated[int, msgspec.Meta(ge=1, le=500)] = 5
+    patient_max_series_occurrences: Annotated[int, msgspec.Meta(ge=1, le=52)] = 12
 
 
 class Clinic(msgspec.Struct, frozen=True):
