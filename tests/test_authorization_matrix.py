@@ -41,7 +41,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(api, sa_token, clinic_factory, member_factory) -> World:
-    a, b = clinic_factory("Clinic A"), clinic_factory("Clinic B Secret Name")
+    # the PATIENT caller books throughout; the patient quota has its own tests in tests/security
+    a = clinic_factory("Clinic A", patient_max_future_appointments=500)
+    b = clinic_factory("Clinic B Secret Name")
     callers: dict[str, dict[str, Any]] = {"SUPER_ADMIN": {"token": sa_token, "user_id": None}}
     for role in ROLES[1:]:
         # the LOCATION_HEAD heads location 0, where the DOCTOR works: their schedule is in reach

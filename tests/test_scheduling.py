@@ -23,7 +23,8 @@ ALL_DAY = [{"weekday": d, "start": "08:00", "end": "20:00"} for d in range(7)]
 
 @pytest.fixture(scope="module")
 def clinic(api, sa_token, clinic_factory, member_factory) -> dict[str, Any]:
-    c = clinic_factory()
+    # alice books across the whole module; the patient quota has its own tests in tests/security
+    c = clinic_factory(patient_max_future_appointments=500)
     loc = c["locations"][0]["id"]
     c["doctor"] = member_factory(c["id"], "DOCTOR", location_id=loc, tag="doc")
     c["doctor2"] = member_factory(c["id"], "DOCTOR", location_id=loc, tag="doc2")
