@@ -6,6 +6,11 @@ delivers to its own sockets. Each socket keeps a cursor per clinic (the last seq
 sent or chose not to see), so relay retries and resume overlaps never reach a client twice,
 and a replay in progress holds back live events for that socket until it is done. Each process
 keeps a cursor per clinic too: a gap (missed pub/sub messages) is filled from the log.
+
+Scope: a membership change in one clinic re-scopes the user's sockets in that clinic only
+(rooms left and joined as the new role allows); logout, revocation, a disabled user and token
+expiry close them. A user holds at most `sockets_per_user` sockets over all processes (a Redis
+sorted set; the oldest is closed, through a control channel when another process holds it).
 """
 
 from __future__ import annotations
@@ -286,11 +291,6 @@ class Hub:
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
         sock = self.sockets.pop(sid, None)
-        if sock and sock.board is None:
-            try:
-                await kv.client().zrem(self._user_sockets_key(sock.principal.user_id), sid)
-            except RedisError:
-                log.warning("could not drop a closed socket from its user's set")
         if sock and sock.expiry:
             sock.expiry.cancel()
         if sock and sock.principal.session_id in self.by_session:
@@ -298,6 +298,11 @@ class Hub:
             sids.discard(sid)
             if not sids:
                 del self.by_session[sock.principal.session_id]
+        if sock and sock.board is None:  # its place under the per-user cap is free again
+            try:
+                await kv.client().zrem(self._user_sockets_key(sock.principal.user_id), sid)
+            except RedisError:
+                log.warning("could not drop a closed socket from its user's set")
 
     async def _audit_denied(self, principal: Principal | None, meta: RequestMeta, action: str,
                             resource_type: str, resource_id: str | None, reason: str) -> None:
