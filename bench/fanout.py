@@ -262,6 +262,7 @@ def prepared_stack() -> Iterator[dict[str, str]]:
             CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
             CAREWIRE_LOG_LEVEL="WARNING",
             CAREWIRE_ACCESS_TOKEN_TTL_SECONDS="7200",  # sockets must outlive the whole run
+            CAREWIRE_SOCKETS_PER_USER="1000000",  # every bench client is the same user
         )
         for args in (["migrate"], ["create-admin", "--email", ADMIN[0], "--password", ADMIN[1]]):
             done = servers.cli(env, *args)

@@ -28,6 +28,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_seconds: int = 24 * 3600
     #: Largest Socket.IO message a client may send; larger ones close its connection.
     socket_max_message_bytes: int = 65_536
+    #: Live sockets one user may hold (all processes); a connect beyond it closes the oldest.
+    sockets_per_user: int = 20
+    #: Unauthenticated refusals are audited at most once per address, transport and reason per
+    #: this window; the row carries how many refusals it stands for (see domain/audit/refusals.py).
+    refusal_audit_window_seconds: int = 60
     #: How often each hub re-checks its sockets' sessions (logout, revocation, disabled user).
     session_check_seconds: float = 0.5
     #: Run the outbox relay inside the gateway process (dev, tests); production runs it in

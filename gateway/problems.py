@@ -13,11 +13,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import Scope
 
+from domain.audit import refusals
 from domain.audit.commands import Outcome, record
 from domain.errors import DomainError, RateLimited
 from domain.principal import Principal, RequestMeta
 from domain.validation import msgspec_field_error
 from gateway.routes import NO_NUL
+from realtime import metrics
 
 log = logging.getLogger("carewire.errors")
 
@@ -96,6 +98,9 @@ async def audit_failure(exc: Exception, scope: Scope) -> None:
         return
     handler = scope.get("route_handler")
     permission = handler.opt.get("permission", "") if handler else ""
+    if exc.code == "unauthenticated":
+        await _refused(exc, scope, self_audited=bool(handler and handler.opt.get("self_audited")))
+        return
     if handler and handler.opt.get("self_audited"):
         return  # login and refresh audit every attempt themselves
     state = scope.get("state", {})
@@ -119,6 +124,23 @@ async def audit_failure(exc: Exception, scope: Scope) -> None:
                              ip=client[0] if client else None),
         )
     except Exception:  # an audit outage must not turn a 4xx into a 500
+        log.exception("could not audit a refused request")
+
+
+async def _refused(exc: DomainError, scope: Scope, *, self_audited: bool) -> None:
+    """A 401: counted in metrics, and sampled into the audit log (a flood of bad tokens must
+    not write a row each; see domain/audit/refusals.py). Login and refresh audit themselves."""
+    reason = refusals.reason_of(exc.message)
+    metrics.AUTH_REFUSALS.labels("rest", reason).inc()
+    if self_audited:
+        return
+    client = scope.get("client")
+    meta = RequestMeta(request_id=scope.get("state", {}).get("request_id", ""),
+                       ip=client[0] if client else None)
+    try:
+        await refusals.record_refusal(transport="rest", reason=reason, message=exc.message,
+                                      meta=meta, detail={"path": scope["path"][:200]})
+    except Exception:  # an audit outage must not turn a 401 into a 500
         log.exception("could not audit a refused request")
 
 

@@ -7,3 +7,8 @@ from domain import kv
 
 def events() -> str:
     return kv.key("sio", "events")
+
+
+def control() -> str:
+    """Hub-to-hub requests, e.g. close a socket the per-user cap evicted on another process."""
+    return kv.key("sio", "control")

@@ -6,6 +6,11 @@ delivers to its own sockets. Each socket keeps a cursor per clinic (the last seq
 sent or chose not to see), so relay retries and resume overlaps never reach a client twice,
 and a replay in progress holds back live events for that socket until it is done. Each process
 keeps a cursor per clinic too: a gap (missed pub/sub messages) is filled from the log.
+
+Scope: a membership change in one clinic re-scopes the user's sockets in that clinic only
+(rooms left and joined as the new role allows); logout, revocation, a disabled user and token
+expiry close them. A user holds at most `sockets_per_user` sockets over all processes (a Redis
+sorted set; the oldest is closed, through a control channel when another process holds it).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import engineio
 import msgspec
@@ -25,6 +30,7 @@ from redis.exceptions import RedisError
 from domain import kv, settings
 from domain.access import rooms as room_names
 from domain.access.rooms import may_join, rooms_for, visible_rooms
+from domain.audit import refusals
 from domain.audit.commands import Outcome, record
 from domain.errors import NotFound, Unauthenticated
 from domain.events.envelope import Outgoing
@@ -38,6 +44,21 @@ log = logging.getLogger("carewire.hub")
 
 REPLAY_PAGE = 500
 MEMBERSHIP_EVENTS = ("member.removed", "member.updated")
+#: Oldest first: a user's live sockets (all processes) in a sorted set scored by connect time.
+#: Adds this one, prunes entries older than any token can live, and returns (and removes) the
+#: oldest beyond the cap. TIME makes the script non-deterministic: Redis < 7 needs
+#: replicate_commands first.
+_CAP_SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local victims = redis.call('ZRANGE', KEYS[1], 0, -(tonumber(ARGV[2]) + 1))
+if #victims > 0 then redis.call('ZREM', KEYS[1], unpack(victims)) end
+return victims
+"""
 #: Frames a socket may have waiting before it counts as too slow and is disconnected (a socket
 #: whose transport is backed up gets its frames queued: see realtime/fastsend.py).
 MAX_QUEUED_FRAMES = 1000
@@ -72,10 +93,13 @@ class Bucket:
 
 class Socket:
     __slots__ = ("board", "bucket", "cursors", "expiry", "pending", "principal", "replaying",
-                 "rooms")
+                 "rooms", "token")
 
-    def __init__(self, principal: Principal, *, board: uuid.UUID | None = None) -> None:
+    def __init__(self, principal: Principal, *, board: uuid.UUID | None = None,
+                 token: str = "") -> None:
         self.principal = principal
+        #: The access token it connected with: a membership change re-reads the principal.
+        self.token = token
         #: The queue a waiting-room board watches; None for a user's socket.
         self.board = board
         self.rooms: set[str] = set()
@@ -105,6 +129,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()
         self._stopping = asyncio.Event()
+        self._cap_script: Any = None
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("subscribe", self._on_subscribe)
@@ -142,10 +167,9 @@ class Hub:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
-        if not isinstance(token, str) or not token:
-            raise socketio.exceptions.ConnectionRefusedError(
-                "unauthenticated", {"code": "unauthenticated", "message": "auth.token is required"})
         meta = RequestMeta(request_id=f"socket:{sid}", ip=environ.get("REMOTE_ADDR"))
+        if not isinstance(token, str) or not token:
+            await self._refused(meta, "auth.token is required")
         board: uuid.UUID | None = None
         try:
             try:
@@ -153,11 +177,9 @@ class Hub:
             except Unauthenticated:
                 board, principal = await self._board_principal(token, meta)
         except Unauthenticated as exc:
-            await self._audit_denied(None, meta, "socket:connect", "socket", None, exc.message)
-            raise socketio.exceptions.ConnectionRefusedError(
-                "unauthenticated", {"code": "unauthenticated", "message": exc.message}) from exc
+            await self._refused(meta, exc.message)
         resume = self._parse_resume(principal, auth.get("resume"))
-        sock = Socket(principal, board=board)
+        sock = Socket(principal, board=board, token=token)
         clinics = principal.clinic_ids()
         # Live events wait in `pending` until the socket's cursors are known: one that arrived
         # while the heads were read would otherwise go out, and the next one be skipped.
@@ -185,6 +207,52 @@ class Hub:
         live = [c for c in clinics if c not in resume]
         if live:
             self._spawn(self._release_after_connect(sid, live))
+        if board is None:
+            await self._enforce_cap(sid, principal.user_id)
+
+    async def _refused(self, meta: RequestMeta, message: str) -> NoReturn:
+        """Refuse a connect: counted in metrics, sampled into the audit log (a flood of bad
+        tokens must not write a row each; see domain/audit/refusals.py)."""
+        reason = refusals.reason_of(message)
+        metrics.AUTH_REFUSALS.labels("socket", reason).inc()
+        try:
+            await refusals.record_refusal(transport="socket", reason=reason, message=message,
+                                          meta=meta)
+        except Exception:  # an audit outage must not take the hub down
+            log.exception("could not audit a refused socket connect")
+        raise socketio.exceptions.ConnectionRefusedError(
+            "unauthenticated", {"code": "unauthenticated", "message": message})
+
+    def _user_sockets_key(self, user_id: uuid.UUID) -> str:
+        return kv.key("sio", "user-sockets", user_id)
+
+    async def _enforce_cap(self, sid: str, user_id: uuid.UUID) -> None:
+        """At most `sockets_per_user` live sockets per user, over every gateway process: this
+        one joins the user's set and the oldest beyond the cap are closed with
+        `session.revoked` {reason: too_many_sockets}, here or (through the control channel) on
+        the process that holds them. Without Redis the cap is not enforced (logged)."""
+        cfg = settings.get()
+        try:
+            if self._cap_script is None:
+                self._cap_script = kv.client().register_script(_CAP_SCRIPT)
+            victims = await self._cap_script(
+                keys=[self._user_sockets_key(user_id)],
+                args=[sid, cfg.sockets_per_user, cfg.access_token_ttl_seconds + 60])
+            for victim in (v.decode() if isinstance(v, bytes) else str(v) for v in victims):
+                if victim == sid:
+                    continue
+                if victim in self.sockets:
+                    self._evict(victim)
+                else:
+                    await kv.client().publish(channels.control(), msgspec.json.encode(
+                        {"evict": victim}))
+        except RedisError:
+            log.warning("socket cap not enforced: Redis unavailable")
+
+    def _evict(self, sid: str) -> None:
+        if sid in self.sockets:
+            metrics.SOCKETS_EVICTED.inc()
+            self._spawn(self.revoke(sid, "too_many_sockets"))
 
     async def _release_after_connect(self, sid: str, clinics: list[uuid.UUID]) -> None:
         await asyncio.sleep(0)  # let the CONNECT packet go first
@@ -230,6 +298,11 @@ class Hub:
             sids.discard(sid)
             if not sids:
                 del self.by_session[sock.principal.session_id]
+        if sock and sock.board is None:  # its place under the per-user cap is free again
+            try:
+                await kv.client().zrem(self._user_sockets_key(sock.principal.user_id), sid)
+            except RedisError:
+                log.warning("could not drop a closed socket from its user's set")
 
     async def _audit_denied(self, principal: Principal | None, meta: RequestMeta, action: str,
                             resource_type: str, resource_id: str | None, reason: str) -> None:
@@ -330,10 +403,14 @@ class Hub:
             rooms = sorted(sock.rooms | set(visible_rooms(sock.principal, clinic)))
             while True:
                 page = await events_after(clinic, cursor, rooms, limit=REPLAY_PAGE)
-                if page.resync_required:
+                # A cursor past the head would silence every live event until the clinic
+                # caught up with it: the client is told the real head instead.
+                if page.resync_required or cursor > page.last_seq:
                     resync = True
                     await self.sio.emit("resync_required", {
-                        "clinic_id": str(clinic), "reason": "gap older than the retained log",
+                        "clinic_id": str(clinic),
+                        "reason": "gap older than the retained log" if page.resync_required
+                        else "cursor beyond the clinic's last sequence",
                         "last_seq": page.last_seq}, to=sid)
                     cursor = page.last_seq
                     break
@@ -344,7 +421,7 @@ class Hub:
                     cursor = max(page.last_seq, page.items[-1].seq if page.items else 0, cursor)
                     break
                 cursor = page.items[-1].seq
-            sock.cursors[clinic] = max(cursor, after)
+            sock.cursors[clinic] = cursor
         finally:
             if sock is not None:
                 await self._release(sid, clinic)
@@ -399,8 +476,7 @@ class Hub:
             metrics.DELIVERIES.inc(await self._fanout(env.type, env, recipients))
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - env.occurred_at.timestamp()))
         if env.type in MEMBERSHIP_EVENTS:
-            await self._revoke_user(uuid.UUID(str(env.data["user_id"])), "membership_changed",
-                                    clinic_id=str(clinic))
+            await self._rescope_user(uuid.UUID(str(env.data["user_id"])), clinic)
 
     async def _fanout(self, event: str, data: Any, recipients: list[Any]) -> int:
         """Encode the event once and hand the same frame to every recipient's Engine.IO socket,
@@ -426,26 +502,58 @@ class Hub:
                 return
             after = items[-1].envelope.seq
 
-    async def _revoke_user(self, user_id: uuid.UUID, reason: str, **extra: Any) -> None:
+    async def _rescope_user(self, user_id: uuid.UUID, clinic: uuid.UUID) -> None:
+        """The user's membership of `clinic` changed or ended: re-read his principal and move
+        each of his sockets out of the rooms it may no longer see, and into that clinic's rooms
+        the new role allows. His other clinics' rooms are untouched; a session that no longer
+        checks out is closed. Awaited in delivery order, so no later event of the clinic
+        reaches a room he has just lost."""
+        fresh: dict[str, Principal | None] = {}
         for sid, sock in list(self.sockets.items()):
-            if sock.principal.user_id == user_id:
-                await self.revoke(sid, reason, **extra)
+            if sock.board is not None or sock.principal.user_id != user_id:
+                continue
+            if sock.token not in fresh:
+                try:
+                    fresh[sock.token] = await principal_for_access_token(sock.token,
+                                                                         sock.principal.meta)
+                except Unauthenticated:
+                    fresh[sock.token] = None
+            principal = fresh[sock.token]
+            if principal is None:
+                await self.revoke(sid, "membership_changed", clinic_id=str(clinic))
+                continue
+            if self.sockets.get(sid) is not sock:
+                continue  # gone while the principal was read
+            sock.principal = principal
+            for room in sorted(sock.rooms):
+                if not room.startswith("session:") and not may_join(principal, room):
+                    await self.sio.leave_room(sid, room)
+                    sock.rooms.discard(room)
+            for room in rooms_for(principal):
+                if room not in sock.rooms and (_clinic_of(room) == clinic
+                                               or room.startswith("doctor:")):
+                    await self.sio.enter_room(sid, room)
+                    sock.rooms.add(room)
 
     # background loops -------------------------------------------------------------------------
 
     async def _listen(self) -> None:
         decoder = msgspec.msgpack.Decoder(list[Outgoing])
+        control = channels.control().encode()
         delay = 0.1
         while not self._stopping.is_set():
             pubsub = kv.client().pubsub()
             try:
-                await pubsub.subscribe(channels.events())
+                await pubsub.subscribe(channels.events(), channels.control())
                 self.listening = True
                 delay = 0.1
                 for clinic, seen in list(self.clinic_cursors.items()):
                     await self._catch_up(clinic, seen)
                 async for message in pubsub.listen():
                     if message["type"] != "message":
+                        continue
+                    if message["channel"] == control:
+                        self._on_control(message["data"])
                         continue
                     for out in decoder.decode(message["data"]):
                         try:
@@ -461,6 +569,16 @@ class Hub:
                 self.listening = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _on_control(self, data: bytes) -> None:
+        """Another process asks for one of our sockets to be closed (the per-user cap)."""
+        try:
+            command = msgspec.json.decode(data, type=dict[str, str])
+        except msgspec.DecodeError:
+            log.warning("ignored a malformed control message")
+            return
+        if "evict" in command:
+            self._evict(command["evict"])
 
     async def _sweep_sessions(self) -> None:
         """Revoked sessions and disabled users lose their sockets within one interval."""

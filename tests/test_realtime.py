@@ -230,10 +230,11 @@ def test_oversized_messages_close_only_that_socket(server, two_clinics):
     run(scenario())
 
 
-def test_logout_and_membership_removal_close_sockets(server, api, sa_token, clinic_factory,
-                                                     member_factory):
+def test_logout_closes_sockets_and_removal_leaves_the_clinics_rooms(
+        server, api, sa_token, clinic_factory, member_factory):
     c = clinic_factory()
     nurse = member_factory(c["id"], "NURSE", tag="leaving")
+    admin = member_factory(c["id"], "CLINIC_ADMIN", tag="staying")
 
     async def scenario() -> None:
         first = Recorder(server.base_url)
@@ -244,13 +245,20 @@ def test_logout_and_membership_removal_close_sockets(server, api, sa_token, clin
         await asyncio.wait_for(first.disconnected.wait(), 5)
         assert first.named("session.revoked") == [{"reason": "logout"}]
 
-        second = Recorder(server.base_url)
+        # Removal takes the clinic's rooms away; the socket itself stays (the user may belong to
+        # other clinics: tests/security/test_socket_scoping.py).
+        second, staff = Recorder(server.base_url), Recorder(server.base_url)
         await second.connect(nurse["token"])
+        await staff.connect(admin["token"])
         r = await rest(api, sa_token, "DELETE", f"/clinics/{c['id']}/members/{nurse['user_id']}")
         assert r.status_code == 204
-        await asyncio.wait_for(second.disconnected.wait(), 5)
-        revoked = second.named("session.revoked")
-        assert revoked and revoked[0]["reason"] == "membership_changed"
+        await second.wait_for(lambda: bool(second.named("member.removed")))
+        await rest(api, admin["token"], "PATCH", f"/clinics/{c['id']}", json={"name": c["name"]})
+        await staff.wait_for(lambda: bool(staff.named("clinic.updated")))
+        assert second.named("clinic.updated") == [] and second.named("session.revoked") == []
+        assert second.sio.connected
+        for rec in (second, staff):
+            await rec.close()
 
     run(scenario())
 
