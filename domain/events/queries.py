@@ -18,7 +18,9 @@ from domain.principal import Principal
 
 
 class EventPage(msgspec.Struct, frozen=True):
-    """`resync_required` when `after` is older than the retained log: reload over REST."""
+    """`resync_required` when `after` is older than the retained log, or beyond the clinic's
+    last sequence (a cursor from another deployment or a forged one, which would otherwise
+    wait silently for events that never come): reload over REST from `last_seq`."""
 
     items: list[Envelope]
     last_seq: int
@@ -45,7 +47,9 @@ async def events_after(
     )
     last_seq = head[0]["last_seq"] if head else 0
     first_seq = head[0]["first_seq"] if head else None
-    if after >= last_seq:
+    if after > last_seq:
+        return EventPage(items=[], last_seq=last_seq, resync_required=True)
+    if after == last_seq:
         return EventPage(items=[], last_seq=last_seq)
     if first_seq is None or after + 1 < first_seq:
         return EventPage(items=[], last_seq=last_seq, resync_required=True)

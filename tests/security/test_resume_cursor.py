@@ -56,3 +56,18 @@ def test_resume_beyond_the_head_is_refused_and_live_events_continue(server, api,
         await late.close()
 
     asyncio.run(scenario())
+
+
+def test_the_event_log_over_rest_refuses_a_cursor_beyond_the_head(api, clinic_factory,
+                                                                  member_factory):
+    """The same rule for an integrator reading the log: no silent empty page."""
+    clinic = clinic_factory()
+    admin = member_factory(clinic["id"], "CLINIC_ADMIN", tag="far-rest")
+    head = api.as_(admin["token"], "GET", f"/clinics/{clinic['id']}/events").json()["last_seq"]
+    at_head = api.as_(admin["token"], "GET", f"/clinics/{clinic['id']}/events",
+                      params={"after": head}).json()
+    assert at_head == {"items": [], "last_seq": head, "resync_required": False}
+    far = api.as_(admin["token"], "GET", f"/clinics/{clinic['id']}/events",
+                  params={"after": FAR})
+    assert far.status_code == 200, far.text
+    assert far.json() == {"items": [], "last_seq": head, "resync_required": True}
