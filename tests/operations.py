@@ -6,7 +6,10 @@ from __future__ import annotations
 OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/register"),
-    ("GET", "/api/v1/users/me"), ("GET", "/api/v1/clinics"), ("POST", "/api/v1/clinics"),
+    ("GET", "/api/v1/users/me"), ("GET", "/api/v1/users/me/invitations"),
+    *(("POST", f"/api/v1/users/me/invitations/{{invitation_id}}/{action}")
+      for action in ("accept", "decline")),
+    ("GET", "/api/v1/clinics"), ("POST", "/api/v1/clinics"),
     ("GET", "/api/v1/clinics/{clinic_id}"), ("PATCH", "/api/v1/clinics/{clinic_id}"),
     ("GET", "/api/v1/clinics/{clinic_id}/locations"),
     ("POST", "/api/v1/clinics/{clinic_id}/locations"),

@@ -3,13 +3,14 @@ from __future__ import annotations
 import uuid
 
 import msgspec
-from litestar import Router, delete, get, patch, post
+from litestar import Response, Router, delete, get, patch, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from domain.access.roles import Role
 from domain.paging import Page
 from domain.tenancy import commands, queries
-from domain.tenancy.models import Member
+from domain.tenancy.models import InvitationReceipt, Member
 from gateway.context import CurrentPrincipal
 from gateway.routes import Body, Email, Name, Password, Phone
 
@@ -32,14 +33,26 @@ class MemberPatch(Body):
     location_id: uuid.UUID | msgspec.UnsetType | None = UNSET
 
 
-@post("/", permission="members:create")
+@post("/", permission="members:create", responses={
+    202: ResponseSpec(data_container=InvitationReceipt,
+                      description="Invited (every caller but a SUPER_ADMIN): nothing about the "
+                                  "person is disclosed")})
 async def add_member(
     principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], data: JSONBody[MemberCreate]
-) -> Member:
-    return await commands.add_member(
+) -> Response[Member | InvitationReceipt]:
+    """A SUPER_ADMIN links directly: 201 and the member (the account is created when the email
+    is new; an existing account is linked, audited with `direct_link`). Anyone else invites:
+    202 and the same receipt `{invitation_id, clinic_id, email, role, location_id, status,
+    expires_at}` whether or not the email has an account or is already a member, never a name
+    or user id; a `password` is refused. The person accepts at
+    `POST /users/me/invitations/{id}/accept`. An invitation to an email without an account
+    cannot be accepted until a verified delivery link exists (a later issue): registering the
+    address does not claim it. See `domain.tenancy.commands.invite`."""
+    result = await commands.add_member(
         principal, clinic_id, email=data.email, name=data.name, role=data.role,
         location_id=data.location_id, password=data.password, phone=data.phone,
     )
+    return Response(result, status_code=201 if isinstance(result, Member) else 202)
 
 
 @get("/", permission="members:read")
