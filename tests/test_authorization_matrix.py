@@ -105,6 +105,8 @@ def expected_status(permission: str, caller: str, where: str, method: str) -> in
         return 404
     if scope_of(permission, Role(caller)) is Scope.DENY:
         return 403
+    if permission == "members:create" and caller != "SUPER_ADMIN":
+        return 202  # clinic staff invite; only a SUPER_ADMIN links directly
     return SUCCESS[method]
 
 
@@ -209,7 +211,7 @@ def test_nobody_grants_above_themselves(world: World, api, granter: str, role: s
     r = api.as_(world.callers[granter]["token"], "POST", f"/clinics/{world.a['id']}/members",
                 json={"email": unique_email(), "name": "Grantee", "role": role,
                       "location_id": world.a["locations"][0]["id"]})
-    assert r.status_code == (201 if allowed else 403), r.text
+    assert r.status_code == (202 if allowed else 403), r.text  # allowed: an invitation
 
 
 def test_every_route_is_in_this_matrix(server) -> None:
@@ -225,6 +227,41 @@ def test_authenticated_routes_work_for_every_role(world: World, api, caller: str
     r = api.as_(world.callers[caller]["token"], "GET", "/users/me")
     assert r.status_code == 200
     assert r.json()["is_super_admin"] is (caller == "SUPER_ADMIN")
+
+
+@pytest.fixture(scope="module")
+def invitation(world: World, api, member_factory) -> dict[str, Any]:
+    """A clinic-B member invited into clinic A by A's CLINIC_ADMIN: pending, theirs alone."""
+    invitee = member_factory(world.b["id"], "NURSE", tag="invitee")
+    r = api.as_(world.callers["CLINIC_ADMIN"]["token"], "POST",
+                f"/clinics/{world.a['id']}/members",
+                json={"email": invitee["email"], "name": "Invitee", "role": "NURSE"})
+    assert r.status_code == 202, r.text
+    return {"id": r.json()["invitation_id"], "invitee": invitee}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_invitations_are_their_invitees_alone(world: World, api, invitation, caller: str) -> None:
+    """`/users/me/invitations` needs a login and shows only the caller's own; answering
+    someone else's invitation is 404, as if it did not exist, and changes nothing."""
+    token = world.callers.get(caller, {"token": None})["token"]
+    iid = invitation["id"]
+    r = api.as_(token, "GET", "/users/me/invitations")
+    assert r.status_code == (401 if token is None else 200), r.text
+    assert iid not in r.text
+    for action in ("accept", "decline"):
+        r = api.as_(token, "POST", f"/users/me/invitations/{iid}/{action}")
+        assert r.status_code == (401 if token is None else 404), r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    mine = api.as_(invitation["invitee"]["token"], "GET", "/users/me/invitations").json()
+    assert [i["id"] for i in mine["items"]] == [iid]
+
+
+def test_the_invitee_alone_may_answer(world: World, api, invitation) -> None:
+    invitee = invitation["invitee"]
+    r = api.as_(invitee["token"], "POST", f"/users/me/invitations/{invitation['id']}/accept")
+    assert r.status_code == 200, r.text
+    assert (r.json()["clinic_id"], r.json()["role"]) == (world.a["id"], "NURSE")
 
 
 # --- scheduling: appointments and doctors' schedules ---------------------------------------
