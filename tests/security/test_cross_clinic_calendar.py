@@ -49,7 +49,6 @@ def shared(api, sa_token, clinic_factory, member_factory) -> dict[str, Any]:
         r = api.as_(token, "PUT", f"/clinics/{clinic['id']}/doctors/{doctor['user_id']}/schedule",
                     json={"rules": WEEK, "slot_minutes": 30})
         assert r.status_code == 200, r.text
-    doctor["token"] = api.token(doctor["email"], doctor["password"])  # now a member of both
     start = at(5, "10:00")
     r = api.as_(sa_token, "POST", "/appointments", json={
         "clinic_id": a["id"], "doctor_id": doctor["user_id"], "patient_id": a_patient["user_id"],

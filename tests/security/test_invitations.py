@@ -69,9 +69,10 @@ def test_a_receptionist_adding_an_existing_account_as_patient_only_invites(api, 
     assert doctor["user_id"] not in member_ids(db, b["id"])
 
 
-def test_the_answer_is_the_same_whether_or_not_the_account_exists(api, db, clinics):
+def test_the_answer_is_the_same_whether_or_not_the_account_exists(api, db, clinics,
+                                                                   member_factory):
     a, b = clinics
-    doctor = a["doctor"]
+    doctor = member_factory(a["id"], "DOCTOR", tag="inv-same")
     nobody = unique_email("nobody")
     answers = {}
     for label, email in (("existing", doctor["email"]), ("unknown", nobody),
@@ -89,6 +90,26 @@ def test_the_answer_is_the_same_whether_or_not_the_account_exists(api, db, clini
     # no account appears for the unknown address, and nobody joins B
     assert db.fetch("SELECT 1 FROM users WHERE email = $1", nobody) == []
     assert doctor["user_id"] not in member_ids(db, b["id"])
+    # one event in B's sequence either way (its numbering tells nothing), the same envelope
+    # for the inviter; the invitee's own room is added only for an account that exists
+    audiences = {k: db.fetch("""SELECT audience FROM events WHERE type = 'invitation.created'
+                                AND data->>'invitation_id' = $1""", r.json()["invitation_id"])
+                 for k, r in answers.items()}
+    inviter = f"user:{b['admin']['user_id']}"
+    assert [sorted(r["audience"]) for r in audiences["unknown"]] == [[inviter]]
+    assert [sorted(r["audience"]) for r in audiences["existing"]] == [
+        sorted([inviter, f"user:{doctor['user_id']}"])]
+
+
+def test_asking_again_renews_the_pending_invitation(api, db, clinics):
+    a, b = clinics
+    for email in (a["doctor"]["email"], unique_email("twice")):
+        first = invite(api, b["admin"]["token"], b["id"], email, "NURSE")
+        again = invite(api, b["admin"]["token"], b["id"], email, "PATIENT")
+        assert again["invitation_id"] == first["invitation_id"] and again["role"] == "PATIENT"
+        assert db.fetch("""SELECT role FROM invitations WHERE clinic_id = $1::uuid
+                           AND email = $2 AND status = 'pending'""", b["id"], email) == [
+            {"role": "PATIENT"}]
 
 
 def test_a_clinic_never_sets_a_password_existing_account_or_not(api, db, clinics):
@@ -207,6 +228,13 @@ def test_an_expired_invitation_cannot_be_accepted(api, db, clinic_factory, membe
     r = api.as_(person["token"], "POST", f"/users/me/invitations/{iid}/accept")
     assert r.status_code == 409, r.text
     assert person["user_id"] not in member_ids(db, b["id"])
+    # asking again makes a new one; the old one is marked expired
+    fresh = invite(api, b_admin["token"], b["id"], person["email"], "NURSE")["invitation_id"]
+    assert fresh != iid
+    assert db.fetch("SELECT status FROM invitations WHERE id = $1::uuid", iid) == [
+        {"status": "expired"}]
+    assert [i["id"] for i in api.as_(person["token"], "GET", "/users/me/invitations").json()[
+        "items"]] == [fresh]
 
 
 def test_an_invitation_to_an_unknown_email_is_not_claimed_by_registering(
