@@ -17,6 +17,8 @@ OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/clinics/{clinic_id}/members"),
     ("PATCH", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
     ("DELETE", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/invitations"),
+    ("POST", "/api/v1/clinics/{clinic_id}/invitations/{invitation_id}/revoke"),
     ("GET", "/api/v1/clinics/{clinic_id}/events"),
     ("PUT", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
     ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),

@@ -48,6 +48,7 @@ def world(api, sa_token, clinic_factory, member_factory) -> World:
         loc = a["locations"][0]["id"] if role in ("LOCATION_HEAD", "DOCTOR") else None
         callers[role] = member_factory(a["id"], role, location_id=loc, tag=role.lower())
     b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="b-admin")
+    a["admin_token"], b["admin_token"] = callers["CLINIC_ADMIN"]["token"], b_admin["token"]
     b_patient = member_factory(b["id"], "PATIENT", password=None, tag="b-patient")
     secrets = [b["id"], b["name"], b_admin["email"], b_patient["email"], b_patient["user_id"],
                *(loc["id"] for loc in b["locations"])]
@@ -62,6 +63,15 @@ def target(api, sa_token, clinic: dict[str, Any], location_index: int | None = 0
                       "role": "PATIENT", "location_id": loc})
     assert r.status_code == 201, r.text
     return str(r.json()["user_id"])
+
+
+def pending_invitation(api, clinic: dict[str, Any]) -> str:
+    """A fresh invitation of the clinic, as a PATIENT at its location 0, from its admin."""
+    r = api.as_(clinic["admin_token"], "POST", f"/clinics/{clinic['id']}/members",
+                json={"email": unique_email("invited"), "name": "Invited", "role": "PATIENT",
+                      "location_id": clinic["locations"][0]["id"]})
+    assert r.status_code == 202, r.text
+    return str(r.json()["invitation_id"])
 
 
 def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api: Any,
@@ -90,12 +100,17 @@ def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api:
             return "DELETE", f"/clinics/{cid}/members/{target(api, sa_token, clinic)}", None
         case "events:read":
             return "GET", f"/clinics/{cid}/events", None
+        case "invitations:read":
+            return "GET", f"/clinics/{cid}/invitations", None
+        case "invitations:revoke":
+            return ("POST", f"/clinics/{cid}/invitations/{pending_invitation(api, clinic)}/revoke",
+                    None)
     raise AssertionError(route)
 
 
 CLINIC_ROUTES = ["clinics:read", "clinics:update", "locations:create", "locations:read",
                  "members:create", "members:read", "members:update", "members:delete",
-                 "events:read"]
+                 "events:read", "invitations:read", "invitations:revoke"]
 
 
 def expected_status(permission: str, caller: str, where: str, method: str) -> int:
@@ -107,6 +122,8 @@ def expected_status(permission: str, caller: str, where: str, method: str) -> in
         return 403
     if permission == "members:create" and caller != "SUPER_ADMIN":
         return 202  # clinic staff invite; only a SUPER_ADMIN links directly
+    if permission == "invitations:revoke":
+        return 204
     return SUCCESS[method]
 
 

@@ -295,6 +295,8 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "list_locations": ("GET", "/clinics/{clinic_id}/locations", None),
     "list_members": ("GET", "/clinics/{clinic_id}/members", None),
     "remove_member": ("DELETE", "/clinics/{clinic_id}/members/{user_id}", None),
+    "list_invitations": ("GET", "/clinics/{clinic_id}/invitations", None),
+    "revoke_invitation": ("POST", "/clinics/{clinic_id}/invitations/{invitation_id}/revoke", None),
     "list_events": ("GET", "/clinics/{clinic_id}/events", None),
     "get_schedule": ("GET", "/clinics/{clinic_id}/doctors/{doctor_id}/schedule", None),
     "availability": ("GET", "/clinics/{clinic_id}/doctors/{doctor_id}/availability", None),
@@ -692,7 +694,8 @@ SCHEDULING_PATH_ROUTES = [
 QUEUE_PATH_ROUTES = [
     "list_queues", "get_queue", *(name for name in PROTECTED if name.startswith(("queue_", "entry_"))),
     "appointment_code", "location_code"]
-INVITATION_ROUTES = ["accept_invitation", "decline_invitation"]
+INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitations",
+                     "revoke_invitation"]
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
                *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES]
@@ -732,7 +735,7 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
                          path_params([*SCHEDULING_PATH_ROUTES,
                                       # a list of an unknown clinic is empty, like the others
                                       *(r for r in QUEUE_PATH_ROUTES if r != "list_queues"),
-                                      *INVITATION_ROUTES],
+                                      *(r for r in INVITATION_ROUTES if r != "list_invitations")],
                                      {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
@@ -753,6 +756,7 @@ def test_an_unknown_path_is_a_problem_too(api, ctx):
 
 LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "members": "/clinics/{clinic_id}/members", "events": "/clinics/{clinic_id}/events",
+         "invitations": "/clinics/{clinic_id}/invitations",
          "appointments": "/appointments?clinic_id={clinic_id}"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}

@@ -247,6 +247,41 @@ def _invitation_audience(inviter: uuid.UUID, invitee: uuid.UUID | None) -> list[
     return [rooms.user(inviter), *([rooms.user(invitee)] if invitee else [])]
 
 
+async def revoke_invitation(principal: Principal, clinic_id: uuid.UUID,
+                            invitation_id: uuid.UUID) -> None:
+    """The clinic withdraws a pending invitation. Another clinic's, or one outside a
+    LOCATION_HEAD's location, is 404; one for a role above the caller's is 403 (as for a
+    member); one already answered, revoked or expired is 409."""
+    grant = require(principal, "invitations:revoke", clinic_id, resource_type="invitation",
+                    resource_id=invitation_id)
+    async with db.transaction():
+        rows = await db.fetch(
+            "SELECT * FROM invitations WHERE id = $1 AND clinic_id = $2 FOR UPDATE",
+            invitation_id, clinic_id,
+        )
+        if not rows:
+            raise NotFound("invitation not found", resource_type="invitation",
+                           resource_id=invitation_id)
+        row = rows[0]
+        grant.check_object(owner_id=None, location_id=row["location_id"], object_id=invitation_id)
+        grant.check_grantable(Role(row["role"]))
+        if row["status"] != InvitationStatus.PENDING or row["expires_at"] <= clock.now():
+            status = row["status"] if row["status"] != InvitationStatus.PENDING else "expired"
+            raise Conflict(f"this invitation is already {status}", resource_type="invitation",
+                           resource_id=invitation_id)
+        await db.fetch(
+            "UPDATE invitations SET status = 'revoked', updated_at = now() WHERE id = $1",
+            invitation_id,
+        )
+        await record_event(principal, clinic_id=clinic_id,
+                           event=events.InvitationRevoked(invitation_id=invitation_id,
+                                                          clinic_id=clinic_id),
+                           audience=_invitation_audience(principal.user_id, row["user_id"]))
+        await record(principal, action="invitations:revoke", resource_type="invitation",
+                     resource_id=invitation_id, clinic_id=clinic_id,
+                     detail={"role": row["role"]})
+
+
 async def _my_open_invitation(principal: Principal, invitation_id: uuid.UUID) -> dict[str, Any]:
     """The caller's own invitation, locked, still pending and unexpired. Someone else's (or one
     bound to no account) is 404, as if it did not exist."""

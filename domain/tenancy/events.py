@@ -59,3 +59,12 @@ class InvitationCreated(DomainEvent, frozen=True):
     invitation_id: uuid.UUID
     clinic_id: uuid.UUID
     role: str
+
+
+class InvitationRevoked(DomainEvent, frozen=True):
+    """To the revoking caller and, when bound to an account, the invitee: ids only."""
+
+    TYPE = "invitation.revoked"
+    CATEGORY = Category.USER_ACTIVITY
+    invitation_id: uuid.UUID
+    clinic_id: uuid.UUID

@@ -94,3 +94,20 @@ class MyInvitation(msgspec.Struct, frozen=True, kw_only=True):
     location_id: uuid.UUID | None
     invited_at: datetime
     expires_at: datetime
+
+
+class ClinicInvitation(msgspec.Struct, frozen=True, kw_only=True):
+    """An invitation as the inviting clinic's staff see it: what they asked and how it stands.
+    Never the account it is bound to, so the list tells no more than the receipt did (until
+    the person answers, which is their choice)."""
+
+    id: uuid.UUID
+    clinic_id: uuid.UUID
+    email: str
+    role: Role
+    location_id: uuid.UUID | None
+    status: InvitationStatus
+    invited_by: uuid.UUID | None
+    invited_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None

@@ -16,7 +16,15 @@ from domain.audit.commands import record
 from domain.errors import NotFound
 from domain.paging import Page, check_limit, decode_cursor, encode_cursor
 from domain.principal import Principal
-from domain.tenancy.models import Clinic, ClinicSettings, Location, Member, MyInvitation
+from domain.tenancy.models import (
+    Clinic,
+    ClinicInvitation,
+    ClinicSettings,
+    InvitationStatus,
+    Location,
+    Member,
+    MyInvitation,
+)
 
 _MEMBER_SQL = """
 SELECT m.user_id, m.clinic_id, m.role, m.location_id, m.created_at, m.id, u.email, u.name
@@ -133,6 +141,38 @@ async def my_invitations(principal: Principal) -> Page[MyInvitation]:
         principal.user_id, clock.now(),
     )
     return Page(items=[msgspec.convert(r, MyInvitation) for r in rows], next_cursor=None)
+
+
+async def list_invitations(
+    principal: Principal, clinic_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
+) -> Page[ClinicInvitation]:
+    """The clinic's invitations, newest asked first after the cursor's; a LOCATION_HEAD sees
+    those for their location. A pending one past its expiry reads as expired."""
+    grant = require(principal, "invitations:read", clinic_id, resource_type="invitation")
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    rows = await db.fetch(
+        """SELECT id, clinic_id, email, role, location_id, invited_by, created_at, expires_at,
+                  answered_at,
+                  CASE WHEN status = 'pending' AND expires_at <= $7 THEN 'expired'
+                       ELSE status END AS status
+           FROM invitations
+           WHERE clinic_id = $1 AND (NOT $2 OR location_id = $3)
+             AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+           ORDER BY created_at, id LIMIT $6""",
+        clinic_id, grant.scope is Scope.LOCATION, grant.location_id,
+        after[0] if after else None, after[1] if after else None, limit + 1, clock.now(),
+    )
+    return _page(rows, limit, invitation_from_row)
+
+
+def invitation_from_row(row: dict[str, Any]) -> ClinicInvitation:
+    return ClinicInvitation(
+        id=row["id"], clinic_id=row["clinic_id"], email=row["email"], role=Role(row["role"]),
+        location_id=row["location_id"], status=InvitationStatus(row["status"]),
+        invited_by=row["invited_by"], invited_at=row["created_at"],
+        expires_at=row["expires_at"], answered_at=row["answered_at"],
+    )
 
 
 def _page(rows: list[dict[str, Any]], limit: int, convert: Any) -> Page[Any]:

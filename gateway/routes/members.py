@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from domain.access.roles import Role
 from domain.paging import Page
 from domain.tenancy import commands, queries
-from domain.tenancy.models import InvitationReceipt, Member
+from domain.tenancy.models import ClinicInvitation, InvitationReceipt, Member
 from gateway.context import CurrentPrincipal
 from gateway.routes import Body, Email, Name, Password, Phone
 
@@ -79,8 +79,30 @@ async def remove_member(
     await commands.remove_member(principal, clinic_id, user_id)
 
 
+@get("/", permission="invitations:read")
+async def list_invitations(
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50,
+    cursor: FromQuery[str | None] = None,
+) -> Page[ClinicInvitation]:
+    """What the clinic asked and how it stands; never whether an address has an account."""
+    return await queries.list_invitations(principal, clinic_id, limit=limit, cursor=cursor)
+
+
+@post("/{invitation_id:str}/revoke", permission="invitations:revoke", status_code=204)
+async def revoke_invitation(
+    principal: CurrentPrincipal, clinic_id: FromPath[uuid.UUID],
+    invitation_id: FromPath[uuid.UUID],
+) -> None:
+    await commands.revoke_invitation(principal, clinic_id, invitation_id)
+
+
+# Members and the invitations that lead to them, under one clinic.
 router = Router(
-    path="/clinics/{clinic_id:str}/members",
-    route_handlers=[add_member, list_members, update_member, remove_member],
+    path="/clinics/{clinic_id:str}",
+    route_handlers=[
+        Router(path="/members",
+               route_handlers=[add_member, list_members, update_member, remove_member]),
+        Router(path="/invitations", route_handlers=[list_invitations, revoke_invitation]),
+    ],
     tags=["tenancy"],
 )

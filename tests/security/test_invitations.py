@@ -272,3 +272,47 @@ def test_a_super_admin_links_directly_and_it_is_audited(api, db, sa_token, clini
     audit = db.fetch("""SELECT detail::text FROM audit_log WHERE action = 'members:create'
                         AND resource_id = $1""", fresh.json()["user_id"])
     assert [json.loads(x["detail"]).get("direct_link") for x in audit] == [None]
+
+
+def test_the_clinic_lists_what_it_asked_and_nothing_about_the_person(api, clinic_factory,
+                                                                      member_factory):
+    a, b = clinic_factory(), clinic_factory()
+    person = member_factory(a["id"], "NURSE", tag="inv-list")
+    b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="inv-list-admin")
+    known = invite(api, b_admin["token"], b["id"], person["email"], "NURSE")
+    unknown = invite(api, b_admin["token"], b["id"], unique_email("inv-list"), "NURSE")
+    r = api.as_(b_admin["token"], "GET", f"/clinics/{b['id']}/invitations")
+    assert r.status_code == 200, r.text
+    items = {i["id"]: i for i in r.json()["items"]}
+    assert set(items) == {known["invitation_id"], unknown["invitation_id"]}
+    assert_discloses_nothing(r.json(), person)
+    shape = {k: (v is None) for k, v in items[known["invitation_id"]].items() if k != "email"}
+    assert shape == {k: (v is None) for k, v in items[unknown["invitation_id"]].items()
+                     if k != "email"}
+    assert {i["status"] for i in items.values()} == {"pending"}
+    # another clinic's staff see none of it
+    r = api.as_(person["token"], "GET", f"/clinics/{b['id']}/invitations")
+    assert r.status_code == 404, r.text
+
+
+def test_the_clinic_may_revoke_a_pending_invitation(api, db, clinic_factory, member_factory):
+    a, b = clinic_factory(), clinic_factory()
+    person = member_factory(a["id"], "NURSE", tag="inv-rev")
+    b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="inv-rev-admin")
+    b_rec = member_factory(b["id"], "RECEPTIONIST", tag="inv-rev-rec")
+    a_admin = member_factory(a["id"], "CLINIC_ADMIN", tag="inv-rev-a-admin")
+    iid = invite(api, b_admin["token"], b["id"], person["email"], "NURSE")["invitation_id"]
+    path = f"/clinics/{b['id']}/invitations/{iid}/revoke"
+    assert api.as_(b_rec["token"], "POST", path).status_code == 403  # a role above theirs
+    assert api.as_(a_admin["token"], "POST", path).status_code == 404  # another clinic
+    assert api.as_(a_admin["token"], "POST",
+                   f"/clinics/{a['id']}/invitations/{iid}/revoke").status_code == 404
+    r = api.as_(b_admin["token"], "POST", path)
+    assert r.status_code == 204, r.text
+    assert api.as_(b_admin["token"], "POST", path).status_code == 409
+    assert api.as_(person["token"], "GET", "/users/me/invitations").json()["items"] == []
+    r = api.as_(person["token"], "POST", f"/users/me/invitations/{iid}/accept")
+    assert r.status_code == 409, r.text
+    assert person["user_id"] not in member_ids(db, b["id"])
+    listed = api.as_(b_admin["token"], "GET", f"/clinics/{b['id']}/invitations").json()["items"]
+    assert [(i["id"], i["status"]) for i in listed] == [(iid, "revoked")]
