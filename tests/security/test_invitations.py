@@ -99,6 +99,12 @@ def test_the_answer_is_the_same_whether_or_not_the_account_exists(api, db, clini
     assert [sorted(r["audience"]) for r in audiences["unknown"]] == [[inviter]]
     assert [sorted(r["audience"]) for r in audiences["existing"]] == [
         sorted([inviter, f"user:{doctor['user_id']}"])]
+    # an invitation to someone already a member resolves harmlessly: the role stays theirs
+    rec = b["receptionist"]
+    r = api.as_(rec["token"], "POST",
+                f"/users/me/invitations/{answers['already_member'].json()['invitation_id']}/accept")
+    assert r.status_code == 200, r.text
+    assert (r.json()["clinic_id"], r.json()["role"]) == (b["id"], "RECEPTIONIST")
 
 
 def test_asking_again_renews_the_pending_invitation(api, db, clinics):
