@@ -146,7 +146,7 @@ async def my_invitations(principal: Principal) -> Page[MyInvitation]:
 async def list_invitations(
     principal: Principal, clinic_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
 ) -> Page[ClinicInvitation]:
-    """The clinic's invitations, newest asked first after the cursor's; a LOCATION_HEAD sees
+    """The clinic's invitations, oldest asked first; a LOCATION_HEAD sees
     those for their location. A pending one past its expiry reads as expired."""
     grant = require(principal, "invitations:read", clinic_id, resource_type="invitation")
     check_limit(limit)
