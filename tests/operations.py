@@ -6,7 +6,10 @@ from __future__ import annotations
 OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/register"),
-    ("GET", "/api/v1/users/me"), ("GET", "/api/v1/clinics"), ("POST", "/api/v1/clinics"),
+    ("GET", "/api/v1/users/me"), ("GET", "/api/v1/users/me/invitations"),
+    *(("POST", f"/api/v1/users/me/invitations/{{invitation_id}}/{action}")
+      for action in ("accept", "decline")),
+    ("GET", "/api/v1/clinics"), ("POST", "/api/v1/clinics"),
     ("GET", "/api/v1/clinics/{clinic_id}"), ("PATCH", "/api/v1/clinics/{clinic_id}"),
     ("GET", "/api/v1/clinics/{clinic_id}/locations"),
     ("POST", "/api/v1/clinics/{clinic_id}/locations"),
@@ -14,6 +17,8 @@ OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/clinics/{clinic_id}/members"),
     ("PATCH", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
     ("DELETE", "/api/v1/clinics/{clinic_id}/members/{user_id}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/invitations"),
+    ("POST", "/api/v1/clinics/{clinic_id}/invitations/{invitation_id}/revoke"),
     ("GET", "/api/v1/clinics/{clinic_id}/events"),
     ("PUT", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),
     ("GET", "/api/v1/clinics/{clinic_id}/doctors/{doctor_id}/schedule"),

@@ -14,15 +14,16 @@ def rows(db, **where):
     return db.fetch(f"SELECT * FROM audit_log WHERE {clause} ORDER BY id", *where.values())
 
 
-def test_allowed_denied_and_failed_are_recorded(api, db, clinic_factory, member_factory):
+def test_allowed_denied_and_failed_are_recorded(api, db, sa_token, clinic_factory,
+                                                member_factory):
     a, b = clinic_factory(), clinic_factory()
     admin = member_factory(a["id"], "CLINIC_ADMIN", tag="aud")
     nurse = member_factory(a["id"], "NURSE", tag="aud-nurse")
     email = unique_email()
     created = api.as_(admin["token"], "POST", f"/clinics/{a['id']}/members",
                       json={"email": email, "name": "Pat", "role": "PATIENT"})
-    assert created.status_code == 201
-    allowed = rows(db, action="members:create", resource_id=created.json()["user_id"])
+    assert created.status_code == 202  # clinic staff invite (tests/security/test_invitations.py)
+    allowed = rows(db, action="members:create", resource_id=created.json()["invitation_id"])
     assert [(r["outcome"], str(r["actor_id"]), str(r["clinic_id"])) for r in allowed] == [
         ("allowed", admin["user_id"], a["id"])]
     assert allowed[0]["request_id"] == created.headers["x-request-id"]
@@ -40,9 +41,10 @@ def test_allowed_denied_and_failed_are_recorded(api, db, clinic_factory, member_
     assert denied == {(r.headers["x-request-id"], nurse["user_id"], "denied"),
                       (r2.headers["x-request-id"], admin["user_id"], "denied")}
 
-    # Failed: an allowed action that the data refuses (duplicate membership).
-    dup = api.as_(admin["token"], "POST", f"/clinics/{a['id']}/members",
-                  json={"email": email, "name": "Pat", "role": "PATIENT"})
+    # Failed: an allowed action that the data refuses (duplicate membership; only a SUPER_ADMIN
+    # links directly, so only they are told).
+    dup = api.as_(sa_token, "POST", f"/clinics/{a['id']}/members",
+                  json={"email": nurse["email"], "name": "Pat", "role": "PATIENT"})
     assert dup.status_code == 409
     failed = rows(db, request_id=dup.headers["x-request-id"])
     assert [(f["outcome"], f["action"]) for f in failed] == [("failed", "members:create")]

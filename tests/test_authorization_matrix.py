@@ -50,6 +50,7 @@ def world(api, sa_token, clinic_factory, member_factory) -> World:
         loc = a["locations"][0]["id"] if role in ("LOCATION_HEAD", "DOCTOR") else None
         callers[role] = member_factory(a["id"], role, location_id=loc, tag=role.lower())
     b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="b-admin")
+    a["admin_token"], b["admin_token"] = callers["CLINIC_ADMIN"]["token"], b_admin["token"]
     b_patient = member_factory(b["id"], "PATIENT", password=None, tag="b-patient")
     secrets = [b["id"], b["name"], b_admin["email"], b_patient["email"], b_patient["user_id"],
                *(loc["id"] for loc in b["locations"])]
@@ -64,6 +65,15 @@ def target(api, sa_token, clinic: dict[str, Any], location_index: int | None = 0
                       "role": "PATIENT", "location_id": loc})
     assert r.status_code == 201, r.text
     return str(r.json()["user_id"])
+
+
+def pending_invitation(api, clinic: dict[str, Any]) -> str:
+    """A fresh invitation of the clinic, as a PATIENT at its location 0, from its admin."""
+    r = api.as_(clinic["admin_token"], "POST", f"/clinics/{clinic['id']}/members",
+                json={"email": unique_email("invited"), "name": "Invited", "role": "PATIENT",
+                      "location_id": clinic["locations"][0]["id"]})
+    assert r.status_code == 202, r.text
+    return str(r.json()["invitation_id"])
 
 
 def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api: Any,
@@ -92,12 +102,17 @@ def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api:
             return "DELETE", f"/clinics/{cid}/members/{target(api, sa_token, clinic)}", None
         case "events:read":
             return "GET", f"/clinics/{cid}/events", None
+        case "invitations:read":
+            return "GET", f"/clinics/{cid}/invitations", None
+        case "invitations:revoke":
+            return ("POST", f"/clinics/{cid}/invitations/{pending_invitation(api, clinic)}/revoke",
+                    None)
     raise AssertionError(route)
 
 
 CLINIC_ROUTES = ["clinics:read", "clinics:update", "locations:create", "locations:read",
                  "members:create", "members:read", "members:update", "members:delete",
-                 "events:read"]
+                 "events:read", "invitations:read", "invitations:revoke"]
 
 
 def expected_status(permission: str, caller: str, where: str, method: str) -> int:
@@ -107,6 +122,10 @@ def expected_status(permission: str, caller: str, where: str, method: str) -> in
         return 404
     if scope_of(permission, Role(caller)) is Scope.DENY:
         return 403
+    if permission == "members:create" and caller != "SUPER_ADMIN":
+        return 202  # clinic staff invite; only a SUPER_ADMIN links directly
+    if permission == "invitations:revoke":
+        return 204
     return SUCCESS[method]
 
 
@@ -211,7 +230,7 @@ def test_nobody_grants_above_themselves(world: World, api, granter: str, role: s
     r = api.as_(world.callers[granter]["token"], "POST", f"/clinics/{world.a['id']}/members",
                 json={"email": unique_email(), "name": "Grantee", "role": role,
                       "location_id": world.a["locations"][0]["id"]})
-    assert r.status_code == (201 if allowed else 403), r.text
+    assert r.status_code == (202 if allowed else 403), r.text  # allowed: an invitation
 
 
 def test_every_route_is_in_this_matrix(server) -> None:
@@ -227,6 +246,41 @@ def test_authenticated_routes_work_for_every_role(world: World, api, caller: str
     r = api.as_(world.callers[caller]["token"], "GET", "/users/me")
     assert r.status_code == 200
     assert r.json()["is_super_admin"] is (caller == "SUPER_ADMIN")
+
+
+@pytest.fixture(scope="module")
+def invitation(world: World, api, member_factory) -> dict[str, Any]:
+    """A clinic-B member invited into clinic A by A's CLINIC_ADMIN: pending, theirs alone."""
+    invitee = member_factory(world.b["id"], "NURSE", tag="invitee")
+    r = api.as_(world.callers["CLINIC_ADMIN"]["token"], "POST",
+                f"/clinics/{world.a['id']}/members",
+                json={"email": invitee["email"], "name": "Invitee", "role": "NURSE"})
+    assert r.status_code == 202, r.text
+    return {"id": r.json()["invitation_id"], "invitee": invitee}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_invitations_are_their_invitees_alone(world: World, api, invitation, caller: str) -> None:
+    """`/users/me/invitations` needs a login and shows only the caller's own; answering
+    someone else's invitation is 404, as if it did not exist, and changes nothing."""
+    token = world.callers.get(caller, {"token": None})["token"]
+    iid = invitation["id"]
+    r = api.as_(token, "GET", "/users/me/invitations")
+    assert r.status_code == (401 if token is None else 200), r.text
+    assert iid not in r.text
+    for action in ("accept", "decline"):
+        r = api.as_(token, "POST", f"/users/me/invitations/{iid}/{action}")
+        assert r.status_code == (401 if token is None else 404), r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    mine = api.as_(invitation["invitee"]["token"], "GET", "/users/me/invitations").json()
+    assert [i["id"] for i in mine["items"]] == [iid]
+
+
+def test_the_invitee_alone_may_answer(world: World, api, invitation) -> None:
+    invitee = invitation["invitee"]
+    r = api.as_(invitee["token"], "POST", f"/users/me/invitations/{invitation['id']}/accept")
+    assert r.status_code == 200, r.text
+    assert (r.json()["clinic_id"], r.json()["role"]) == (world.a["id"], "NURSE")
 
 
 # --- scheduling: appointments and doctors' schedules ---------------------------------------

@@ -97,6 +97,7 @@ class Ctx:
     queue_id: str  # the visit's queue
     entry_id: str  # the visit's entry in it: the target of queue-entry writes
     doctor2_id: str  # another doctor: the target of transfers
+    invitation_id: str  # another clinic's pending invitation of the nurse: the target of answers
 
 
 RULE = {"weekday": 0, "start": "08:00", "end": "20:00"}
@@ -127,9 +128,14 @@ def ctx(api, clinic_factory, member_factory, sa_token) -> Ctx:
     queue_id = api.as_(sa_token, "GET", f"/appointments/{visit_id}/queue-position").json()["queue_id"]
     entry_id = api.as_(sa_token, "GET", f"/queues/{queue_id}").json()["entries"][0]["id"]
     doctor2 = member_factory(cid, "DOCTOR", location_id=loc, password=None, tag="bad-input-doc2")
+    other = clinic_factory()
+    other_admin = member_factory(other["id"], "CLINIC_ADMIN", tag="bad-input-inviter")
+    r = api.as_(other_admin["token"], "POST", f"/clinics/{other['id']}/members",
+                json={"email": nurse["email"], "name": "Nurse", "role": "NURSE"})
+    assert r.status_code == 202, r.text
     return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
                doctor["user_id"], patient["user_id"], appointment_id, visit_id, queue_id, entry_id,
-               doctor2["user_id"])
+               doctor2["user_id"], r.json()["invitation_id"])
 
 
 def snapshot(db, ctx: Ctx) -> dict[str, Any]:
@@ -156,13 +162,17 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT json_agg(q ORDER BY q.id)::text FROM queues q
                     WHERE q.clinic_id = $1::uuid) AS queue_rows,
                   (SELECT json_agg(e ORDER BY e.id)::text FROM queue_entries e
-                    WHERE e.clinic_id = $1::uuid) AS entry_rows""",
-        ctx.clinic_id, ctx.user_id, ctx.doctor_id,
+                    WHERE e.clinic_id = $1::uuid) AS entry_rows,
+                  (SELECT count(*) FROM invitations) AS invitations,
+                  (SELECT row_to_json(i)::text FROM invitations i
+                    WHERE i.id = $4::uuid) AS invitation""",
+        ctx.clinic_id, ctx.user_id, ctx.doctor_id, ctx.invitation_id,
     )
     state = rows[0]
     # the targets exist to be left alone
     assert state["clinic"] and state["member"] and state["schedule"] and state["booked"], state
     assert state["queue_rows"] and state["entry_rows"], state
+    assert '"status":"pending"' in state["invitation"], state
     return state
 
 
@@ -171,6 +181,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
     return {"clinic_id": ctx.clinic_id, "user_id": ctx.user_id, "doctor_id": ctx.doctor_id,
             "patient_id": ctx.patient_id, "location_id": ctx.location_id,
             "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
+            "invitation_id": ctx.invitation_id,
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -276,11 +287,16 @@ WRITES: dict[str, Write] = {
 PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
     "logout": ("POST", "/auth/logout", None),
     "me": ("GET", "/users/me", None),
+    "my_invitations": ("GET", "/users/me/invitations", None),
+    "accept_invitation": ("POST", "/users/me/invitations/{invitation_id}/accept", None),
+    "decline_invitation": ("POST", "/users/me/invitations/{invitation_id}/decline", None),
     "list_clinics": ("GET", "/clinics", None),
     "get_clinic": ("GET", "/clinics/{clinic_id}", None),
     "list_locations": ("GET", "/clinics/{clinic_id}/locations", None),
     "list_members": ("GET", "/clinics/{clinic_id}/members", None),
     "remove_member": ("DELETE", "/clinics/{clinic_id}/members/{user_id}", None),
+    "list_invitations": ("GET", "/clinics/{clinic_id}/invitations", None),
+    "revoke_invitation": ("POST", "/clinics/{clinic_id}/invitations/{invitation_id}/revoke", None),
     "list_events": ("GET", "/clinics/{clinic_id}/events", None),
     "get_schedule": ("GET", "/clinics/{clinic_id}/doctors/{doctor_id}/schedule", None),
     "availability": ("GET", "/clinics/{clinic_id}/doctors/{doctor_id}/availability", None),
@@ -678,11 +694,13 @@ SCHEDULING_PATH_ROUTES = [
 QUEUE_PATH_ROUTES = [
     "list_queues", "get_queue", *(name for name in PROTECTED if name.startswith(("queue_", "entry_"))),
     "appointment_code", "location_code"]
+INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitations",
+                     "revoke_invitation"]
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
-               *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state"]
+               *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES]
 PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
-            "queue_id", "entry_id")
+            "queue_id", "entry_id", "invitation_id")
 
 
 def path_params(routes: list[str], values: dict[str, str]) -> list[Any]:
@@ -716,7 +734,8 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
 @pytest.mark.parametrize(("route", "param", "value"),
                          path_params([*SCHEDULING_PATH_ROUTES,
                                       # a list of an unknown clinic is empty, like the others
-                                      *(r for r in QUEUE_PATH_ROUTES if r != "list_queues")],
+                                      *(r for r in QUEUE_PATH_ROUTES if r != "list_queues"),
+                                      *(r for r in INVITATION_ROUTES if r != "list_invitations")],
                                      {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
@@ -737,6 +756,7 @@ def test_an_unknown_path_is_a_problem_too(api, ctx):
 
 LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "members": "/clinics/{clinic_id}/members", "events": "/clinics/{clinic_id}/events",
+         "invitations": "/clinics/{clinic_id}/invitations",
          "appointments": "/appointments?clinic_id={clinic_id}"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}

@@ -42,7 +42,9 @@ def test_a_write_reaches_the_right_sockets_only(server, api, two_clinics, member
         await staff_b.connect(b["admin"]["token"])
         await other_patient_a.connect(a["patient"]["token"])
         await subject_socket.connect(subject["token"])
-        r = await rest(api, a["admin"]["token"], "POST", f"/clinics/{a['id']}/members",
+        root = await asyncio.to_thread(api.token, "root@carewire.test", "root-password-1")
+        # a SUPER_ADMIN links an existing account directly (clinic staff only invite)
+        r = await rest(api, root, "POST", f"/clinics/{a['id']}/members",
                        json={"email": subject["email"], "name": "x", "role": "PATIENT"})
         assert r.status_code == 201, r.text
 
@@ -61,11 +63,10 @@ def test_a_write_reaches_the_right_sockets_only(server, api, two_clinics, member
         # a socket receives in order, so once the marker is in, the event never will be.
         await rest(api, b["admin"]["token"], "PATCH", f"/clinics/{b['id']}", json={"name": b["name"]})
         await staff_b.wait_for(lambda: bool(staff_b.named("clinic.updated")))
-        marker = await rest(api, a["admin"]["token"], "POST", f"/clinics/{a['id']}/members",
+        marker = await rest(api, root, "POST", f"/clinics/{a['id']}/members",
                             json={"email": a["patient"]["email"], "name": "x", "role": "PATIENT"})
         assert marker.status_code == 409  # refused writes emit nothing either
-        r = await rest(api, api.token("root@carewire.test", "root-password-1"), "POST",
-                       f"/clinics/{b['id']}/members",
+        r = await rest(api, root, "POST", f"/clinics/{b['id']}/members",
                        json={"email": a["patient"]["email"], "name": "x", "role": "PATIENT"})
         assert r.status_code == 201
         await other_patient_a.wait_for(lambda: bool(other_patient_a.named("member.added")))
@@ -286,10 +287,10 @@ def test_an_expiring_token_ends_the_socket(env, clinic_factory, member_factory):
         short.stop()
 
 
-def test_membership_events_flow_from_the_foundation(api, db, two_clinics):
+def test_membership_events_flow_from_the_foundation(api, db, sa_token, two_clinics):
     a, _ = two_clinics
     email = unique_email()
-    r = api.as_(a["admin"]["token"], "POST", f"/clinics/{a['id']}/members",
+    r = api.as_(sa_token, "POST", f"/clinics/{a['id']}/members",
                 json={"email": email, "name": "E", "role": "NURSE"})
     rows = db.fetch("SELECT type, audience FROM events WHERE clinic_id = $1 AND data->>'user_id' = $2",
                     uuid.UUID(a["id"]), r.json()["user_id"])

@@ -49,3 +49,22 @@ class MemberRemoved(DomainEvent, frozen=True):
     CATEGORY = Category.SECURITY
     PRIORITY = Priority.HIGH
     user_id: uuid.UUID
+
+
+class InvitationCreated(DomainEvent, frozen=True):
+    """To the invitee's own room only (they are not a member yet): ids and the role, no names."""
+
+    TYPE = "invitation.created"
+    CATEGORY = Category.USER_ACTIVITY
+    invitation_id: uuid.UUID
+    clinic_id: uuid.UUID
+    role: str
+
+
+class InvitationRevoked(DomainEvent, frozen=True):
+    """To the revoking caller and, when bound to an account, the invitee: ids only."""
+
+    TYPE = "invitation.revoked"
+    CATEGORY = Category.USER_ACTIVITY
+    invitation_id: uuid.UUID
+    clinic_id: uuid.UUID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -65,3 +66,53 @@ class Member(msgspec.Struct, frozen=True):
     email: str
     name: str
     created_at: datetime
+
+
+class InvitationStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class InvitationReceipt(msgspec.Struct, frozen=True, kw_only=True):
+    """What the inviting clinic gets back: the same fields whether or not the address has an
+    account or is already a member, so the answer tells nothing about the person."""
+
+    invitation_id: uuid.UUID
+    clinic_id: uuid.UUID
+    email: str
+    role: Role
+    location_id: uuid.UUID | None
+    status: InvitationStatus
+    expires_at: datetime
+
+
+class MyInvitation(msgspec.Struct, frozen=True, kw_only=True):
+    """A pending invitation as its invitee sees it: which clinic asks, for which role."""
+
+    id: uuid.UUID
+    clinic_id: uuid.UUID
+    clinic_name: str
+    role: Role
+    location_id: uuid.UUID | None
+    invited_at: datetime
+    expires_at: datetime
+
+
+class ClinicInvitation(msgspec.Struct, frozen=True, kw_only=True):
+    """An invitation as the inviting clinic's staff see it: what they asked and how it stands.
+    Never the account it is bound to, so the list tells no more than the receipt did (until
+    the person answers, which is their choice)."""
+
+    id: uuid.UUID
+    clinic_id: uuid.UUID
+    email: str
+    role: Role
+    location_id: uuid.UUID | None
+    status: InvitationStatus
+    invited_by: uuid.UUID | None
+    invited_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None

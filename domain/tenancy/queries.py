@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from domain import db
+from domain import clock, db
 from domain.access.matrix import Scope
 from domain.access.policies import require
 from domain.access.roles import Role
@@ -16,7 +16,15 @@ from domain.audit.commands import record
 from domain.errors import NotFound
 from domain.paging import Page, check_limit, decode_cursor, encode_cursor
 from domain.principal import Principal
-from domain.tenancy.models import Clinic, ClinicSettings, Location, Member
+from domain.tenancy.models import (
+    Clinic,
+    ClinicInvitation,
+    ClinicSettings,
+    InvitationStatus,
+    Location,
+    Member,
+    MyInvitation,
+)
 
 _MEMBER_SQL = """
 SELECT m.user_id, m.clinic_id, m.role, m.location_id, m.created_at, m.id, u.email, u.name
@@ -117,6 +125,54 @@ async def load_member(clinic_id: uuid.UUID, user_id: uuid.UUID) -> Member | None
         _MEMBER_SQL + "WHERE m.clinic_id = $1 AND m.user_id = $2", clinic_id, user_id
     )
     return member_from_row(rows[0]) if rows else None
+
+
+async def my_invitations(principal: Principal) -> Page[MyInvitation]:
+    """The caller's own pending, unexpired invitations, oldest first. At most one per clinic
+    is pending, so the list is short and has no further page. Only invitations bound to the
+    caller's account when they were made: one made to the address before the account existed
+    is not theirs to see (nothing verified that the address is theirs)."""
+    rows = await db.fetch(
+        """SELECT i.id, i.clinic_id, c.name AS clinic_name, i.role, i.location_id,
+                  i.created_at AS invited_at, i.expires_at
+           FROM invitations i JOIN clinics c ON c.id = i.clinic_id
+           WHERE i.user_id = $1 AND i.status = 'pending' AND i.expires_at > $2
+           ORDER BY i.created_at, i.id""",
+        principal.user_id, clock.now(),
+    )
+    return Page(items=[msgspec.convert(r, MyInvitation) for r in rows], next_cursor=None)
+
+
+async def list_invitations(
+    principal: Principal, clinic_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
+) -> Page[ClinicInvitation]:
+    """The clinic's invitations, oldest asked first; a LOCATION_HEAD sees
+    those for their location. A pending one past its expiry reads as expired."""
+    grant = require(principal, "invitations:read", clinic_id, resource_type="invitation")
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    rows = await db.fetch(
+        """SELECT id, clinic_id, email, role, location_id, invited_by, created_at, expires_at,
+                  answered_at,
+                  CASE WHEN status = 'pending' AND expires_at <= $7 THEN 'expired'
+                       ELSE status END AS status
+           FROM invitations
+           WHERE clinic_id = $1 AND (NOT $2 OR location_id = $3)
+             AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+           ORDER BY created_at, id LIMIT $6""",
+        clinic_id, grant.scope is Scope.LOCATION, grant.location_id,
+        after[0] if after else None, after[1] if after else None, limit + 1, clock.now(),
+    )
+    return _page(rows, limit, invitation_from_row)
+
+
+def invitation_from_row(row: dict[str, Any]) -> ClinicInvitation:
+    return ClinicInvitation(
+        id=row["id"], clinic_id=row["clinic_id"], email=row["email"], role=Role(row["role"]),
+        location_id=row["location_id"], status=InvitationStatus(row["status"]),
+        invited_by=row["invited_by"], invited_at=row["created_at"],
+        expires_at=row["expires_at"], answered_at=row["answered_at"],
+    )
 
 
 def _page(rows: list[dict[str, Any]], limit: int, convert: Any) -> Page[Any]:

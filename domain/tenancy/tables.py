@@ -32,3 +32,18 @@ class Membership(Table, tablename="memberships"):
     location_id = UUID(null=True)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+
+
+class Invitation(Table, tablename="invitations"):
+    id = UUID(primary_key=True)
+    clinic_id = ForeignKey(Clinic, db_column_name="clinic_id")
+    email = Text()
+    user_id = UUID(null=True)
+    role = Text()
+    location_id = UUID(null=True)
+    invited_by = UUID(null=True)
+    status = Text()
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    expires_at = Timestamptz()
+    answered_at = Timestamptz(null=True)
