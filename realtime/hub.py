@@ -43,7 +43,9 @@ from realtime import channels, codec, fastsend, metrics
 log = logging.getLogger("carewire.hub")
 
 REPLAY_PAGE = 500
-MEMBERSHIP_EVENTS = ("member.removed", "member.updated")
+#: A membership that begins (an accepted invitation), changes or ends re-scopes that user's
+#: live sockets for that clinic only.
+MEMBERSHIP_EVENTS = ("member.added", "member.removed", "member.updated")
 #: Oldest first: a user's live sockets (all processes) in a sorted set scored by connect time.
 #: Adds this one, prunes entries older than any token can live, and returns (and removes) the
 #: oldest beyond the cap. TIME makes the script non-deterministic: Redis < 7 needs
@@ -454,7 +456,9 @@ class Hub:
         eio_sockets, sockets, seq = self.sio.eio.sockets, self.sockets, env.seq
         # once per recipient: no await in this loop, locals only, the clinic's (Python-level)
         # UUID hash skipped where it can be
-        for sid, eio_sid in self.sio.manager.get_participants("/", out.audience):
+        # python-socketio's get_participants raises IndexError on no rooms at all
+        participants = self.sio.manager.get_participants("/", out.audience) if out.audience else ()
+        for sid, eio_sid in participants:
             sock = sockets.get(sid)
             if sock is None:
                 continue

@@ -202,6 +202,39 @@ def test_accepting_creates_the_membership(api, db, clinic_factory, member_factor
     assert listed == []
 
 
+def test_an_accepted_invitation_opens_the_clinic_to_the_live_socket(server, api, clinic_factory,
+                                                                     member_factory):
+    """No reconnect needed: the socket that accepted joins the new clinic's rooms its role
+    allows, and keeps its other clinic's."""
+    a, b = clinic_factory(), clinic_factory()
+    nurse = member_factory(a["id"], "NURSE", tag="inv-live-accept")
+    a_admin = member_factory(a["id"], "CLINIC_ADMIN", tag="inv-live-a")
+    b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="inv-live-b")
+
+    async def scenario() -> None:
+        rec = Recorder(server.base_url)
+        await rec.connect(nurse["token"])
+        try:
+            body = await asyncio.to_thread(invite, api, b_admin["token"], b["id"],
+                                           nurse["email"], "NURSE")
+            await rec.wait_for(lambda: bool(rec.named("invitation.created")))
+            r = await asyncio.to_thread(api.as_, nurse["token"], "POST",
+                                        f"/users/me/invitations/{body['invitation_id']}/accept")
+            assert r.status_code == 200, r.text
+            await rec.wait_for(lambda: bool(rec.named("member.added")))
+            for clinic, admin in ((b, b_admin), (a, a_admin)):
+                r = await asyncio.to_thread(api.as_, admin["token"], "PATCH",
+                                            f"/clinics/{clinic['id']}", json={"name": "Renamed"})
+                assert r.status_code == 200, r.text
+                await rec.wait_for(lambda c=clinic: any(
+                    e["clinic_id"] == c["id"] for e in rec.named("clinic.updated")))
+            assert not rec.disconnected.is_set()
+        finally:
+            await rec.close()
+
+    asyncio.run(scenario())
+
+
 def test_declining_leaves_no_membership(api, db, clinic_factory, member_factory):
     a, b = clinic_factory(), clinic_factory()
     doctor = member_factory(a["id"], "DOCTOR", tag="inv-dec")
