@@ -1,9 +1,29 @@
-"""Changes to waiting-room queues. Every change locks its queue row first, so changes to one
-queue take turns (two "call next" at once call two different patients), then republishes the
-queue: `queue.updated` for staff and the board, and `queue.position` for exactly the patients
-whose position, ETA or status changed. Lock order, to stay deadlock-free: the appointment, then
-its queue(s) in id order; the audit chain and the clinic's event sequence come last of all, when
-the transaction appends its audit rows and events just before COMMIT (domain.journal)."""
+"""Changes to waiting-room queues. Every change takes its queue's lock, so changes to one queue
+take turns (two "call next" at once call two different patients), then republishes the queue:
+`queue.updated` for staff and the board, and `queue.position` for exactly the patients whose
+position, ETA or status changed.
+
+Lock order, for every queue command and for the appointment transitions that move entries
+(`appointment_action`, `check_in`, `consult`), so that none of them can deadlock another:
+
+1. The appointment row (`load_appointment(lock=True)`), when the command is about one entry or
+   appointment. Only its holder may move the entry to another queue (transfer), so once it is
+   held the entry's queue is settled: `_pinned_entry` re-reads the entry after taking it.
+2. The queue row(s) (`load_queue(lock=True)`); a transfer's two in id order. Every write to an
+   entry happens under its queue's lock, so entry rows need no lock of their own. Call-next,
+   pause and resume start here. Creating a queue (`open_queue`) takes a per-clinic-day
+   advisory lock just before this step.
+3. The entry rows, by the writes themselves; `_reread` reads the entry again under its queue's
+   lock (call-next may just have called it) and answers 409 if it is no longer in that queue.
+4. At COMMIT, the audit chain, then the clinics' event sequences (domain.journal).
+
+Appointment and queue rows are locked FOR NO KEY UPDATE, never FOR UPDATE: an entry row written
+twice in one transaction (a change, then `publish` noting what its patient was told) has its
+foreign keys re-checked, which takes FOR KEY SHARE on its appointment and queue. FOR UPDATE
+blocks that, FOR NO KEY UPDATE does not; with FOR UPDATE, call-next (holding the queue,
+re-checking the called entry's appointment) and a priority change of that entry (holding the
+appointment, waiting for the queue) deadlocked every time. Neither row's key ever changes, so
+NO KEY UPDATE serialises the writers all the same."""
 
 from __future__ import annotations
 
@@ -155,19 +175,35 @@ async def call_next(principal: Principal, queue_id: uuid.UUID) -> EntryView:
                       rooms.doctor(queue["doctor_id"])])
         await record(principal, action="queues:manage", resource_type="queue_entry",
                      resource_id=entry.id, clinic_id=queue["clinic_id"], detail={"called": True})
-        after = await publish(principal, queue)
-    return _view_of(after, entry.id)
+        result = _view_of(await publish(principal, queue), entry.id)
+    return result
 
 
 # entries -----------------------------------------------------------------------------------
 
-async def _locked_entry(principal: Principal, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
-    """The entry and its queue, locked in the house order; another clinic's entry is 404."""
+async def _pinned_entry(entry_id: uuid.UUID) -> Entry:
+    """The entry, read again once its appointment is locked (step 1): whatever moved it before
+    has committed, and nothing can move it now."""
     entry = await load_entry(entry_id)
     await load_appointment(entry.appointment_id, lock=True)
+    return await load_entry(entry_id)
+
+
+async def _reread(entry_id: uuid.UUID, queue: dict[str, Any]) -> Entry:
+    """The entry as it stands under its queue's lock (step 3)."""
+    entry = await load_entry(entry_id)
+    if entry.queue_id != queue["id"]:
+        raise Conflict("the entry moved to another queue meanwhile; reload it and try again",
+                       resource_type="queue_entry", resource_id=entry_id)
+    return entry
+
+
+async def _locked_entry(principal: Principal, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
+    """The entry and its queue, locked in the house order; another clinic's entry is 404."""
+    entry = await _pinned_entry(entry_id)
     queue = await load_queue(entry.queue_id, lock=True)
     queue_grant(principal, queue, "queues:manage")
-    return await load_entry(entry_id), queue
+    return await _reread(entry_id, queue), queue
 
 
 def _require_status(entry: Entry, *allowed: EntryStatus, doing: str) -> None:
@@ -177,7 +213,13 @@ def _require_status(entry: Entry, *allowed: EntryStatus, doing: str) -> None:
 
 
 def _view_of(snapshot: QueueView, entry_id: uuid.UUID) -> EntryView:
-    return next(e for e in snapshot.entries if e.id == entry_id)
+    """The entry in its queue's new view; called inside the transaction, so that if it were not
+    there the change would roll back with a 409 rather than commit behind a 500."""
+    for e in snapshot.entries:
+        if e.id == entry_id:
+            return e
+    raise Conflict("the entry is no longer in this queue; reload it and try again",
+                   resource_type="queue_entry", resource_id=entry_id)
 
 
 async def skip(principal: Principal, entry_id: uuid.UUID) -> EntryView:
@@ -197,8 +239,8 @@ async def skip(principal: Principal, entry_id: uuid.UUID) -> EntryView:
                            entry_id, skips, order.end_of_line(others, clock.now()))
         await record(principal, action="queues:manage", resource_type="queue_entry",
                      resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"skips": skips})
-        snapshot = await publish(principal, queue)
-    return _view_of(snapshot, entry_id)
+        result = _view_of(await publish(principal, queue), entry_id)
+    return result
 
 
 async def requeue(principal: Principal, entry_id: uuid.UUID) -> EntryView:
@@ -215,8 +257,8 @@ async def requeue(principal: Principal, entry_id: uuid.UUID) -> EntryView:
                        entry_id, order.end_of_line(others, clock.now()))
         await record(principal, action="queues:manage", resource_type="queue_entry",
                      resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"requeued": True})
-        snapshot = await publish(principal, queue)
-    return _view_of(snapshot, entry_id)
+        result = _view_of(await publish(principal, queue), entry_id)
+    return result
 
 
 async def set_priority(principal: Principal, entry_id: uuid.UUID, *, priority: Priority,
@@ -232,19 +274,17 @@ async def set_priority(principal: Principal, entry_id: uuid.UUID, *, priority: P
                      resource_id=entry_id, clinic_id=queue["clinic_id"],
                      detail={"priority": {"from": entry.priority.value, "to": priority.value},
                              "reason": reason[:500]})
-        snapshot = await publish(principal, queue)
-    return _view_of(snapshot, entry_id)
+        result = _view_of(await publish(principal, queue), entry_id)
+    return result
 
 
 async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid.UUID) -> EntryView:
     """To another doctor's queue at the same place and day, keeping the time it queues by (the
     patient loses no ground) under a new ticket of that queue."""
     async with db.transaction():
-        entry = await load_entry(entry_id)
-        await load_appointment(entry.appointment_id, lock=True)  # the entry cannot move meanwhile
+        entry = await _pinned_entry(entry_id)
         source = await load_queue(entry.queue_id)
         queue_grant(principal, source, "queues:manage")
-        entry = await load_entry(entry_id)
         _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="transfer")
         if doctor_id == source["doctor_id"]:
             raise invalid_field("doctor_id", "the entry is already in this doctor's queue")
@@ -256,6 +296,8 @@ async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid
                                   source["day"])
         locked = {q: await load_queue(q, lock=True) for q in sorted([source["id"], target["id"]])}
         source, target = locked[source["id"]], locked[target["id"]]
+        entry = await _reread(entry_id, source)
+        _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="transfer")
         number, ticket = await _next_ticket(target["id"])
         await db.fetch(
             """UPDATE queue_entries SET queue_id = $2, ticket_no = $3, ticket = $4,
@@ -266,8 +308,8 @@ async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid
                      resource_id=entry_id, clinic_id=source["clinic_id"],
                      detail={"transferred": {"from": str(source["id"]), "to": str(target["id"])}})
         await publish(principal, source)
-        snapshot = await publish(principal, target)
-    return _view_of(snapshot, entry_id)
+        result = _view_of(await publish(principal, target), entry_id)
+    return result
 
 
 async def _entries(queue: dict[str, Any]) -> list[Entry]:
@@ -349,7 +391,8 @@ async def appointment_action(principal: Principal, appointment_id: uuid.UUID, ac
     """`POST /appointments/{id}/{action}`: the appointment's transition, with its queue entry
     (if it has one) following in the same transaction."""
     async with db.transaction():
-        # lock order: the appointment, then its queue, then whatever the transition records
+        # lock order (top of this module): the appointment, which settles its entry's queue,
+        # then that queue, then whatever the transition records
         await load_appointment(appointment_id, lock=True)
         rows = await db.fetch("SELECT queue_id FROM queue_entries WHERE appointment_id = $1",
                               appointment_id)
@@ -379,8 +422,9 @@ async def consult(principal: Principal, entry_id: uuid.UUID, action: str) -> Ent
             exc.resource_id = entry.appointment_id
             raise
         snapshot = await _follow_appointment(principal, updated)
-    assert snapshot is not None  # the entry exists and the status is one it follows
-    return _view_of(snapshot, entry_id)
+        assert snapshot is not None  # the entry exists and the status is one it follows
+        result = _view_of(snapshot, entry_id)
+    return result
 
 
 # boards and codes --------------------------------------------------------------------------

@@ -47,8 +47,10 @@ def entry_from_row(row: dict[str, Any]) -> Entry:
 
 
 async def load_queue(queue_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
-    rows = await db.fetch("SELECT * FROM queues WHERE id = $1" + (" FOR UPDATE" if lock else ""),
-                          queue_id)
+    """`lock`: FOR NO KEY UPDATE, so its entries' foreign-key checks (FOR KEY SHARE) pass;
+    see the lock order in domain/queueing/commands.py."""
+    rows = await db.fetch("SELECT * FROM queues WHERE id = $1"
+                          + (" FOR NO KEY UPDATE" if lock else ""), queue_id)
     if not rows:
         raise NotFound("queue not found", resource_type="queue", resource_id=queue_id)
     return rows[0]

@@ -70,8 +70,12 @@ def for_reader(grant: Grant, appointment: Appointment) -> Appointment:
 
 
 async def load_appointment(appointment_id: uuid.UUID, *, lock: bool = False) -> Appointment:
-    rows = await db.fetch(_SELECT + "WHERE a.id = $1" + (" FOR UPDATE OF a" if lock else ""),
-                          appointment_id)
+    """`lock`: FOR NO KEY UPDATE, which serialises writers of the appointment but lets the
+    foreign-key checks of rows that reference it (FOR KEY SHARE) through: with FOR UPDATE, a
+    queue entry re-checked under its queue's lock deadlocked against a command holding the
+    appointment and waiting for that queue (lock order: domain/queueing/commands.py)."""
+    rows = await db.fetch(_SELECT + "WHERE a.id = $1"
+                          + (" FOR NO KEY UPDATE OF a" if lock else ""), appointment_id)
     if not rows:
         raise NotFound("appointment not found", resource_type="appointment",
                        resource_id=appointment_id)
