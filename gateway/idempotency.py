@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import secrets
 from typing import Any
 
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from redis.exceptions import RedisError
 
 from domain import kv, settings
 from domain.errors import Unauthenticated
@@ -30,6 +32,7 @@ from domain.principal import RequestMeta
 from gateway.context import bearer_token, client_address
 from gateway.problems import MEDIA_TYPE, problem_body
 
+log = logging.getLogger("carewire.idempotency")
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_KEY_LENGTH = 255
 #: Routes whose answers are credentials: the key is ignored, nothing is stored or replayed.
@@ -156,7 +159,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(in_flight_ms / 3000)
-                await redis.eval(_IF_OURS, 1, key, marker, "renew", in_flight_ms)
+                try:
+                    await redis.eval(_IF_OURS, 1, key, marker, "renew", in_flight_ms)
+                except RedisError:  # the request goes on; at worst its marker lapses early
+                    log.warning("could not renew an idempotency marker", exc_info=True)
 
         response: dict[str, Any] = {"status": 500, "headers": [], "body": []}
 
