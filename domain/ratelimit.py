@@ -22,6 +22,12 @@ async def consume(name: str, subject: str, *, limit: int, window_seconds: int) -
         await check(name, subject, limit=limit)
 
 
+async def count(name: str, subject: str) -> int:
+    """The events in the current window, without counting one."""
+    value = await kv.client().get(kv.key("rl", name, subject))
+    return int(value) if value is not None else 0
+
+
 async def check(name: str, subject: str, *, limit: int) -> None:
     """Refuse when the window already holds `limit` events."""
     k = kv.key("rl", name, subject)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -21,11 +22,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     #: Origins allowed to open sockets and make credentialed browser calls; never "*" by default.
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+    #: Wrong passwords one source address may try on one account before that pair is refused.
     login_failures_per_account: int = 5
     login_attempts_per_ip: int = 50
     login_window_seconds: int = 900
+    #: Wrong passwords on one account (from anywhere) after which every answer for it is slowed
+    #: down, doubling per failure up to `login_slowdown_max_seconds`; never a hard lock.
+    login_slowdown_after: int = 5
+    login_slowdown_max_seconds: float = 5.0
+    #: Self-registrations one source address may attempt per window.
+    register_attempts_per_ip: int = 10
+    register_window_seconds: int = 3600
+    #: Proxies whose X-Forwarded-For we believe (IPs or CIDRs); empty: the peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
     idempotency_ttl_seconds: int = 24 * 3600
+    #: How long a running keyed request's marker lives without its process renewing it, so a
+    #: key whose request died with its process is free again within seconds.
+    idempotency_in_flight_seconds: float = 10.0
     #: Largest Socket.IO message a client may send; larger ones close its connection.
     socket_max_message_bytes: int = 65_536
     #: Live sockets one user may hold (all processes); a connect beyond it closes the oldest.
@@ -51,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
 
-_LISTS = ("allowed_origins", "gc_thresholds")
+_LISTS = ("allowed_origins", "gc_thresholds", "trusted_proxies")
 
 
 class SettingsError(RuntimeError):
@@ -65,7 +79,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     for name in Settings.__struct_fields__:
         value = env.get(PREFIX + name.upper())
         if value is not None:
-            raw[name] = value.split(",") if name in _LISTS else value
+            raw[name] = [v.strip() for v in value.split(",") if v.strip()] if name in _LISTS \
+                else value
     for name in ("database_url", "redis_url"):
         if env.get(name.upper()):
             raw[name] = env[name.upper()]
@@ -75,6 +90,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"missing settings: {names}")
     if len(str(raw["jwt_secret"])) < 32:
         raise SettingsError(f"{PREFIX}JWT_SECRET must be at least 32 characters")
+    for proxy in raw.get("trusted_proxies", ()):  # type: ignore[attr-defined]
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise SettingsError(f"bad setting: {PREFIX}TRUSTED_PROXIES: {exc}") from exc
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:

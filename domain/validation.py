@@ -45,9 +45,15 @@ def text(value: str, field: str, *, max_length: int = 200, allow_empty: bool = F
     return v
 
 
+#: Files in the zoneinfo folder that are not IANA zone names: `localtime` is whatever the
+#: server's clock is set to (it would move with the host), the others are build artefacts.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 @lru_cache(maxsize=1)
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(z for z in zoneinfo.available_timezones()
+                     if z not in _NOT_ZONES and not z.startswith(("posix/", "right/")))
 
 
 def timezone(value: str, field: str = "timezone") -> str:

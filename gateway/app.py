@@ -13,10 +13,11 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain import db, kv, settings
 from domain.access.matrix import load as load_matrix
@@ -162,9 +163,36 @@ def create_litestar(runtime: Runtime | None = None) -> Litestar:
     return app
 
 
+#: Answers under this prefix may carry PHI (the board's state included): no cache keeps them.
+NO_STORE_PREFIX = "/api/v1/"
+
+
+def no_store_middleware(app: ASGIApp) -> ASGIApp:
+    """`Cache-Control: no-store` on every API answer, errors and idempotent replays too, so no
+    browser or proxy cache keeps PHI; the board page sets its own, and static files (the
+    OpenAPI page) stay cacheable."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or not scope["path"].startswith(NO_STORE_PREFIX):
+            await app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *(h for h in message.get("headers", []) if h[0].lower() != b"cache-control"),
+                    (b"cache-control", b"no-store"),
+                ]
+            await send(message)
+
+        await app(scope, receive, send_no_store)
+
+    return middleware
+
+
 def create_app() -> ASGIApp:
     """The one ASGI app: Socket.IO at /socket.io, everything else through request ids,
     idempotency and Litestar. Litestar's lifespan runs because ASGIApp gets no hooks of its own."""
     runtime = Runtime()
-    rest = request_id_middleware(idempotency_middleware(create_litestar(runtime)))
+    rest = request_id_middleware(no_store_middleware(idempotency_middleware(create_litestar(runtime))))
     return socketio.ASGIApp(runtime.hub.sio, other_asgi_app=rest, socketio_path="socket.io")

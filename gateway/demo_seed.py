@@ -18,7 +18,8 @@ from domain.scheduling import commands as scheduling
 from domain.scheduling.models import AppointmentType
 from domain.tenancy import commands
 
-DEMO_PASSWORD = "carewire-demo"
+# Not "carewire-demo": new passwords may not be built from the service name (NIST 800-63B).
+DEMO_PASSWORD = "sunrise-open-demo"
 ADMIN_EMAIL = "admin@carewire.local"
 CLINIC_NAME = "Sunrise Family Clinic"
 

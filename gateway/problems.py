@@ -18,6 +18,7 @@ from domain.audit.commands import Outcome, record
 from domain.errors import DomainError, RateLimited
 from domain.principal import Principal, RequestMeta
 from domain.validation import msgspec_field_error
+from gateway.context import client_address
 from gateway.routes import NO_NUL
 from realtime import metrics
 
@@ -110,7 +111,6 @@ async def audit_failure(exc: Exception, scope: Scope) -> None:
         clinic_id = uuid.UUID(str(clinic)) if clinic else None
     except ValueError:
         clinic_id = None
-    client = scope.get("client")
     try:
         await record(
             principal,
@@ -121,7 +121,7 @@ async def audit_failure(exc: Exception, scope: Scope) -> None:
             outcome=Outcome.DENIED if exc.denied else Outcome.FAILED,
             detail={"code": exc.code, "reason": exc.message[:200]},
             meta=RequestMeta(request_id=state.get("request_id", ""),
-                             ip=client[0] if client else None),
+                             ip=client_address(scope)),
         )
     except Exception:  # an audit outage must not turn a 4xx into a 500
         log.exception("could not audit a refused request")

@@ -32,6 +32,7 @@ def env() -> Iterator[Env]:
             CAREWIRE_JWT_SECRET=secrets.token_urlsafe(48),
             CAREWIRE_REDIS_PREFIX=f"cwtest-{secrets.token_hex(4)}:",
             CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
+            CAREWIRE_REGISTER_ATTEMPTS_PER_IP="100000",
             CAREWIRE_LOG_LEVEL="WARNING",
         )
         done = servers.cli(e, "migrate")

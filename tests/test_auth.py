@@ -147,9 +147,11 @@ def test_wrong_password_and_unknown_email_look_the_same_and_are_audited(
                     uuid.UUID(nurse["user_id"]))[0]["n"] == 1  # the factory's own login
 
 
-def test_account_locks_after_n_failures_even_for_the_right_password(
+def test_a_guessing_address_is_refused_after_n_failures_even_for_the_right_password(
     api, db, env, clinic_factory, member_factory
 ):
+    """The refusal is per account *and* address (the owner elsewhere still gets in: see
+    tests/security/test_login_and_registration.py)."""
     n = failures_limit(env)
     c = clinic_factory()
     victim = member_factory(c["id"], "DOCTOR", tag="victim")
@@ -169,7 +171,7 @@ def test_account_locks_after_n_failures_even_for_the_right_password(
         ("auth:login", "denied", {"reason": "rate_limited"})]
     assert locked.json()["detail"] == login_raw(api, victim["email"], "x" * 10).json()["detail"]
 
-    # The lock is per account: someone else, from the same address, still gets in.
+    # The refusal is per account: someone else, from the same address, still gets in.
     assert api.as_(api.token(bystander["email"], bystander["password"]), "GET",
                    "/users/me").status_code == 200
     # And the victim's existing session is untouched.
@@ -207,7 +209,8 @@ def test_per_ip_attempt_limit(env, db, clinic_factory, member_factory):
     c = clinic_factory()
     user = member_factory(c["id"], "NURSE", tag="ipuser")
     limit = 3
-    with extra_server(env, CAREWIRE_LOGIN_ATTEMPTS_PER_IP=str(limit)) as srv, \
+    with extra_server(env, CAREWIRE_LOGIN_ATTEMPTS_PER_IP=str(limit),
+                      CAREWIRE_TRUSTED_PROXIES="127.0.0.1") as srv, \
             httpx.Client(base_url=srv.base_url + "/api/v1", timeout=30) as client:
         def attempt(ip: str, email: str, password: str) -> httpx.Response:
             return client.post("/auth/login", json={"email": email, "password": password},
@@ -397,15 +400,14 @@ def test_self_registration(api, db, clinic_factory):
             "name": "Pat Self", "phone": "+919812345678"}
 
     r = register(api, **body)
-    assert r.status_code == 201, r.text
-    member = r.json()
-    assert member["role"] == "PATIENT"
-    assert member["clinic_id"] == open_clinic["id"]
-    assert member["email"] == email
-    assert member["location_id"] is None
-    rows = db.fetch("SELECT role FROM memberships WHERE user_id = $1",
-                    uuid.UUID(member["user_id"]))
-    assert [x["role"] for x in rows] == ["PATIENT"]
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "accepted"
+    users = db.fetch("SELECT id FROM users WHERE email = $1", email)
+    member = {"user_id": str(users[0]["id"])}
+    rows = db.fetch("SELECT role, clinic_id, location_id FROM memberships WHERE user_id = $1",
+                    users[0]["id"])
+    assert [(x["role"], str(x["clinic_id"]), x["location_id"]) for x in rows] == [
+        ("PATIENT", open_clinic["id"], None)]
     assert [(x["action"], x["outcome"], str(x["actor_id"]))
             for x in audit(db, r.headers["x-request-id"])] == [
         ("auth:register", "allowed", member["user_id"])]
@@ -434,10 +436,11 @@ def test_self_registration(api, db, clinic_factory):
     assert [e["field"] for e in short["errors"]] == ["password"]
     assert user_count(db, other) == 0
 
-    # The same email again, in any case, is a conflict and changes nothing.
+    # The same email again, in any case, gets the same answer and changes nothing
+    # (tests/security/test_login_and_registration.py: no enumeration, no enrolment).
     for again in (email, email.upper()):
         dup = register(api, **{**body, "email": again, "password": "another-password-1"})
-        assert_problem(dup, 409, "conflict")
+        assert dup.status_code == 202 and dup.json() == r.json()
     assert user_count(db, email) == 1
     assert api.as_(api.token(email, password), "GET", "/users/me").status_code == 200
 
@@ -471,7 +474,7 @@ def test_passwords_are_stored_as_argon2_hashes(api, db, clinic_factory, member_f
     member = member_factory(c["id"], "NURSE", tag="hash")
     email, password = unique_email("hashreg"), "registered-password-1"
     assert register(api, clinic_id=c["id"], email=email, password=password,
-                    name="Hash Check").status_code == 201
+                    name="Hash Check").status_code == 202
     hasher = PasswordHasher()
     stored = {}
     for address, plain in ((member["email"], member["password"]), (email, password)):

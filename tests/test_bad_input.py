@@ -233,7 +233,7 @@ WRITES: dict[str, Write] = {
     "register": Write(
         "POST", "/auth/register",
         lambda c: {"clinic_id": c.clinic_id, "email": unique_email("reg"),
-                   "password": "password-1", "name": "Pat Ient"},
+                   "password": "patient-password-1", "name": "Pat Ient"},
         "name", 200, "clinic_id", ("clinic_id", 12345), public=True),
     "create_clinic": Write(
         "POST", "/clinics", lambda c: {"name": f"Bad {uuid.uuid4().hex[:6]}", "timezone": "UTC"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -21,11 +22,18 @@ class TokenPair(msgspec.Struct, frozen=True):
     token_type: str = "Bearer"
 
 
-def check_password(password: str, field: str = "password") -> None:
+async def check_password(password: str, *, email: str, name: str | None,
+                         field: str = "password") -> None:
+    """Every place a password is set calls this (NIST SP 800-63B: length, not common, not the
+    person's own details), so no route can store a weaker one. The guessability estimate
+    costs up to tens of milliseconds of CPU for a long password: it runs off the event loop."""
     if not passwords.MIN_LENGTH <= len(password) <= passwords.MAX_LENGTH:
         raise invalid_field(
             field, f"must be {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters"
         )
+    problem = await asyncio.to_thread(passwords.weakness, password, email=email, name=name)
+    if problem:
+        raise invalid_field(field, problem)
 
 
 async def _new_refresh_token(session_id: uuid.UUID) -> str:
@@ -38,8 +46,25 @@ async def _new_refresh_token(session_id: uuid.UUID) -> str:
     return token
 
 
+def slowdown_seconds(failures: int) -> float:
+    """The delay before answering for an account that has seen `failures` wrong passwords in
+    the window: none up to `login_slowdown_after`, then 0.25 s doubling per failure, capped."""
+    cfg = settings.get()
+    over = failures - cfg.login_slowdown_after
+    if over < 0:
+        return 0.0
+    return float(min(cfg.login_slowdown_max_seconds, 0.25 * 2 ** min(over, 16)))
+
+
 async def login(*, email: str, password: str, meta: RequestMeta, user_agent: str | None) -> TokenPair:
-    """Rate-limited per account (failures) and per IP (attempts); every attempt is audited."""
+    """Every attempt is audited. Limits (issue 9: a stranger must not lock the owner out):
+
+    - per source address, all attempts (`login_attempts_per_ip`);
+    - per account *and* source address, wrong passwords (`login_failures_per_account`): the
+      guessing source is refused, the owner elsewhere is not;
+    - per account from anywhere, wrong passwords slow every answer for it down (a bounded,
+      growing delay), which blunts a spread-out attack without ever locking the owner out.
+    """
     cfg = settings.get()
     address = email.strip().lower()
     ip = meta.ip or "unknown"
@@ -48,12 +73,16 @@ async def login(*, email: str, password: str, meta: RequestMeta, user_agent: str
                                 window_seconds=cfg.login_window_seconds)
         # Count the attempt *before* checking the password (an atomic INCR), so a burst of
         # parallel guesses cannot all pass a read-only check; a success clears the count.
-        await ratelimit.consume("login-account", address, limit=cfg.login_failures_per_account,
+        await ratelimit.consume("login-account-source", f"{address}|{ip}",
+                                limit=cfg.login_failures_per_account,
                                 window_seconds=cfg.login_window_seconds)
     except RateLimited:
         await record(None, action="auth:login", resource_type="session", outcome=Outcome.DENIED,
                      detail={"reason": "rate_limited"}, meta=meta)
         raise
+    delay = slowdown_seconds(await ratelimit.count("login-account", address))
+    if delay:
+        await asyncio.sleep(delay)
     rows = await db.fetch(
         "SELECT id, password_hash, is_active FROM users WHERE email = $1", address
     )
@@ -64,8 +93,10 @@ async def login(*, email: str, password: str, meta: RequestMeta, user_agent: str
         await record(None, action="auth:login", resource_type="session", outcome=Outcome.FAILED,
                      resource_id=None, actor_id=user["id"] if user else None,
                      detail={"reason": reason}, meta=meta)
+        if not ok:
+            await ratelimit.hit("login-account", address, window_seconds=cfg.login_window_seconds)
         raise Unauthenticated("wrong email or password")
-    await ratelimit.reset("login-account", address)
+    await ratelimit.reset("login-account-source", f"{address}|{ip}")
     session_id = uuid.uuid4()
     async with db.transaction():
         await db.fetch(
@@ -148,7 +179,7 @@ async def create_user(
     clean_name = validation.text(name, "name")
     clean_phone = validation.phone(phone)
     if password is not None:
-        check_password(password)
+        await check_password(password, email=address, name=clean_name)
     hashed = await passwords.hash_password(password) if password is not None else None
     user_id = uuid.uuid4()
     rows = await db.fetch(
@@ -164,7 +195,7 @@ async def create_user(
 async def ensure_super_admin(*, email: str, password: str, name: str = "Administrator") -> uuid.UUID:
     """Create, or reset the password of, a SUPER_ADMIN. Idempotent; for the CLI."""
     address = validation.email(email)
-    check_password(password)
+    await check_password(password, email=address, name=name)
     hashed = await passwords.hash_password(password)
     async with db.transaction():
         rows = await db.fetch(

@@ -8,8 +8,7 @@ from litestar import Request, Router, post
 from litestar.params import JSONBody
 
 from domain.identity import commands
-from domain.tenancy.commands import register_patient
-from domain.tenancy.models import Member
+from domain.tenancy.commands import RegistrationAccepted, register_patient
 from gateway.context import CurrentPrincipal, request_meta
 from gateway.routes import AUTHENTICATED, NO_NUL, PUBLIC, Body, Email, Name, Password, Phone
 
@@ -48,8 +47,10 @@ async def logout(principal: CurrentPrincipal) -> None:
     await commands.logout(principal)
 
 
-@post("/register", permission=PUBLIC, status_code=201)
-async def register(request: Request[Any, Any, Any], data: JSONBody[RegisterBody]) -> Member:
+@post("/register", permission=PUBLIC, status_code=202)
+async def register(request: Request[Any, Any, Any],
+                   data: JSONBody[RegisterBody]) -> RegistrationAccepted:
+    """The same 202 for a new and an already registered email (see register_patient)."""
     return await register_patient(
         clinic_id=data.clinic_id, email=data.email, password=data.password, name=data.name,
         phone=data.phone, meta=request_meta(request),
