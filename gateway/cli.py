@@ -47,7 +47,7 @@ def _serve(host: str, port: int) -> None:
     import uvicorn
 
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
-    # which proxies to believe is CAREWIRE_TRUSTED_PROXIES (gateway/context.client_address).
+    # which proxies to believe is CAREWIRE_TRUSTED_PROXIES (domain/addresses.client_address).
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port,
                 ws="websockets-sansio", log_level="warning", lifespan="on", proxy_headers=False)
 

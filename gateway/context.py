@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
 import uuid
-from functools import lru_cache
 from typing import Any
 
 from litestar import Request
@@ -17,12 +15,10 @@ from litestar.exceptions import HTTPException, SerializationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain import settings
+from domain.addresses import client_address
 from domain.errors import Unauthenticated
 from domain.identity.queries import principal_for_access_token
 from domain.principal import Principal, RequestMeta
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 access_log = logging.getLogger("carewire.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -58,43 +54,6 @@ def require_json_body(connection: ASGIConnection[Any, Any, Any, Any],
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise HTTPException(status_code=415,
                             detail=f"send application/json, not {media_type!r}")
-
-
-@lru_cache(maxsize=8)
-def _trusted(proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
-
-
-def _is_trusted(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
-def client_address(scope: Scope) -> str | None:
-    """The caller's address: the TCP peer, unless the peer is a proxy named in
-    CAREWIRE_TRUSTED_PROXIES; then X-Forwarded-For is read from the right, skipping our own
-    proxies, and the first address they did not add is the client. Anything further left was
-    written by the client and proves nothing. The one place the address is taken (login and
-    registration limits, audit, anonymous idempotency keys)."""
-    client = scope.get("client")
-    peer: str | None = client[0] if client else None
-    networks = _trusted(settings.get().trusted_proxies)
-    if peer is None or not networks or not _is_trusted(peer, networks):
-        return peer
-    forwarded = [
-        v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"x-forwarded-for"
-    ]
-    hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, networks):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # a proxy we trust passed on garbage: fall back to the proxy
-    return hops[0] if hops else peer
 
 
 def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:

@@ -26,10 +26,11 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from domain import kv, settings
+from domain.addresses import client_address
 from domain.errors import Unauthenticated
 from domain.identity.queries import principal_for_access_token
 from domain.principal import RequestMeta
-from gateway.context import bearer_token, client_address
+from gateway.context import bearer_token
 from gateway.problems import MEDIA_TYPE, problem_body
 
 log = logging.getLogger("carewire.idempotency")

@@ -13,12 +13,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import Scope
 
+from domain.addresses import client_address
 from domain.audit import refusals
 from domain.audit.commands import Outcome, record
 from domain.errors import DomainError, RateLimited
 from domain.principal import Principal, RequestMeta
 from domain.validation import msgspec_field_error
-from gateway.context import client_address
 from gateway.routes import NO_NUL
 from realtime import metrics
 

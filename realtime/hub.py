@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from domain import kv, settings
 from domain.access import rooms as room_names
 from domain.access.rooms import may_join, rooms_for, visible_rooms
+from domain.addresses import client_address
 from domain.audit import refusals
 from domain.audit.commands import Outcome, record
 from domain.errors import NotFound, Unauthenticated
@@ -169,7 +170,7 @@ class Hub:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
-        meta = RequestMeta(request_id=f"socket:{sid}", ip=environ.get("REMOTE_ADDR"))
+        meta = RequestMeta(request_id=f"socket:{sid}", ip=client_address(environ.get("asgi.scope", {})))
         if not isinstance(token, str) or not token:
             await self._refused(meta, "auth.token is required")
         board: uuid.UUID | None = None

@@ -4,11 +4,13 @@ the TCP peer unless the peer is a proxy we were told to trust."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 
 import httpx
 import pytest
+import socketio
 
 from domain.settings import SettingsError, from_env
 from tests import servers
@@ -142,8 +144,27 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(env, db, http):
             assert _login_ip(db, client, "198.51.100.1, 203.0.113.66") == "203.0.113.66"
             assert _login_ip(db, client, "198.51.100.1, 203.0.113.66, 10.9.9.9") \
                 == "203.0.113.66"
+        # Sockets take the address the same way (python-engineio's environ says 127.0.0.1
+        # for every ASGI connection): a refused connect is sampled under the client's address.
+        refused = asyncio.run(_refused_socket(srv.base_url, "198.51.100.77"))
+        assert refused
+        rows = db.fetch("""SELECT ip FROM audit_log WHERE action = 'auth:refused'
+                           AND detail->>'transport' = 'socket' AND ip = '198.51.100.77'""")
+        assert len(rows) == 1, rows
     finally:
         srv.stop()
+
+
+async def _refused_socket(base_url: str, xff: str) -> str:
+    client = socketio.AsyncClient(reconnection=False)
+    try:
+        await client.connect(base_url, auth={"token": "not-a-token"}, transports=["websocket"],
+                             headers={"X-Forwarded-For": xff}, wait_timeout=10)
+    except socketio.exceptions.ConnectionError as exc:
+        return str(exc)
+    finally:
+        await client.disconnect()
+    raise AssertionError("a socket with a bad token was let in")
 
 
 def test_a_bad_trusted_proxy_setting_is_refused_by_name(env):
