@@ -49,8 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     refusal_audit_window_seconds: int = 60
     #: How often each hub re-checks its sockets' sessions (logout, revocation, disabled user).
     session_check_seconds: float = 0.5
-    #: Run the outbox relay inside the gateway process (dev, tests); production runs it in
-    #: `carewire worker` once that exists.
+    #: Run the outbox relay inside the gateway process too (dev, tests); set false when
+    #: `carewire worker` processes run it (one relay is active at a time either way).
     relay_in_process: bool = True
     relay_poll_seconds: float = 1.0
     #: Events older than this are pruned; a resume from before it gets `resync_required`.
