@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 from pathlib import Path
 
 import pytest
+
+from tests.sql_names import inserted_columns, python_files, table_owners, tables_named
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_DOMAIN = ("gateway", "realtime", "tasks", "litestar", "socketio", "engineio",
@@ -35,38 +36,10 @@ def test_domain_imports_no_transport():
     assert offenders == []
 
 
-#: A table named in SQL: after FROM, JOIN, INTO, UPDATE, TABLE or TRUNCATE.
-_NAMED_TABLE = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TRUNCATE)\s+(?:ONLY\s+)?(\w+)", re.I)
-_CREATED_TABLE = re.compile(r"\bCREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 #: Kernel modules (domain/*.py) that write a context's tables on its behalf, and whose: the
 #: journal appends the audit rows and events that `audit.commands.record` and
 #: `events.commands.record` noted, just before the transaction commits.
 KERNEL_WRITERS = {"journal.py": {"audit", "events"}}
-
-
-def table_owners() -> dict[str, str]:
-    """Each table's context: the one whose migrations create it."""
-    owners: dict[str, str] = {}
-    for migration in (ROOT / "domain").glob("*/piccolo_migrations/*.py"):
-        for table in _CREATED_TABLE.findall(migration.read_text()):
-            owners[table] = migration.parent.parent.name
-    return owners
-
-
-def tables_named(source: str) -> list[tuple[int, str]]:
-    """(line, table) for every table named in the SQL of a module's strings (docstrings aside:
-    prose says "from the users" without querying anything)."""
-    tree = ast.parse(source)
-    docstrings = {
-        id(node.body[0].value) for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
-    return sorted((node.lineno, table) for node in ast.walk(tree)
-                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
-                  and id(node) not in docstrings
-                  for table in _NAMED_TABLE.findall(node.value))
 
 
 def test_the_table_scan_sees_what_it_must():
@@ -78,10 +51,12 @@ def test_the_table_scan_sees_what_it_must():
         "def f(x):\n"
         "    '''Reads from users, in prose: not SQL.'''\n"
         "    return ('SELECT 1 FROM memberships m\\n JOIN users u ON u.id = m.user_id',\n"
-        "            f'DELETE FROM locations WHERE id = {x}', 'update  ONLY time_off SET')\n"
+        "            f'DELETE FROM public.locations WHERE id = {x}', 'update  ONLY time_off SET')\n"
     )
     assert tables_named(sample) == [(3, "memberships"), (3, "users"), (4, "locations"),
                                     (4, "time_off")]
+    assert inserted_columns("q = 'INSERT INTO users (id, email ) VALUES ($1, $2)'") == [
+        (1, "users", "id"), (1, "users", "email")]
 
 
 def test_each_context_queries_only_its_own_tables():
@@ -91,10 +66,8 @@ def test_each_context_queries_only_its_own_tables():
     (e.g. `tenancy.queries.memberships_json`) instead."""
     owners = table_owners()
     offenders = []
-    for path in sorted((ROOT / "domain").rglob("*.py")):
+    for path in python_files("domain"):
         parts = path.relative_to(ROOT / "domain").parts
-        if "piccolo_migrations" in parts:
-            continue
         allowed = {parts[0]} if len(parts) > 1 else KERNEL_WRITERS.get(parts[0], set())
         for line, table in tables_named(path.read_text()):
             if table in owners and owners[table] not in allowed:
