@@ -1,4 +1,5 @@
-"""Rules of the code's shape: one-way imports, and every route declares its permission."""
+"""Rules of the code's shape: one-way imports, each context queries only its own tables, and
+every route declares its permission."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.sql_names import inserted_columns, python_files, table_owners, tables_named
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_DOMAIN = ("gateway", "realtime", "tasks", "litestar", "socketio", "engineio",
@@ -30,6 +33,46 @@ def test_domain_imports_no_transport():
         for module in imported_modules(path):
             if module.split(".")[0] in FORBIDDEN_IN_DOMAIN:
                 offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert offenders == []
+
+
+#: Kernel modules (domain/*.py) that write a context's tables on its behalf, and whose: the
+#: journal appends the audit rows and events that `audit.commands.record` and
+#: `events.commands.record` noted, just before the transaction commits.
+KERNEL_WRITERS = {"journal.py": {"audit", "events"}}
+
+
+def test_the_table_scan_sees_what_it_must():
+    owners = table_owners()
+    assert owners["memberships"] == "tenancy" and owners["users"] == "identity"
+    assert owners["appointments"] == "scheduling" and owners["queue_entries"] == "queueing"
+    assert {"audit_log", "events", "clinic_sequences", "invitations"} <= owners.keys()
+    sample = (
+        "def f(x):\n"
+        "    '''Reads from users, in prose: not SQL.'''\n"
+        "    return ('SELECT 1 FROM memberships m\\n JOIN users u ON u.id = m.user_id',\n"
+        "            f'DELETE FROM public.locations WHERE id = {x}', 'update  ONLY time_off SET')\n"
+    )
+    assert tables_named(sample) == [(3, "memberships"), (3, "users"), (4, "locations"),
+                                    (4, "time_off")]
+    assert inserted_columns("q = 'INSERT INTO users (id, email ) VALUES ($1, $2)'") == [
+        (1, "users", "id"), (1, "users", "email")]
+
+
+def test_each_context_queries_only_its_own_tables():
+    """A context reads another's rows through the owner's functions (tenancy's `require_member`
+    and `require_location`, identity's `people`, ...), so each table's shape is known in one
+    place. Where a second round trip would cost every request, the owner lends an SQL fragment
+    (e.g. `tenancy.queries.memberships_json`) instead."""
+    owners = table_owners()
+    offenders = []
+    for path in python_files("domain"):
+        parts = path.relative_to(ROOT / "domain").parts
+        allowed = {parts[0]} if len(parts) > 1 else KERNEL_WRITERS.get(parts[0], set())
+        for line, table in tables_named(path.read_text()):
+            if table in owners and owners[table] not in allowed:
+                offenders.append(f"{path.relative_to(ROOT)}:{line} names {table} "
+                                 f"({owners[table]}'s)")
     assert offenders == []
 
 

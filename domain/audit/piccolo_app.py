@@ -1,11 +1,11 @@
+"""Registers this context's migrations with Piccolo's runner. The raw SQL in
+piccolo_migrations/ is the schema of record; no Table classes (README, "Layout")."""
+
 from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from domain.audit.tables import AuditEntry
-
 APP_CONFIG = AppConfig(
     app_name="audit",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[AuditEntry],
 )

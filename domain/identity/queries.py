@@ -13,12 +13,10 @@ from domain.audit.commands import record
 from domain.errors import Unauthenticated
 from domain.identity import tokens
 from domain.principal import Membership, Principal, RequestMeta
+from domain.tenancy.queries import memberships_json
 
-_PRINCIPAL_SQL = """
-SELECT u.is_super_admin,
-       coalesce((SELECT json_agg(json_build_object(
-                     'clinic_id', m.clinic_id, 'role', m.role, 'location_id', m.location_id))
-                 FROM memberships m WHERE m.user_id = u.id), '[]') AS memberships
+_PRINCIPAL_SQL = f"""
+SELECT u.is_super_admin, {memberships_json("u.id")} AS memberships
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND u.is_active
 """

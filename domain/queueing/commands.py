@@ -67,7 +67,7 @@ from domain.scheduling.commands import apply_transition
 from domain.scheduling.commands import transition as appointment_transition
 from domain.scheduling.models import Appointment, Status
 from domain.scheduling.queries import load_appointment, require_doctor, visible_appointment
-from domain.tenancy.queries import load_clinic
+from domain.tenancy.queries import load_clinic, require_location
 
 BOARD_TOKEN_HOURS = 36
 
@@ -451,9 +451,8 @@ async def location_code(principal: Principal, clinic_id: uuid.UUID,
     """What the location's check-in QR code carries."""
     grant = require(principal, "queues:manage", clinic_id, resource_type="location",
                     resource_id=location_id)
-    if not await db.fetch("SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2",
-                          location_id, clinic_id):
-        raise NotFound("location not found", resource_type="location", resource_id=location_id)
+    await require_location(clinic_id, location_id, otherwise=NotFound(
+        "location not found", resource_type="location", resource_id=location_id))
     grant.check_object(owner_id=None, location_id=location_id, object_id=location_id)
     return CheckInCode(codes.location_code(location_id), "location", location_id)
 

@@ -26,7 +26,7 @@ from domain.queueing.models import (
     Priority,
     QueueView,
 )
-from domain.scheduling.queries import load_schedule, visible_appointment
+from domain.scheduling.queries import booked_minutes, load_schedule, visible_appointment
 from domain.tenancy.queries import load_clinic
 
 _ACTIVE_FIRST = {EntryStatus.IN_CONSULTATION: 0, EntryStatus.CALLED: 1, EntryStatus.WAITING: 2,
@@ -95,9 +95,8 @@ async def pace_of(queue: dict[str, Any]) -> Pace:
         return order.pace([float(r["minutes"]) for r in rows], 0)
     # none measured yet: the length of the slots booked in this queue, else the schedule's
     booked = await db.fetch(
-        """SELECT avg(extract(epoch FROM a.ends_at - a.starts_at) / 60) AS minutes
-           FROM queue_entries e JOIN appointments a ON a.id = e.appointment_id
-           WHERE e.queue_id = $1""", queue["id"])
+        f"""SELECT avg({booked_minutes("e.appointment_id")}) AS minutes
+            FROM queue_entries e WHERE e.queue_id = $1""", queue["id"])
     if booked[0]["minutes"] is not None:
         return order.pace([], round(float(booked[0]["minutes"])))
     schedule = await load_schedule(queue["clinic_id"], queue["doctor_id"])

@@ -42,7 +42,7 @@ from domain.scheduling.queries import (
     visible_appointment,
 )
 from domain.tenancy.models import Clinic
-from domain.tenancy.queries import load_clinic
+from domain.tenancy.queries import find_member, load_clinic, location_ids, require_location, require_member
 
 MIN_MINUTES, MAX_MINUTES = 5, 480
 _HH_MM = re.compile(r"[0-9]{2}:[0-9]{2}")
@@ -75,9 +75,8 @@ def _parse_time(value: str, field: str) -> time:
 
 
 async def _doctor_location(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> uuid.UUID | None:
-    rows = await db.fetch("SELECT location_id FROM memberships WHERE clinic_id = $1 AND user_id = $2",
-                          clinic_id, doctor_id)
-    return rows[0]["location_id"] if rows else None
+    member = await find_member(clinic_id, doctor_id)
+    return member.location_id if member else None
 
 
 async def _schedule_grant(principal: Principal, clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> Grant:
@@ -94,8 +93,7 @@ async def put_schedule(principal: Principal, clinic_id: uuid.UUID, doctor_id: uu
     await _schedule_grant(principal, clinic_id, doctor_id)
     if not MIN_MINUTES <= slot_minutes <= MAX_MINUTES:
         raise invalid_field("slot_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
-    locations = {r["id"] for r in await db.fetch("SELECT id FROM locations WHERE clinic_id = $1",
-                                                 clinic_id)}
+    locations = await location_ids(clinic_id)
     for i, rule in enumerate(rules):
         if not 0 <= rule.weekday <= 6:
             raise invalid_field(f"rules.{i}.weekday", "0 (Monday) to 6 (Sunday)")
@@ -252,12 +250,8 @@ async def _transition_row(appointment_id: uuid.UUID, from_status: Status | None,
 
 
 async def _require_patient(clinic_id: uuid.UUID, patient_id: uuid.UUID) -> None:
-    rows = await db.fetch(
-        "SELECT 1 FROM memberships WHERE clinic_id = $1 AND user_id = $2 AND role = 'PATIENT'",
-        clinic_id, patient_id,
-    )
-    if not rows:
-        raise invalid_field("patient_id", "not a patient of this clinic")
+    await require_member(clinic_id, patient_id, role=Role.PATIENT,
+                         otherwise=invalid_field("patient_id", "not a patient of this clinic"))
 
 
 async def book(
@@ -278,9 +272,9 @@ async def book(
     await _require_patient(clinic_id, patient_id)
     if appointment_type is AppointmentType.IN_PERSON and location_id is None:
         raise invalid_field("location_id", "an in-person appointment needs a location")
-    if location_id is not None and not await db.fetch(
-            "SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2", location_id, clinic_id):
-        raise invalid_field("location_id", "no such location in this clinic")
+    if location_id is not None:
+        await require_location(clinic_id, location_id,
+                               otherwise=invalid_field("location_id", "no such location in this clinic"))
     schedule = await load_schedule(clinic_id, doctor_id)
     minutes = duration_minutes or schedule.slot_minutes
     if not MIN_MINUTES <= minutes <= MAX_MINUTES:

@@ -1,12 +1,12 @@
+"""Registers this context's migrations with Piccolo's runner. The raw SQL in
+piccolo_migrations/ is the schema of record; no Table classes (README, "Layout")."""
+
 from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from domain.scheduling.tables import Appointment, AppointmentTransition, DoctorSchedule, TimeOff
-
 APP_CONFIG = AppConfig(
     app_name="scheduling",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[DoctorSchedule, TimeOff, Appointment, AppointmentTransition],
     migration_dependencies=["domain.tenancy.piccolo_app"],
 )

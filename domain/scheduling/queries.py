@@ -30,7 +30,7 @@ from domain.scheduling.models import (
     Status,
     Transition,
 )
-from domain.tenancy.queries import load_clinic
+from domain.tenancy.queries import load_clinic, require_member
 
 
 def appointment_from_row(row: dict[str, Any]) -> Appointment:
@@ -156,11 +156,8 @@ async def patient_history(
         clinic_id, patient_id, grant.scope is Scope.OWN and grant.role is Role.DOCTOR,
         principal.user_id, grant.scope is Scope.LOCATION, grant.location_id,
     )
-    member = await db.fetch("SELECT 1 FROM memberships WHERE clinic_id = $1 AND user_id = $2",
-                            clinic_id, patient_id)
-    if not member:
-        raise NotFound("patient not found", hidden=True, resource_type="patient",
-                       resource_id=patient_id)
+    await require_member(clinic_id, patient_id, otherwise=NotFound(
+        "patient not found", hidden=True, resource_type="patient", resource_id=patient_id))
     await record(principal, action="patients:history", resource_type="patient",
                  resource_id=patient_id, clinic_id=clinic_id, detail={"count": len(rows)})
     return [for_reader(grant, appointment_from_row(r)) for r in rows]
@@ -187,12 +184,16 @@ async def get_schedule(principal: Principal, clinic_id: uuid.UUID,
 
 
 async def require_doctor(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> None:
-    rows = await db.fetch(
-        "SELECT 1 FROM memberships WHERE clinic_id = $1 AND user_id = $2 AND role = 'DOCTOR'",
-        clinic_id, doctor_id,
-    )
-    if not rows:
-        raise NotFound("doctor not found", resource_type="doctor", resource_id=doctor_id)
+    await require_member(clinic_id, doctor_id, role=Role.DOCTOR, otherwise=NotFound(
+        "doctor not found", resource_type="doctor", resource_id=doctor_id))
+
+
+def booked_minutes(appointment_id: str) -> str:
+    """An SQL expression: the booked length in minutes of the appointment `appointment_id` (an
+    SQL expression of the caller's statement; NULL for none). Lent to queueing, whose ETA
+    averages it over a queue in the one statement."""
+    return f"""(SELECT extract(epoch FROM a.ends_at - a.starts_at) / 60
+              FROM appointments a WHERE a.id = {appointment_id})"""
 
 
 def to_rules(schedule: Schedule) -> list[Rule]:

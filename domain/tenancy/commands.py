@@ -16,6 +16,7 @@ from domain.audit.commands import Outcome, record
 from domain.errors import Conflict, Forbidden, NotFound, invalid_field
 from domain.events.commands import record as record_event
 from domain.identity.commands import create_user
+from domain.identity.people import user_id_by_email
 from domain.principal import Principal, RequestMeta
 from domain.settings import get as app_settings
 from domain.tenancy import events
@@ -27,7 +28,7 @@ from domain.tenancy.models import (
     Location,
     Member,
 )
-from domain.tenancy.queries import clinic_from_row, load_clinic, load_member
+from domain.tenancy.queries import clinic_from_row, load_clinic, load_member, require_location
 
 UNSET = msgspec.UNSET
 #: How long an invitation waits for its answer.
@@ -114,11 +115,8 @@ async def create_location(
 async def _check_location(clinic_id: uuid.UUID, location_id: uuid.UUID | None) -> None:
     if location_id is None:
         return
-    rows = await db.fetch(
-        "SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2", location_id, clinic_id
-    )
-    if not rows:
-        raise invalid_field("location_id", "no such location in this clinic")
+    await require_location(clinic_id, location_id,
+                           otherwise=invalid_field("location_id", "no such location in this clinic"))
 
 
 def _check_role_location(role: Role, location_id: uuid.UUID | None) -> None:
@@ -147,13 +145,13 @@ async def add_member(
     async with db.transaction():
         await load_clinic(clinic_id)
         await _check_location(clinic_id, location_id)
-        existing = await db.fetch("SELECT id FROM users WHERE email = $1", address)
+        existing = await user_id_by_email(address)
         if existing:
             if password is not None:
                 raise invalid_field(
                     "password", "this person already has an account; their password is theirs"
                 )
-            user_id = existing[0]["id"]
+            user_id = existing
         else:
             user_id = await create_user(email=address, name=name, password=password, phone=phone)
         inserted = await db.fetch(
@@ -209,8 +207,7 @@ async def invite(
     async with db.transaction():
         await load_clinic(clinic_id)
         await _check_location(clinic_id, location_id)
-        found = await db.fetch("SELECT id FROM users WHERE email = $1", email)
-        user_id: uuid.UUID | None = found[0]["id"] if found else None
+        user_id = await user_id_by_email(email)
         await db.fetch(
             """UPDATE invitations SET status = 'expired', updated_at = now()
                WHERE clinic_id = $1 AND email = $2 AND status = 'pending' AND expires_at <= $3""",

@@ -13,9 +13,10 @@ from domain.access.matrix import Scope
 from domain.access.policies import require
 from domain.access.roles import Role
 from domain.audit.commands import record
-from domain.errors import NotFound
+from domain.errors import DomainError, NotFound
+from domain.identity.people import person_join
 from domain.paging import Page, check_limit, decode_cursor, encode_cursor
-from domain.principal import Principal
+from domain.principal import Membership, Principal
 from domain.tenancy.models import (
     Clinic,
     ClinicInvitation,
@@ -26,10 +27,61 @@ from domain.tenancy.models import (
     MyInvitation,
 )
 
-_MEMBER_SQL = """
+_MEMBER_SQL = f"""
 SELECT m.user_id, m.clinic_id, m.role, m.location_id, m.created_at, m.id, u.email, u.name
-FROM memberships m JOIN users u ON u.id = m.user_id
+FROM memberships m {person_join("m.user_id", "u")}
 """
+
+
+# lookups for other contexts ------------------------------------------------------------------
+# Other contexts ask these instead of querying tenancy's tables (tests/test_structure.py).
+
+
+def memberships_json(user_id: str) -> str:
+    """An SQL expression: the memberships of the user `user_id` (an SQL expression of the
+    caller's statement) as a JSON array of {clinic_id, role, location_id}. Lent to identity so
+    the principal of every request is read in one statement."""
+    return f"""coalesce((SELECT json_agg(json_build_object(
+                   'clinic_id', m.clinic_id, 'role', m.role, 'location_id', m.location_id))
+               FROM memberships m WHERE m.user_id = {user_id}), '[]')"""
+
+
+async def find_member(clinic_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
+    """The user's membership of the clinic, if any (a user has at most one per clinic)."""
+    rows = await db.fetch(
+        "SELECT clinic_id, role, location_id FROM memberships WHERE clinic_id = $1 AND user_id = $2",
+        clinic_id, user_id,
+    )
+    if not rows:
+        return None
+    return Membership(clinic_id=rows[0]["clinic_id"], role=Role(rows[0]["role"]),
+                      location_id=rows[0]["location_id"])
+
+
+async def require_member(clinic_id: uuid.UUID, user_id: uuid.UUID, *, role: Role | None = None,
+                         otherwise: DomainError) -> Membership:
+    """The user's membership of the clinic (with that role, when one is named), else raises
+    `otherwise`: each caller words the refusal its own way (a missing doctor is a 404, a
+    patient named in a booking a 422 on `patient_id`)."""
+    member = await find_member(clinic_id, user_id)
+    if member is None or (role is not None and member.role is not role):
+        raise otherwise
+    return member
+
+
+async def location_ids(clinic_id: uuid.UUID) -> set[uuid.UUID]:
+    """The ids of the clinic's locations."""
+    return {r["id"] for r in await db.fetch("SELECT id FROM locations WHERE clinic_id = $1",
+                                            clinic_id)}
+
+
+async def require_location(clinic_id: uuid.UUID, location_id: uuid.UUID, *,
+                           otherwise: DomainError) -> None:
+    """Raises `otherwise` unless the location is the clinic's (another clinic's is as absent as
+    one that does not exist)."""
+    if not await db.fetch("SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2",
+                          location_id, clinic_id):
+        raise otherwise
 
 
 def clinic_from_row(row: dict[str, Any]) -> Clinic:

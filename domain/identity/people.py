@@ -1,0 +1,25 @@
+"""What other contexts may read of a user account: its id by email, its email and name.
+
+They ask here instead of querying identity's tables (tests/test_structure.py), so credentials
+and sessions stay identity's alone. A leaf module (it imports no other context), so that
+tenancy can use it while identity's principal lookup uses tenancy's lent fragment.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from domain import db
+
+
+async def user_id_by_email(email: str) -> uuid.UUID | None:
+    """The account with this (already normalised) email, if there is one."""
+    rows = await db.fetch("SELECT id FROM users WHERE email = $1", email)
+    return rows[0]["id"] if rows else None
+
+
+def person_join(user_id: str, alias: str) -> str:
+    """An SQL join for the caller's statement giving `{alias}.email` and `{alias}.name` of the
+    user `user_id` (an SQL expression there): a list of people in one statement, not one more
+    query per page."""
+    return f"JOIN LATERAL (SELECT email, name FROM users WHERE id = {user_id}) {alias} ON true"
