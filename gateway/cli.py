@@ -1,16 +1,20 @@
-"""`carewire`: dev, serve, migrate, seed-demo, create-admin, audit verify."""
+"""`carewire`: dev, serve, worker, migrate, seed-demo, create-admin, audit verify, settings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 DEFAULT_DATA_DIR = Path("./.carewire")
 
@@ -152,6 +156,78 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+#: Read without the CAREWIRE_ prefix (the usual names of those URLs).
+_UNPREFIXED = ("database_url", "redis_url")
+_FIELD = re.compile(r"^    (\w+): ")
+
+
+def _setting_docs() -> dict[str, str]:
+    """Each Settings field's `#:` comment (the lines just above it), from the source."""
+    from domain.settings import Settings
+
+    docs: dict[str, str] = {}
+    comment: list[str] = []
+    for line in inspect.getsource(Settings).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            comment.append(stripped[2:].strip())
+        elif (field := _FIELD.match(line)) and comment:
+            docs[field.group(1)] = " ".join(comment)
+            comment = []
+        else:
+            comment = []
+    return docs
+
+
+def _default(name: str, value: Any) -> str:
+    if value is msgspec.NODEFAULT:
+        return "required"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(str(v) for v in value)}`" if value else "empty"
+    text = f"`{value}`"
+    if name.endswith("_seconds") and isinstance(value, int) and value >= 3600:
+        hours = value / 3600
+        text += f" ({hours:g} h)" if hours < 48 else f" ({hours / 24:g} days)"
+    return text
+
+
+def _settings_rows() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) per Settings field; a field without a `#:` comment is an
+    error, so a new setting cannot go undocumented."""
+    from domain.settings import PREFIX, Settings
+
+    docs = _setting_docs()
+    rows = []
+    for field in msgspec.structs.fields(Settings):
+        if field.name not in docs:
+            raise SystemExit(f"domain/settings.py: Settings.{field.name} has no #: comment")
+        variable = field.name.upper() if field.name in _UNPREFIXED else PREFIX + field.name.upper()
+        rows.append((variable, _default(field.name, field.default), docs[field.name]))
+    return rows
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from `Settings` so that it cannot drift from the
+    code (tests/test_docs.py compares the two)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for variable, default, meaning in _settings_rows():
+        escaped = meaning.replace("|", "\\|")
+        lines.append(f"| `{variable}` | {default} | {escaped} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(settings_table())
+        return 0
+    for variable, default, meaning in _settings_rows():  # an env file to start from
+        line = f"{variable}=" if default == "required" else f"# {variable}={default.strip('`')}"
+        print(f"# {meaning}\n{line}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carewire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered")
     data_dir(v)
     v.set_defaults(func=cmd_audit_verify)
+    p = sub.add_parser("settings", help="every setting: its variable, default and meaning")
+    p.add_argument("--markdown", action="store_true", help="as the README's table")
+    p.set_defaults(func=cmd_settings)
     return parser
 
 

@@ -22,7 +22,8 @@ import secrets
 from typing import Any
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from redis.exceptions import RedisError
 
 from domain import kv, settings
@@ -81,12 +82,12 @@ async def _send_problem(send: Send, status: int, code: str, detail: str) -> None
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", MEDIA_TYPE.encode()),
                             (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+        if scope["type"] != ScopeType.HTTP or scope["method"] not in WRITE_METHODS:
             await app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -103,7 +104,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         size = 0
         while True:
             message = await receive()
-            if message["type"] == "http.disconnect":
+            if message["type"] != "http.request":  # http.disconnect: the client went away
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -117,7 +118,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
 
         delivered = False
 
-        async def replay_receive() -> Any:  # an HTTP receive event (Litestar types it loosely)
+        async def replay_receive() -> ReceiveMessage:
             nonlocal delivered
             if not delivered:
                 delivered = True
@@ -140,7 +141,8 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         claimed = await redis.set(key, marker, nx=True, px=in_flight_ms)
         if not claimed:
             previous = await redis.get(key)
-            stored = msgspec.msgpack.decode(previous, type=Stored) if previous else None
+            stored = msgspec.msgpack.decode(previous, type=Stored) \
+                if isinstance(previous, bytes) else None
             if stored is None:  # the holder finished with a 5xx or its marker just expired
                 await _send_problem(send, 409, "conflict",
                                     "a request with this Idempotency-Key has just finished; retry")
@@ -154,7 +156,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 await send({"type": "http.response.start", "status": stored.status,
                             "headers": [(k.encode(), v.encode()) for k, v in stored.headers]
                             + [(b"idempotent-replayed", b"true")]})
-                await send({"type": "http.response.body", "body": stored.body})
+                await send({"type": "http.response.body", "body": stored.body, "more_body": False})
             return
 
         async def renew() -> None:

@@ -1,4 +1,4 @@
-"""RFC 9457 problem+json for every error, with the codes of API.md. Denied and failed domain
+"""RFC 9457 problem+json for every error, with the codes of domain/errors.py. Denied and failed domain
 actions are audited here (`audit_failure`), after the failed transaction has rolled back."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import Scope
 
@@ -95,7 +96,7 @@ def problem(code: str, detail: str, *, status: int | None = None,
 
 async def audit_failure(exc: Exception, scope: Scope) -> None:
     """Litestar `after_exception` hook: runs before the error response is sent."""
-    if not isinstance(exc, DomainError) or scope["type"] != "http":
+    if not isinstance(exc, DomainError) or scope["type"] != ScopeType.HTTP:
         return
     handler = scope.get("route_handler")
     permission = handler.opt.get("permission", "") if handler else ""

@@ -191,7 +191,7 @@ class Frame:
                                 queued += 1
                         else:
                             try:
-                                await proto.send(message)  # type: ignore[arg-type]
+                                await proto.send(message)
                                 direct += 1
                             except Exception:  # closed under us: the writer ends the socket
                                 sock.queue.put_nowait(packet)

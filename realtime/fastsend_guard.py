@@ -89,7 +89,7 @@ def problems(server: Any = None) -> list[str]:
         for needle in needles:
             if needle not in code:
                 found.append(f"websockets' Protocol.{name} no longer has {needle!r}")
-    if "return self._state" not in _source(ws_protocol.Protocol.state.fget):
+    if "return self._state" not in _source(vars(ws_protocol.Protocol)["state"].fget):
         found.append("websockets' Protocol.state is no longer self._state")
     init = _source(WebSocketsSansIOProtocol.__init__)
     for needle in ("self.writable = asyncio.Event()", "self.disconnected = False",

@@ -499,7 +499,7 @@ class Hub:
             finally:
                 self.listening = False
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     def _on_control(self, data: bytes) -> None:
         """Another process asks for one of our sockets to be closed (the per-user cap)."""

@@ -29,7 +29,7 @@ from domain.tenancy.models import (
 )
 from domain.tenancy.queries import clinic_from_row, load_clinic, load_member
 
-UNSET: Any = msgspec.UNSET
+UNSET = msgspec.UNSET
 #: How long an invitation waits for its answer.
 INVITATION_TTL = timedelta(days=7)
 
@@ -64,8 +64,8 @@ async def create_clinic(
 
 
 async def update_clinic(
-    principal: Principal, clinic_id: uuid.UUID, *, name: str = UNSET, timezone: str = UNSET,
-    settings: dict[str, Any] = UNSET,
+    principal: Principal, clinic_id: uuid.UUID, *, name: str | msgspec.UnsetType = UNSET,
+    timezone: str | msgspec.UnsetType = UNSET, settings: dict[str, Any] | msgspec.UnsetType = UNSET,
 ) -> Clinic:
     require(principal, "clinics:update", clinic_id, resource_type="clinic", resource_id=clinic_id)
     async with db.transaction():
@@ -384,8 +384,8 @@ async def _lock_members(clinic_id: uuid.UUID) -> None:
 
 
 async def update_member(
-    principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID, *, role: Role = UNSET,
-    location_id: uuid.UUID | None = UNSET,
+    principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID, *,
+    role: Role | msgspec.UnsetType = UNSET, location_id: uuid.UUID | msgspec.UnsetType | None = UNSET,
 ) -> Member:
     async with db.transaction():
         await _lock_members(clinic_id)

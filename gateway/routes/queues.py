@@ -1,4 +1,4 @@
-"""Waiting-room queues (API.md "Waiting-room queue"), check-in codes and board tokens."""
+"""Waiting-room queues, check-in codes and board tokens."""
 
 from __future__ import annotations
 

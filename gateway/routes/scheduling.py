@@ -1,4 +1,4 @@
-"""Doctor schedules, time off, availability, appointments and their lifecycle (API.md)."""
+"""Doctor schedules, time off, availability, appointments and their lifecycle."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Router, get, post, put
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from domain.errors import invalid_field
@@ -182,7 +183,7 @@ async def get_appointment(principal: CurrentPrincipal,
     return await queries.get_appointment(principal, appointment_id)
 
 
-def _transition_route(action: str, permission: str) -> object:
+def _transition_route(action: str, permission: str) -> HTTPRouteHandler:
     async def handler(principal: CurrentPrincipal, appointment_id: FromPath[uuid.UUID],
                       data: JSONBody[TransitionBody | None] = None) -> Appointment:
         return await queue_commands.appointment_action(principal, appointment_id, action,
