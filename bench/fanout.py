@@ -42,9 +42,7 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
-import resource
 import secrets
 import signal
 import subprocess
@@ -58,17 +56,27 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-for p in (str(ROOT), str(BENCH)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(ROOT) not in sys.path:  # run as a script: bench.* and tests.* from the repository
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import (  # noqa: E402  (the path set-up above comes first)
+    ADMIN,
+    ClientProcesses,
+    RawHttp,
+    ServerMeter,
+    background_load,
+    calibrate,
+    carewire_servers,
+    cpu_by_process,
+    machine_busy,
+    other_cpu,
+    own_cpu,
+    pct,
+    prepared_stack,
+    raise_fd_limit,
+)
 
 EVENT = "clinic.updated"
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +92,7 @@ def worker_main(conn: Any, host: str, ports: list[int], auth: dict[str, Any]) ->
 
 
 async def _worker(conn: Any, host: str, ports: list[int], auth: dict[str, Any]) -> None:
-    from light_client import Sink, SioClient
+    from bench.light_client import Sink, SioClient
 
     loop = asyncio.get_running_loop()
     sink = Sink(EVENT)
@@ -115,7 +123,7 @@ async def _connect_many(sink: Any, clients: list[Any], host: str, ports: list[in
                         auth: dict[str, Any], first: int, count: int, concurrency: int,
                         limit: float) -> dict[str, Any]:
     """Open `count` sockets, `concurrency` at a time; socket i goes to ports[i % len(ports)]."""
-    from light_client import open_client
+    from bench.light_client import open_client
 
     sem = asyncio.Semaphore(concurrency)
     errors: Counter[str] = Counter()
@@ -132,42 +140,6 @@ async def _connect_many(sink: Any, clients: list[Any], host: str, ports: list[in
     await asyncio.gather(*(one(first + k) for k in range(count)))
     return {"ok": count - sum(errors.values()), "failed": sum(errors.values()),
             "errors": errors.most_common(3), "t0": t0, "t1": time.time()}
-
-
-class ClientProcesses:
-    """Client worker processes driven over pipes: `ask` sends one command to each and gathers
-    the answers (a list argument is one item per worker, anything else goes to all)."""
-
-    def __init__(self, n: int, target: Any, *args: Any) -> None:
-        ctx = mp.get_context("spawn")
-        self.pipes: list[Any] = []
-        self.procs: list[Any] = []
-        for _ in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=target, args=(child, *args), daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-
-    def ask(self, cmd: str, args: list[Any] | Any = None, timeout: float = 60) -> list[Any]:
-        per = args if isinstance(args, list) else [args] * len(self.pipes)
-        for pipe, a in zip(self.pipes, per, strict=True):
-            pipe.send((cmd, a))
-        out = []
-        for pipe in self.pipes:
-            if not pipe.poll(timeout):
-                raise TimeoutError(f"client worker did not answer {cmd!r} in {timeout}s")
-            out.append(pipe.recv())
-        return out
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ask("close", timeout=20)
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
 
 
 class Workers(ClientProcesses):
@@ -244,39 +216,10 @@ def gc_seconds(pids: list[int]) -> tuple[float, list[int], list[float]] | None:
     return total, counts, per_gen
 
 
-ADMIN = ("root@bench.test", "root-password-1")
-
-
-@contextlib.contextmanager
-def prepared_stack() -> Iterator[dict[str, str]]:
-    """Embedded (or TEST_*) PostgreSQL and Redis, migrated, with a SUPER_ADMIN (ADMIN): the
-    environment every carewire process of a bench run gets."""
-    from tests import servers
-
-    with servers.database() as dsn, servers.redis() as redis_url:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=dsn, REDIS_URL=redis_url,
-            CAREWIRE_JWT_SECRET=secrets.token_urlsafe(48),
-            CAREWIRE_REDIS_PREFIX=f"cwbench-{secrets.token_hex(4)}:",
-            CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
-            CAREWIRE_LOG_LEVEL="WARNING",
-            CAREWIRE_ACCESS_TOKEN_TTL_SECONDS="7200",  # sockets must outlive the whole run
-            CAREWIRE_SOCKETS_PER_USER="1000000",  # every bench client is the same user
-        )
-        for args in (["migrate"], ["create-admin", "--email", ADMIN[0], "--password", ADMIN[1]]):
-            done = servers.cli(env, *args)
-            if done.returncode != 0:
-                raise RuntimeError(f"carewire {args[0]} failed:\n{done.stdout}{done.stderr}")
-        yield env
-
-
 @contextlib.contextmanager
 def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool = False,
                     trigger_process: bool = False) -> Iterator[Target]:
     import httpx
-
-    from tests import servers
 
     with prepared_stack() as env:
         admin_email, admin_password = ADMIN
@@ -285,12 +228,10 @@ def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
             # the socket processes only listen to Redis and fan out; the relay runs in the
             # trigger process, which takes every REST write and holds no socket
             hub_env = {**hub_env, "CAREWIRE_RELAY_IN_PROCESS": "false"}
-        procs = [servers.Server(hub_env) for _ in range(processes)]
+        envs = [hub_env] * processes
         if trigger_process:
-            procs.append(servers.Server(server_env(env, gc_spec, gc_stats)))
-        try:
-            for s in procs:
-                s.start(timeout=60)
+            envs.append(server_env(env, gc_spec, gc_stats))
+        with carewire_servers(envs) as procs:
             api = procs[-1 if trigger_process else 0].base_url + "/api/v1"
             with httpx.Client(base_url=api, timeout=30) as http:
                 def login(email: str, password: str) -> str:
@@ -326,9 +267,6 @@ def carewire_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
             target.trigger_request = trigger  # type: ignore[method-assign]
             target.logs = [str(s.log) for s in procs]  # type: ignore[attr-defined]
             yield target
-        finally:
-            for s in procs:
-                s.stop()
 
 
 NODE_SERVER = BENCH / "node_server"
@@ -418,66 +356,6 @@ def baseline_target(processes: int, gc_spec: str | None = None, gc_stats: bool =
 # measurements
 
 
-class ServerMeter:
-    def __init__(self, pids: list[int]) -> None:
-        import psutil
-
-        self.procs = [psutil.Process(pid) for pid in pids]
-
-    def cpu(self) -> float:
-        return float(sum(t.user + t.system for t in (p.cpu_times() for p in self.procs)))
-
-    def system(self) -> float:
-        """Kernel share: mostly the websocket writes (one write() per delivery)."""
-        return float(sum(p.cpu_times().system for p in self.procs))
-
-    def rss(self) -> int:
-        return sum(p.memory_info().rss for p in self.procs)
-
-
-def machine_busy() -> tuple[float, float]:
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.system + t.nice + getattr(t, "softirq", 0) + getattr(t, "irq", 0), t.idle
-
-
-def cpu_by_process() -> dict[int, tuple[str, float]]:
-    import psutil
-
-    out = {}
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        t = proc.info["cpu_times"]
-        if t is not None:
-            out[proc.pid] = (proc.info["name"] or "?", t.user + t.system)
-    return out
-
-
-def other_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
-              exclude: set[int]) -> list[tuple[str, float]]:
-    """CPU-s spent meanwhile by every other process, summed by process name."""
-    by_name: dict[str, float] = {}
-    for pid, (name, cpu) in after.items():
-        if pid in exclude:
-            continue
-        by_name[name] = by_name.get(name, 0.0) + cpu - before.get(pid, (name, 0.0))[1]
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:4]
-    return [(n, round(c, 2)) for n, c in top if c >= 0.05]
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, math.ceil(q / 100 * len(values)) - 1))
-    return values[k]
-
-
 def wait_for_deliveries(workers: Workers, expected: int, stall: float, deadline: float
                         ) -> dict[str, Any]:
     """Poll the client workers until `expected` deliveries arrived, nothing arrived for `stall`
@@ -491,43 +369,6 @@ def wait_for_deliveries(workers: Workers, expected: int, stall: float, deadline:
         if t["total"] >= expected or now - last_change > stall or now > deadline:
             return t
         time.sleep(0.005 if expected - t["total"] < 1000 else 0.05)  # polling client counters
-
-
-class RawHttp:
-    """A minimal keep-alive HTTP/1.1 client for the triggers: httpx costs 1-3 ms per request
-    of client CPU here, which would show up in the latency and compete for the two cores."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, method: str, path: str, body: bytes, headers: dict[str, str]
-                      ) -> tuple[int, bytes]:
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                "Content-Type: application/json", f"Content-Length: {len(body)}"]
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        length = None
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
-        if length is None:
-            raise RuntimeError(f"response without content-length: {raw[:300]!r}")
-        return status, await self.reader.readexactly(length)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
 
 
 async def trigger(target: Target, http: RawHttp, i: int) -> None:
@@ -609,34 +450,13 @@ def summarize_profile(path: str, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def calibrate() -> float:
-    """Milliseconds for a fixed pure-Python loop (best of 5): this machine's speed drifts by up
-    to 2x between runs (shared host), so compare figures only from runs with similar values."""
-    best = math.inf
-    for _ in range(5):
-        t0 = time.perf_counter()
-        x = 0
-        for i in range(1_000_000):
-            x += i
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best
-
-
-def background_load(seconds: float = 1.0) -> float:
-    """Share of all cores busy before we start anything: other work on the machine skews
-    every figure here (the server, clients and databases share two cores)."""
-    busy0, idle0 = machine_busy()
-    time.sleep(seconds)  # measuring over an interval
-    busy1, idle1 = machine_busy()
-    return (busy1 - busy0) / ((busy1 - busy0) + (idle1 - idle0) or 1)
-
-
 def code_version() -> str:
     """A short hash of the server code under test (it may change between runs)."""
     import hashlib
 
     h = hashlib.sha256()
-    for name in ("realtime/hub.py", "realtime/fastsend.py", "tasks/outbox_relay.py",
+    for name in ("realtime/hub.py", "realtime/ordering.py", "realtime/fastsend.py",
+                 "tasks/outbox_relay.py",
                  "bench/plain_server.py", "bench/node_server/server.js"):
         with contextlib.suppress(OSError):
             h.update((ROOT / name).read_bytes())

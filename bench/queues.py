@@ -51,17 +51,17 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-for p in (str(ROOT), str(BENCH)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(ROOT) not in sys.path:  # run as a script: bench.* and tests.* from the repository
+    sys.path.insert(0, str(ROOT))
 
-from fanout import (  # noqa: E402  (the path set-up above comes first)
+from bench.harness import (  # noqa: E402  (the path set-up above comes first)
     ADMIN,
     ClientProcesses,
     RawHttp,
     ServerMeter,
     background_load,
     calibrate,
+    carewire_servers,
     machine_busy,
     pct,
     prepared_stack,
@@ -85,7 +85,7 @@ def worker_main(conn: Any, host: str, port: int) -> None:
 
 
 def _sink_class() -> Any:
-    from light_client import Sink
+    from bench.light_client import Sink
 
     class EventSink(Sink):
         """Takes every Socket.IO event (not one name): counts by type and keeps the first
@@ -142,7 +142,7 @@ async def _connect_many(sink_class: Any, sinks: list[Any], clients: list[Any], h
                         port: int, tokens: list[str], concurrency: int, limit: float
                         ) -> dict[str, Any]:
     """One socket per token, `concurrency` connects at a time, each with its own sink."""
-    from light_client import open_client
+    from bench.light_client import open_client
 
     sem = asyncio.Semaphore(concurrency)
     errors: Counter[str] = Counter()
@@ -181,15 +181,8 @@ class Workers(ClientProcesses):
 
 @contextlib.contextmanager
 def stack() -> Iterator[tuple[dict[str, str], Any]]:
-    from tests import servers
-
-    with prepared_stack() as env:
-        server = servers.Server(env)
-        try:
-            server.start(timeout=60)
-            yield env, server
-        finally:
-            server.stop()
+    with prepared_stack() as env, carewire_servers([env]) as (server,):
+        yield env, server
 
 
 async def _gather_limited(coros: list[Any], limit: int) -> list[Any]:

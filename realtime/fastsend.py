@@ -31,18 +31,16 @@ that uvicorn paused) gets its frames queued; its writer then blocks on its own t
 queue grows and the hub's MAX_QUEUED_FRAMES rule drops it. Nobody else waits for it.
 
 This leans on internals of python-engineio 4.15.1, uvicorn 0.54.0's websockets-sansio
-protocol and websockets 17.4's sans-I/O connection. `problems()` checks them at start-up; on
-any mismatch the hub runs without the bypass (and logs why), and tests/test_fastsend.py fails,
-so a version bump is re-verified before it ships.
+protocol and websockets 17.4's sans-I/O connection. realtime/fastsend_guard.py checks them at
+start-up; on any mismatch the hub runs without the bypass (and logs why), and
+tests/test_fastsend.py fails, so a version bump is re-verified before it ships.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Iterable
-from importlib import metadata
 from types import MethodType
 from typing import Any
 
@@ -52,12 +50,11 @@ from engineio.async_socket import AsyncSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets import frames as ws_frames
 from websockets import protocol as ws_protocol
-from websockets import server as ws_server
+
+from realtime import fastsend_guard
 
 log = logging.getLogger("carewire.fastsend")
 
-#: The versions whose internals this module was written and tested against.
-TESTED = {"python-engineio": "4.15.1", "uvicorn": "0.54.0", "websockets": "17.4"}
 #: Unsent bytes a transport may hold before frames for it go through its queue instead.
 WRITE_BUFFER_LIMIT = 16 * 1024
 #: Recipients handled between two yields to the event loop (over consecutive broadcasts).
@@ -208,99 +205,10 @@ class Frame:
             self.queued += queued
 
 
-# the internals we rely on ------------------------------------------------------------------
-
-
-def _source(obj: Any) -> str:
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):
-        return ""
-
-
-def problems(server: Any = None) -> list[str]:
-    """Why the bypass must not run with the installed libraries (empty: it may)."""
-    found = []
-    for dist, version in TESTED.items():
-        try:
-            installed = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            installed = None
-        if installed != version:
-            found.append(f"{dist} {installed} installed, the bypass was verified on {version}")
-    if eio_asgi._async.get("websocket") is not eio_asgi.WebSocket:
-        found.append("engineio's asgi driver no longer names WebSocket as its websocket class")
-    if "environ['asgi.send']" not in _source(eio_asgi.WebSocket.__call__):
-        found.append("engineio's asgi WebSocket no longer takes the ASGI send from the environ")
-    upgrade = _source(AsyncSocket._upgrade_websocket)
-    if "self.server._async['websocket']" not in upgrade or "self._websocket_handler" not in upgrade:
-        found.append("AsyncSocket._upgrade_websocket no longer builds server._async['websocket']"
-                     " around self._websocket_handler")
-    handler = _source(AsyncSocket._websocket_handler)
-    for needle in ("packets = await self.poll()", "await ws.send(pkt.encode())",
-                   "self.upgraded = True", "self.upgrading = False",
-                   "await self.queue.put(None)"):
-        if needle not in handler:
-            found.append(f"AsyncSocket._websocket_handler no longer has {needle!r}")
-    if "self.queue.get()" not in _source(AsyncSocket.poll):
-        found.append("AsyncSocket.poll no longer reads self.queue")
-    send = _source(WebSocketsSansIOProtocol.send)
-    if send.count("await ") != 1 or "await self.writable.wait()" not in send:
-        found.append("uvicorn's sansio send may suspend elsewhere than writable.wait()")
-    # the shared frame: what uvicorn's send does for a websocket.send, and what websockets'
-    # send_text / send_binary change in the connection (Frame.send_all writes the same bytes)
-    for needle in ("self.conn.send_binary(bytes_data)", "self.conn.send_text(text_data.encode())",
-                   "output = self.conn.data_to_send()", 'self.transport.write(b"".join(output))',
-                   "self.disconnected", "self.close_sent", "self.handshake_complete",
-                   "self.initial_response is None"):
-        if needle not in send:
-            found.append(f"uvicorn's sansio send no longer has {needle!r}")
-    if "self.conn.accept(event)" not in _source(WebSocketsSansIOProtocol.handle_connect):
-        found.append("uvicorn's sansio protocol no longer accepts (settles the extensions) in"
-                     " handle_connect, before the ASGI app runs")
-    accept = _source(ws_server.ServerProtocol.accept)
-    if "self.process_request(" not in accept or "self.extensions = self.process_extensions(" not in (
-            _source(getattr(ws_server.ServerProtocol, "process_request", None))):
-        found.append("websockets' ServerProtocol.accept no longer settles self.extensions")
-    for name, needles in (
-            ("send_text", ("if self.expect_continuation_frame:", "if self._state is not OPEN:",
-                           "self.expect_continuation_frame = not fin",
-                           "self.send_frame(Frame(TEXT, data, fin))")),
-            ("send_binary", ("if self.expect_continuation_frame:", "if self._state is not OPEN:",
-                             "self.expect_continuation_frame = not fin",
-                             "self.send_frame(Frame(BINARY, data, fin))")),
-            ("send_frame", ("self.writes.append(", "mask=self.side is CLIENT",
-                            "extensions=self.extensions")),
-            ("data_to_send", ("writes, self.writes = self.writes, []",))):
-        code = _source(getattr(ws_protocol.Protocol, name, None))
-        for needle in needles:
-            if needle not in code:
-                found.append(f"websockets' Protocol.{name} no longer has {needle!r}")
-    if "return self._state" not in _source(vars(ws_protocol.Protocol)["state"].fget):
-        found.append("websockets' Protocol.state is no longer self._state")
-    init = _source(WebSocketsSansIOProtocol.__init__)
-    for needle in ("self.writable = asyncio.Event()", "self.disconnected = False",
-                   "self.close_sent = False", "self.transport", "self.conn = ServerProtocol(",
-                   "self.handshake_complete = False", "self.initial_response"):
-        if needle not in init:
-            found.append(f"uvicorn's sansio protocol no longer sets {needle!r}")
-    for name in ("pause_writing", "resume_writing"):
-        if "self.writable." not in _source(getattr(WebSocketsSansIOProtocol, name, None)):
-            found.append(f"uvicorn's sansio {name} no longer drives `writable`")
-    if server is not None:
-        sock = AsyncSocket(server, "fastsend-probe")
-        for attr in ("queue", "upgraded", "upgrading", "closing", "closed", "connected"):
-            if not hasattr(sock, attr):
-                found.append(f"AsyncSocket has no {attr!r}")
-        if not isinstance(getattr(sock, "queue", None), asyncio.Queue):
-            found.append("AsyncSocket.queue is not an asyncio.Queue")
-    return found
-
-
 def install(sio: Any) -> bool:
     """Route `sio`'s websocket sockets through FastWebSocket; False (logged) if the installed
     libraries are not the ones verified."""
-    found = problems(sio.eio)
+    found = fastsend_guard.problems(sio.eio)
     if found:
         log.warning("fan-out bypass disabled: %s", "; ".join(found))
         return False

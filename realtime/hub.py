@@ -2,10 +2,9 @@
 of committed events, resume from the durable log, and prompt session revocation.
 
 Delivery: every gateway process subscribes to one Redis channel the relay publishes to, and
-delivers to its own sockets. Each socket keeps a cursor per clinic (the last sequence it was
-sent or chose not to see), so relay retries and resume overlaps never reach a client twice,
-and a replay in progress holds back live events for that socket until it is done. Each process
-keeps a cursor per clinic too: a gap (missed pub/sub messages) is filled from the log.
+delivers to its own sockets. What each socket is handed, and when (cursors per clinic, live
+events held during a replay, gaps filled from the log) is realtime/ordering.py's; the hub is
+its Outlet: rooms, Socket.IO frames and the fan-out bypass.
 
 Scope: a membership change in one clinic re-scopes the user's sockets in that clinic only
 (rooms left and joined as the new role allows); logout, revocation, a disabled user and token
@@ -34,16 +33,16 @@ from domain.addresses import client_address
 from domain.audit import refusals
 from domain.audit.commands import Outcome, record
 from domain.errors import NotFound, Unauthenticated
+from domain.events import queries as event_log
 from domain.events.envelope import Outgoing
-from domain.events.queries import events_after, last_seqs, outgoing_after
 from domain.identity.queries import principal_for_access_token, revoked_sessions
 from domain.principal import Principal, RequestMeta
 from domain.queueing.queries import board_claims, load_queue
 from realtime import channels, codec, fastsend, metrics
+from realtime.ordering import Ordering, Sequenced
 
 log = logging.getLogger("carewire.hub")
 
-REPLAY_PAGE = 500
 #: A membership that begins (an accepted invitation), changes or ends re-scopes that user's
 #: live sockets for that clinic only.
 MEMBERSHIP_EVENTS = ("member.added", "member.removed", "member.updated")
@@ -94,21 +93,21 @@ class Bucket:
         return True
 
 
-class Socket:
-    __slots__ = ("board", "bucket", "cursors", "expiry", "pending", "principal", "replaying",
-                 "rooms", "token")
+class Socket(Sequenced):
+    """One connected socket: who it is, its rooms, and (Sequenced) its place in each clinic's
+    sequence."""
+
+    __slots__ = ("board", "bucket", "expiry", "principal", "rooms", "token")
 
     def __init__(self, principal: Principal, *, board: uuid.UUID | None = None,
                  token: str = "") -> None:
+        super().__init__()
         self.principal = principal
         #: The access token it connected with: a membership change re-reads the principal.
         self.token = token
         #: The queue a waiting-room board watches; None for a user's socket.
         self.board = board
         self.rooms: set[str] = set()
-        self.cursors: dict[uuid.UUID, int] = {}
-        self.replaying: set[uuid.UUID] = set()
-        self.pending: list[Outgoing] = []
         self.expiry: asyncio.TimerHandle | None = None
         self.bucket = Bucket(capacity=30, rate=10)
 
@@ -127,7 +126,7 @@ class Hub:
         )
         self.sockets: dict[str, Socket] = {}
         self.by_session: dict[uuid.UUID, set[str]] = {}
-        self.clinic_cursors: dict[uuid.UUID, int] = {}
+        self.order = Ordering(self.sockets, event_log, self)
         self.listening = False
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()
@@ -184,9 +183,7 @@ class Hub:
         resume = self._parse_resume(principal, auth.get("resume"))
         sock = Socket(principal, board=board, token=token)
         clinics = principal.clinic_ids()
-        # Live events wait in `pending` until the socket's cursors are known: one that arrived
-        # while the heads were read would otherwise go out, and the next one be skipped.
-        sock.replaying.update(clinics)
+        self.order.hold(sock, clinics)  # until its cursors are known
         self.sockets[sid] = sock
         if principal.session_id:
             self.by_session.setdefault(principal.session_id, set()).add(sid)
@@ -195,17 +192,14 @@ class Hub:
         for room in joins:
             await self.sio.enter_room(sid, room)
             sock.rooms.add(room)
-        heads = await last_seqs(clinics)
-        for clinic_id, head in heads.items():
-            sock.cursors[clinic_id] = head
-            self.clinic_cursors.setdefault(clinic_id, head)
+        await self.order.start_at_heads(sock, clinics)
         loop = asyncio.get_running_loop()
         sock.expiry = loop.call_later(
             max(0.0, (principal.expires_at or 0) - time.time()),
             lambda: self._spawn(self.revoke(sid, "token_expired")),
         )
         for clinic_id, after in resume.items():
-            sock.replaying.add(clinic_id)
+            self.order.hold(sock, (clinic_id,))
             self._spawn(self._replay(sid, clinic_id, after))
         live = [c for c in clinics if c not in resume]
         if live:
@@ -260,7 +254,7 @@ class Hub:
     async def _release_after_connect(self, sid: str, clinics: list[uuid.UUID]) -> None:
         await asyncio.sleep(0)  # let the CONNECT packet go first
         for clinic in clinics:
-            await self._release(sid, clinic)
+            await self.order.release(sid, clinic)
 
     async def _board_principal(self, token: str, meta: RequestMeta) -> tuple[uuid.UUID, Principal]:
         """A waiting-room screen: no user, no clinic membership, one queue's room and nothing
@@ -348,19 +342,17 @@ class Hub:
                                      "room", room, "room not visible to the caller")
             return ack_error("not_found", f"no room {room} for you")
         clinic = _clinic_of(room)
-        new = clinic if clinic not in sock.cursors and clinic not in sock.replaying else None
+        new = clinic if self.order.is_new(sock, clinic) else None
         if new is not None:
-            sock.replaying.add(new)  # hold its live events until the cursor is known
+            self.order.hold(sock, (new,))  # until the cursor is known
         try:
             await self.sio.enter_room(sid, room)
             sock.rooms.add(room)
             if new is not None:
-                head = (await last_seqs([new]))[new]
-                sock.cursors[new] = head
-                self.clinic_cursors.setdefault(new, head)
+                await self.order.start_at_heads(sock, [new])
         finally:
             if new is not None:
-                await self._release(sid, new)
+                await self.order.release(sid, new)
         return ack_ok({"room": room})
 
     async def _on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -387,89 +379,35 @@ class Hub:
             return ack_error("not_found", "clinic not found")
         if clinic in sock.replaying:
             return ack_error("conflict", "a resume of this clinic is already running")
-        sock.replaying.add(clinic)
+        self.order.hold(sock, (clinic,))
         result = await self._replay(sid, clinic, max(0, after))
         return ack_ok(result)
 
-    # delivery ---------------------------------------------------------------------------------
+    # delivery (the Outlet of realtime/ordering.py) -------------------------------------------
 
     async def _replay(self, sid: str, clinic: uuid.UUID, after: int) -> dict[str, Any]:
-        """Send what the socket missed, in order; live events wait in `pending` meanwhile."""
+        """Send what the socket missed, in order (its clinic is held meanwhile)."""
         await asyncio.sleep(0)  # let the CONNECT packet go first when called from connect
         sock = self.sockets.get(sid)
-        replayed = 0
-        resync = False
-        cursor = after
-        try:
-            if sock is None:
-                return {}
-            rooms = sorted(sock.rooms | set(visible_rooms(sock.principal, clinic)))
-            while True:
-                page = await events_after(clinic, cursor, rooms, limit=REPLAY_PAGE)
-                # A cursor past the head would silence every live event until the clinic
-                # caught up with it: the client is told the real head instead.
-                if page.resync_required or cursor > page.last_seq:
-                    resync = True
-                    await self.sio.emit("resync_required", {
-                        "clinic_id": str(clinic),
-                        "reason": "gap older than the retained log" if page.resync_required
-                        else "cursor beyond the clinic's last sequence",
-                        "last_seq": page.last_seq}, to=sid)
-                    cursor = page.last_seq
-                    break
-                for env in page.items:
-                    await self.sio.emit(env.type, env, to=sid)
-                replayed += len(page.items)
-                if len(page.items) < REPLAY_PAGE:
-                    cursor = max(page.last_seq, page.items[-1].seq if page.items else 0, cursor)
-                    break
-                cursor = page.items[-1].seq
-            sock.cursors[clinic] = cursor
-        finally:
-            if sock is not None:
-                await self._release(sid, clinic)
-        return {"clinic_id": str(clinic), "replayed": replayed, "last_seq": cursor,
-                "resync_required": resync}
-
-    async def _release(self, sid: str, clinic: uuid.UUID) -> None:
-        """Stop holding the clinic's live events for the socket; send those past its cursor."""
-        sock = self.sockets.get(sid)
         if sock is None:
-            return
-        sock.replaying.discard(clinic)
-        held = [o for o in sock.pending if o.envelope.clinic_id == clinic]
-        sock.pending = [o for o in sock.pending if o.envelope.clinic_id != clinic]
-        for out in sorted(held, key=lambda o: o.envelope.seq):
-            if out.envelope.seq > sock.cursors.get(clinic, 0):
-                sock.cursors[clinic] = out.envelope.seq
-                await self.sio.emit(out.envelope.type, out.envelope, to=sid)
+            return {}
+        rooms = sorted(sock.rooms | set(visible_rooms(sock.principal, clinic)))
+        return await self.order.replay(sid, clinic, after, rooms)
 
-    async def deliver(self, out: Outgoing) -> None:
+    def participants(self, audience: list[str]) -> Any:
+        return self.sio.manager.get_participants("/", audience)
+
+    async def emit(self, sid: str, event: str, data: Any) -> None:
+        await self.sio.emit(event, data, to=sid)
+
+    async def broadcast(self, out: Outgoing, admitted: list[tuple[str, Any]]) -> None:
+        """Hand a live event to the sockets ordering admitted, dropping one too slow to keep
+        up; then re-scope on a membership change, before the clinic's next event."""
         env = out.envelope
-        clinic = env.clinic_id
-        seen = self.clinic_cursors.get(clinic)
-        if seen is not None and env.seq <= seen:
-            return  # a relay retry: already delivered by this process
-        if seen is not None and env.seq > seen + 1:
-            await self._catch_up(clinic, seen, before=env.seq)
-        self.clinic_cursors[clinic] = max(env.seq, self.clinic_cursors.get(clinic, 0))
         recipients: list[Any] = []  # Engine.IO sockets
-        eio_sockets, sockets, seq = self.sio.eio.sockets, self.sockets, env.seq
-        # once per recipient: no await in this loop, locals only, the clinic's (Python-level)
-        # UUID hash skipped where it can be
-        # python-socketio's get_participants raises IndexError on no rooms at all
-        participants = self.sio.manager.get_participants("/", out.audience) if out.audience else ()
-        for sid, eio_sid in participants:
-            sock = sockets.get(sid)
-            if sock is None:
-                continue
-            if sock.replaying and clinic in sock.replaying:
-                sock.pending.append(out)
-                continue
-            cursors = sock.cursors
-            if seq <= cursors.get(clinic, seq - 1):
-                continue
-            cursors[clinic] = seq
+        eio_sockets = self.sio.eio.sockets
+        # once per recipient: no await in this loop, locals only
+        for sid, eio_sid in admitted:
             eio_socket = eio_sockets.get(eio_sid)
             if eio_socket is None or eio_socket.closed:
                 continue
@@ -481,7 +419,7 @@ class Hub:
             metrics.DELIVERIES.inc(await self._fanout(env.type, env, recipients))
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - env.occurred_at.timestamp()))
         if env.type in MEMBERSHIP_EVENTS:
-            await self._rescope_user(uuid.UUID(str(env.data["user_id"])), clinic)
+            await self._rescope_user(uuid.UUID(str(env.data["user_id"])), env.clinic_id)
 
     async def _fanout(self, event: str, data: Any, recipients: list[Any]) -> int:
         """Encode the event once and hand the same frame to every recipient's Engine.IO socket,
@@ -494,18 +432,6 @@ class Hub:
         if frame.direct:
             metrics.DIRECT_SENDS.inc(frame.direct)
         return frame.direct + frame.queued
-
-    async def _catch_up(self, clinic: uuid.UUID, after: int, before: int | None = None) -> None:
-        """Fill a gap in what this process heard, from the durable log."""
-        while True:
-            batch = await outgoing_after(clinic, after, limit=REPLAY_PAGE)
-            items = [o for o in batch if before is None or o.envelope.seq < before]
-            for out in items:
-                self.clinic_cursors[clinic] = out.envelope.seq - 1
-                await self.deliver(out)
-            if len(batch) < REPLAY_PAGE or not items:
-                return
-            after = items[-1].envelope.seq
 
     async def _rescope_user(self, user_id: uuid.UUID, clinic: uuid.UUID) -> None:
         """The user's membership of `clinic` changed or ended: re-read his principal and move
@@ -552,8 +478,8 @@ class Hub:
                 await pubsub.subscribe(channels.events(), channels.control())
                 self.listening = True
                 delay = 0.1
-                for clinic, seen in list(self.clinic_cursors.items()):
-                    await self._catch_up(clinic, seen)
+                for clinic, seen in list(self.order.clinic_cursors.items()):
+                    await self.order.catch_up(clinic, seen)
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
@@ -562,7 +488,7 @@ class Hub:
                         continue
                     for out in decoder.decode(message["data"]):
                         try:
-                            await self.deliver(out)
+                            await self.order.deliver(out)
                         except Exception:
                             log.exception("delivery failed for event %s", out.envelope.id)
             except (RedisError, OSError) as exc:

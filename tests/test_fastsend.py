@@ -1,6 +1,7 @@
-"""The fan-out bypass leans on internals of python-engineio and uvicorn (realtime/fastsend.py).
-This fails loudly when they change: re-verify the bypass (order, slow clients, upgrade) on the
-new versions, then update fastsend.TESTED and the pins in pyproject.toml together."""
+"""The fan-out bypass leans on internals of python-engineio and uvicorn (realtime/fastsend.py,
+checked by realtime/fastsend_guard.py). This fails loudly when they change: re-verify the
+bypass (order, slow clients, upgrade) on the new versions, then update fastsend_guard.TESTED
+and the pins in pyproject.toml together."""
 
 from __future__ import annotations
 
@@ -17,19 +18,19 @@ import websockets.asyncio.client
 from engineio.packet import MESSAGE, Packet
 from socketio import packet as sio_packet
 
-from realtime import fastsend
+from realtime import fastsend, fastsend_guard
 
 
 def test_the_installed_internals_are_the_verified_ones():
     sio = socketio.AsyncServer(async_mode="asgi")
-    assert fastsend.problems(sio.eio) == []
+    assert fastsend_guard.problems(sio.eio) == []
 
 
 def test_pyproject_pins_exactly_the_verified_versions():
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
         "project"]["dependencies"]
     pins = {d.split("==")[0].split("[")[0]: d.split("==")[1] for d in deps if "==" in d}
-    for dist, version in fastsend.TESTED.items():
+    for dist, version in fastsend_guard.TESTED.items():
         assert pins.get(dist) == version, f"pin {dist}=={version} in pyproject.toml"
 
 
