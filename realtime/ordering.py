@@ -122,8 +122,8 @@ class Ordering:
                     resync = True
                     await self.outlet.emit(sid, "resync_required", {
                         "clinic_id": str(clinic),
-                        "reason": "gap older than the retained log" if page.resync_required
-                        else "cursor beyond the clinic's last sequence",
+                        "reason": "cursor beyond the clinic's last sequence"
+                        if cursor > page.last_seq else "gap older than the retained log",
                         "last_seq": page.last_seq})
                     cursor = page.last_seq
                     break

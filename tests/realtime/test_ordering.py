@@ -292,9 +292,8 @@ def test_a_cursor_past_the_head_or_older_than_the_log_gets_resync_required():
             w.log.commit(CLINIC, [STAFF])
         (ahead,) = await asyncio.gather(*await w.connect("a", {STAFF}, resume={CLINIC: 99}))
         assert ahead["resync_required"] is True and ahead["last_seq"] == 3
-        # (the log answers resync_required for a cursor past the head too, so the reason the
-        # client reads is the retained-log one, as it is today)
-        assert [(r["clinic_id"], r["last_seq"]) for r in w.wire.resyncs["a"]] == [(str(CLINIC), 3)]
+        assert [(r["clinic_id"], r["last_seq"], r["reason"]) for r in w.wire.resyncs["a"]] == [
+            (str(CLINIC), 3, "cursor beyond the clinic's last sequence")]
         w.log.first_retained[CLINIC] = 3
         (old,) = await asyncio.gather(*await w.connect("b", {STAFF}, resume={CLINIC: 1}))
         assert old["resync_required"] is True and old["replayed"] == 0
