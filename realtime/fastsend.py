@@ -33,7 +33,7 @@ queue grows and the hub's MAX_QUEUED_FRAMES rule drops it. Nobody else waits for
 This leans on internals of python-engineio 4.15.1, uvicorn 0.54.0's websockets-sansio
 protocol and websockets 17.4's sans-I/O connection. realtime/fastsend_guard.py checks them at
 start-up; on any mismatch the hub runs without the bypass (and logs why), and
-tests/test_fastsend.py fails, so a version bump is re-verified before it ships.
+tests/realtime/test_fastsend.py fails, so a version bump is re-verified before it ships.
 """
 
 from __future__ import annotations

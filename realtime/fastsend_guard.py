@@ -3,7 +3,7 @@
 The bypass leans on internals of python-engineio, uvicorn's websockets-sansio protocol and
 websockets' sans-I/O connection. `problems()` reads their source for each behaviour it relies
 on; `fastsend.install` runs it at start-up and leaves the bypass off (logged) on any mismatch,
-and tests/test_fastsend.py fails, so a version bump is re-verified before it ships. Kept apart
+and tests/realtime/test_fastsend.py fails, so a version bump is re-verified before it ships. Kept apart
 from the bypass itself: this is what to update when a dependency moves, and nothing else.
 """
 

@@ -1,6 +1,6 @@
 """What the code's SQL names, read from the source: the tables each context's migrations
 create, and the tables (and inserted columns) named in a module's string literals. Used by the
-ownership rule (test_structure.py) and the schema-of-record check (test_schema.py)."""
+ownership rule (test_structure.py) and the schema-of-record check (tests/gateway/test_schema.py)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ from domain.scheduling.lifecycle import PATIENT_ACTIONS
 from tests.conftest import unique_email
 from tests.operations import OPENAPI_OPERATIONS
 
+pytestmark = [pytest.mark.slow]  # every role x every route x three places
+
 ROLES = [r.value for r in Role]
 CALLERS = [*ROLES, "ANONYMOUS"]
 SUCCESS = {"GET": 200, "POST": 201, "PATCH": 200, "DELETE": 204}

@@ -33,6 +33,8 @@ from schemathesis import GenerationMode
 from tests.conftest import SA_EMAIL, SA_PASSWORD, unique_email
 from tests.operations import OPENAPI_OPERATIONS
 
+pytestmark = [pytest.mark.slow]  # every route x every kind of bad input, and fuzzing
+
 PROBLEM = "application/problem+json"
 CODES = {"invalid", "unauthenticated", "forbidden", "not_found", "conflict",
          "payment_required", "rate_limited", "unavailable"}

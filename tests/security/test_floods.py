@@ -18,6 +18,8 @@ import socketio
 from tests import servers
 from tests.realtime_client import Recorder
 
+pytestmark = [pytest.mark.slow]  # floods and servers of its own
+
 FLOOD = 300
 WINDOW = 2  # seconds: the sampling window of the flood server (60 by default)
 _METRIC = re.compile(r'^carewire_auth_refusals_total\{([^}]*)\} (\S+)$')

@@ -17,9 +17,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import redis
 
 from tests import servers
+
+pytestmark = [pytest.mark.slow]  # kills and restarts a server
 
 
 def idem(key: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from tests import servers
 from tests.conftest import unique_email
@@ -38,6 +39,7 @@ def login(client: httpx.Client, ip: str, email: str, password: str) -> httpx.Res
                        headers={"X-Forwarded-For": ip})
 
 
+@pytest.mark.slow
 def test_a_stranger_guessing_does_not_lock_the_owner_out(env, db, clinic_factory, member_factory):
     c = clinic_factory()
     owner = member_factory(c["id"], "DOCTOR", tag="owner")

@@ -117,6 +117,7 @@ def _login_ip(db, client: httpx.Client, xff: str) -> str:
     return str(rows[0]["ip"])
 
 
+@pytest.mark.slow
 def test_forwarded_for_is_believed_only_from_trusted_proxies(env, db, http):
     # By default no proxy is trusted: the header is the client's word and changes nothing.
     assert _login_ip(db, http, "203.0.113.66") == "127.0.0.1"

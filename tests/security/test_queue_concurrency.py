@@ -358,6 +358,7 @@ def allowed(answer: Answer) -> bool:
             and [e["field"] for e in answer.body.get("errors", [])] == ["doctor_id"])
 
 
+@pytest.mark.slow
 def test_random_mixes_of_every_queue_action(server: Any, api: Any, db: Any,
                                             mix_clinic: dict[str, Any]) -> None:
     """DAYS days; on each, WAVES bursts of BURST random queue actions fired at once, all twelve

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from tests.queue_fixtures import board_token, book_day, fresh_day, make_clinic, queue_view
 
+pytestmark = [pytest.mark.slow]  # hypothesis over live queues
+
 #: action -> the answers it may get (a refusal of something the state does not allow is 409)
 ACTIONS: dict[str, set[int]] = {
     "check_in": {200, 409},

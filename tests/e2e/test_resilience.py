@@ -8,9 +8,12 @@ import signal
 from typing import Any
 
 import httpx
+import pytest
 
 from tests import servers
 from tests.realtime_client import Recorder
+
+pytestmark = [pytest.mark.slow]  # restarts Redis, kills relays
 
 
 def login(base: str, email: str, password: str) -> str:

@@ -264,6 +264,7 @@ def test_logout_closes_sockets_and_removal_leaves_the_clinics_rooms(
     run(scenario())
 
 
+@pytest.mark.slow
 def test_an_expiring_token_ends_the_socket(env, clinic_factory, member_factory):
     short = servers.Server({**env, "CAREWIRE_ACCESS_TOKEN_TTL_SECONDS": "2"})
     short.start()

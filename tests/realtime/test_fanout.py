@@ -144,11 +144,11 @@ def test_python_clients_on_every_transport_get_a_burst_in_order(server, api, cli
 
 @pytest.fixture(scope="session")
 def js_client() -> list[str]:
-    """`node tests/js/client.mjs`, with socket.io-client installed by `npm ci` (once per run)."""
+    """`node tests/realtime/js/client.mjs`, with socket.io-client installed by `npm ci` (once per run)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        pytest.fail("node and npm are required: tests/test_fanout.py drives the official "
-                    "socket.io-client (tests/js). Install Node.js >= 18 with npm and run again.")
+        pytest.fail("node and npm are required: tests/realtime/test_fanout.py drives the official "
+                    "socket.io-client (tests/realtime/js). Install Node.js >= 18 with npm and run again.")
     done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS_DIR,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, f"npm ci in {JS_DIR} failed:\n{done.stdout}\n{done.stderr}"
@@ -195,6 +195,8 @@ class NodeClient:
             await self.proc.wait()
 
 
+@pytest.mark.node
+@pytest.mark.slow
 def test_the_official_js_client_connects_and_gets_a_burst_in_order(server, api, clinic, js_client):
     admin = clinic["admin"]
     modes = ("default", "websocket")  # default: polling, then the upgrade to websocket

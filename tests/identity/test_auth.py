@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from argon2 import PasswordHasher
 from joserfc import jwt
 from joserfc.jwk import OctKey
@@ -356,6 +357,7 @@ def test_forged_and_expired_access_tokens_are_refused(api, env, clinic_factory, 
     assert api.as_(user["token"], "GET", "/users/me").status_code == 200
 
 
+@pytest.mark.slow
 def test_access_token_expires_with_its_ttl(env, clinic_factory, member_factory):
     c = clinic_factory()
     user = member_factory(c["id"], "NURSE", tag="ttl")

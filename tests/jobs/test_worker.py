@@ -16,6 +16,8 @@ import pytest
 from tests import servers
 from tests.conftest import Db
 
+pytestmark = [pytest.mark.slow]  # starts, kills and retries real workers
+
 
 @contextmanager
 def workers(env: dict[str, str], n: int) -> Iterator[list[subprocess.Popen[bytes]]]:

@@ -1,4 +1,4 @@
-// The official Socket.IO JS client against carewire, for tests/test_fanout.py.
+// The official Socket.IO JS client against carewire, for tests/realtime/test_fanout.py.
 //   node client.mjs URL TOKEN [default|websocket|polling]
 // Prints one JSON object per line: {kind: "connect"|"upgrade"|"event"|"connect_error"|
 // "disconnect", ...}. Exits when the server disconnects it, or disconnects when stdin closes.

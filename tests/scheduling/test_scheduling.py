@@ -330,7 +330,7 @@ def test_random_sequences_keep_the_invariants(api, db, clinic, ops) -> None:
 
 def test_unpaid_bookings_expire_exactly_once_with_two_workers(env, api, db, sa_token,
                                                               clinic_factory, member_factory):
-    from tests.test_worker import eventually, workers
+    from tests.jobs.test_worker import eventually, workers
 
     c = clinic_factory(payment_required_types=["video"])
     doc = member_factory(c["id"], "DOCTOR", tag="pay-doc")

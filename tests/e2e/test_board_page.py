@@ -22,6 +22,8 @@ from tests.browser import Browser, Page, ensure_chromium
 from tests.conftest import Api
 from tests.queue_fixtures import book_day, check_in, make_clinic
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]  # headless Chromium
+
 CALLED = "document.getElementById('called').dataset.ticket"
 NEXT = "[...document.querySelectorAll('#next li[data-ticket]')].map(li => li.dataset.ticket)"
 CONNECTED = "document.body.dataset.connected"

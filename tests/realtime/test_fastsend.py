@@ -27,7 +27,7 @@ def test_the_installed_internals_are_the_verified_ones():
 
 
 def test_pyproject_pins_exactly_the_verified_versions():
-    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
+    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())[
         "project"]["dependencies"]
     pins = {d.split("==")[0].split("[")[0]: d.split("==")[1] for d in deps if "==" in d}
     for dist, version in fastsend_guard.TESTED.items():
