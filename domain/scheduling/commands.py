@@ -19,7 +19,7 @@ from domain.access.matrix import Scope, scope_of
 from domain.access.policies import Grant, require
 from domain.access.roles import Role
 from domain.audit.commands import record
-from domain.errors import Conflict, Forbidden, invalid_field
+from domain.errors import Conflict, Forbidden, NotFound, invalid_field
 from domain.events.commands import record as record_event
 from domain.events.envelope import Category, DomainEvent
 from domain.principal import Principal
@@ -34,15 +34,17 @@ from domain.scheduling.models import (
     TimeOffPeriod,
 )
 from domain.scheduling.queries import (
+    Calendar,
+    appointment_from_row,
     compute_slots,
     load_appointment,
-    load_schedule,
+    load_calendar,
     nearest_free,
     require_doctor,
     visible_appointment,
 )
 from domain.tenancy.models import Clinic
-from domain.tenancy.queries import load_clinic
+from domain.tenancy.queries import booking_parties, load_clinic
 
 MIN_MINUTES, MAX_MINUTES = 5, 480
 _HH_MM = re.compile(r"[0-9]{2}:[0-9]{2}")
@@ -155,10 +157,9 @@ def _local(d: date, t: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(d, t, tzinfo=tz).astimezone(ZoneInfo("UTC"))
 
 
-async def _within_hours(clinic: Clinic, doctor_id: uuid.UUID, start: datetime, end: datetime,
-                        appointment_type: AppointmentType, location_id: uuid.UUID | None) -> bool:
+def _within_hours(clinic: Clinic, calendar: Calendar, start: datetime, end: datetime,
+                  appointment_type: AppointmentType, location_id: uuid.UUID | None) -> bool:
     tz = ZoneInfo(clinic.timezone)
-    schedule = await load_schedule(clinic.id, doctor_id)
     local_day = start.astimezone(tz).date()
     fits = any(
         rule.weekday == local_day.weekday()
@@ -166,65 +167,103 @@ async def _within_hours(clinic: Clinic, doctor_id: uuid.UUID, start: datetime, e
         and (rule.location_id is None or location_id is None or rule.location_id == location_id)
         and _local(local_day, time.fromisoformat(rule.start), tz) <= start
         and end <= _local(local_day, time.fromisoformat(rule.end), tz)
-        for rule in schedule.rules
+        for rule in calendar.schedule.rules
     )
-    if not fits or clinic.settings.booking_paused:
-        return False
-    off = await db.fetch(
-        """SELECT 1 FROM time_off WHERE clinic_id = $1 AND (doctor_id IS NULL OR doctor_id = $2)
-           AND starts_at < $4 AND ends_at > $3 LIMIT 1""",
-        clinic.id, doctor_id, start, end,
-    )
-    return not off
+    return fits and not clinic.settings.booking_paused and not calendar.is_off(start, end)
 
 
 def _may_override(grant: Grant) -> bool:
     return scope_of("schedules:override", grant.role) is not Scope.DENY
 
 
-async def _check_time(grant: Grant, clinic: Clinic, doctor_id: uuid.UUID, start: datetime,
+async def _check_time(grant: Grant, clinic: Clinic, calendar: Calendar, start: datetime,
                       end: datetime, appointment_type: AppointmentType,
                       location_id: uuid.UUID | None, override_reason: str | None,
                       ignore: uuid.UUID | None = None) -> bool:
-    """Refuse past, too-far and out-of-hours times; returns whether an override was used."""
+    """Refuse past, too-far and out-of-hours times; returns whether an override was used.
+    `calendar` must cover [start, end) (see `_span`)."""
     if start.tzinfo is None:
         raise invalid_field("start", "include a UTC offset")
     now = clock.now()
     if start < now:
         raise invalid_field("start", "is in the past")
-    if await _within_hours(clinic, doctor_id, start, end, appointment_type, location_id):
+    if _within_hours(clinic, calendar, start, end, appointment_type, location_id):
         horizon = now + timedelta(days=clinic.settings.booking_horizon_days)
         if start <= horizon or (override_reason and _may_override(grant)):
             return start > horizon
         raise invalid_field("start", f"bookings open {clinic.settings.booking_horizon_days} days ahead")
     if override_reason and _may_override(grant):
         return True
-    alternatives = await nearest_free(clinic.id, doctor_id, start,
-                                      appointment_type=appointment_type.value, ignore=ignore)
+    alternatives = await nearest_free(clinic.id, calendar.schedule.doctor_id, start,
+                                      appointment_type=appointment_type.value, ignore=ignore,
+                                      clinic=clinic, schedule=calendar.schedule)
     why = "booking is paused" if clinic.settings.booking_paused else "outside the doctor's hours"
     raise BookingConflict(f"{why}; see alternatives", alternatives=alternatives,
                           resource_type="appointment")
 
 
-async def _insert(*, clinic_id: uuid.UUID, doctor_id: uuid.UUID, patient_id: uuid.UUID,
-                  location_id: uuid.UUID | None, appointment_type: AppointmentType, status: Status,
-                  start: datetime, end: datetime, reason: str, parent_id: uuid.UUID | None,
-                  series_id: uuid.UUID | None, payment_due_at: datetime | None,
-                  actor: Principal) -> Appointment:
-    appointment_id = uuid.uuid4()
-    await db.fetch(
-        """INSERT INTO appointments (id, clinic_id, doctor_id, patient_id, location_id, type,
-               status, starts_at, ends_at, reason, parent_id, series_id, payment_due_at, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
-        appointment_id, clinic_id, doctor_id, patient_id, location_id, appointment_type.value,
-        status.value, start, end, reason, parent_id, series_id, payment_due_at, actor.user_id,
+def _span(starts: list[datetime]) -> tuple[datetime, datetime] | None:
+    """The time the occurrences starting at `starts` can cover (at most MAX_MINUTES each);
+    None when a start has no UTC offset (refused by `_check_time`)."""
+    if any(s.tzinfo is None for s in starts):
+        return None
+    return min(starts), max(starts) + timedelta(minutes=MAX_MINUTES)
+
+
+_INSERT = """
+WITH booked AS (
+    INSERT INTO appointments (id, clinic_id, doctor_id, patient_id, location_id, type, status,
+        starts_at, ends_at, reason, parent_id, series_id, payment_due_at, created_by)
+    SELECT x.id, $2, $3, $4, $5, $6, $7, x.s, x.e, $8, $9, $10, $11, $12
+    FROM unnest($13::uuid[], $14::timestamptz[], $15::timestamptz[]) AS x(id, s, e)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM unnest($14::timestamptz[], $15::timestamptz[]) AS w(s, e)
+        JOIN appointments a ON a.doctor_id = $3 AND a.status <> ALL($1::text[])
+             AND tstzrange(a.starts_at, a.ends_at, '[)') && tstzrange(w.s, w.e, '[)'))
+    RETURNING *
+), noted AS (
+    INSERT INTO appointment_transitions (appointment_id, from_status, to_status, starts_at,
+        ends_at, actor_id, reason)
+    SELECT id, NULL, status, starts_at, ends_at, $12, 'booked' FROM booked
+)
+SELECT * FROM booked ORDER BY starts_at
+"""
+
+_TAKEN = """
+SELECT w.i FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS w(s, e, i)
+WHERE EXISTS (SELECT 1 FROM appointments a WHERE a.doctor_id = $1 AND a.status <> ALL($4::text[])
+              AND tstzrange(a.starts_at, a.ends_at, '[)') && tstzrange(w.s, w.e, '[)'))
+ORDER BY w.i
+"""
+_FREEING = [s.value for s in Status if s not in lifecycle.ACTIVE]
+
+
+async def _insert_all(*, clinic_id: uuid.UUID, doctor_id: uuid.UUID, patient_id: uuid.UUID,
+                      location_id: uuid.UUID | None, appointment_type: AppointmentType,
+                      status: Status, starts: list[datetime], length: timedelta, reason: str,
+                      parent_id: uuid.UUID | None, series_id: uuid.UUID | None,
+                      payment_due_at: datetime | None, actor: Principal) -> list[Appointment]:
+    """Every occurrence with its transition row in one statement, or none of them when any
+    overlaps the doctor's booked time (the caller holds the doctor's lock, so what this sees
+    stays true until COMMIT; the exclusion constraint backs it all the same). Empty: taken."""
+    rows = await db.fetch(
+        _INSERT, _FREEING, clinic_id, doctor_id, patient_id, location_id, appointment_type.value,
+        status.value, reason, parent_id, series_id, payment_due_at, actor.user_id,
+        [uuid.uuid4() for _ in starts], starts, [s + length for s in starts],
     )
-    await _transition_row(appointment_id, None, status, start, end, actor, "booked")
-    appointment = await load_appointment(appointment_id)
-    await record_event(actor, clinic_id=clinic_id,
-                       event=events.AppointmentCreated(**_event_fields(appointment)),
-                       audience=events.audience(clinic_id, doctor_id, patient_id))
-    return appointment
+    booked = [appointment_from_row(r) for r in rows]
+    for appointment in booked:
+        await record_event(actor, clinic_id=clinic_id,
+                           event=events.AppointmentCreated(**_event_fields(appointment)),
+                           audience=events.audience(clinic_id, doctor_id, patient_id))
+    return booked
+
+
+async def _taken(doctor_id: uuid.UUID, starts: list[datetime], length: timedelta) -> list[datetime]:
+    """Which of the occurrences overlap the doctor's booked time (as the caller gave them, in
+    the caller's UTC offset)."""
+    rows = await db.fetch(_TAKEN, doctor_id, starts, [s + length for s in starts], _FREEING)
+    return [starts[r["i"] - 1] for r in rows]
 
 
 async def lock_doctor(doctor_id: uuid.UUID) -> None:
@@ -251,15 +290,6 @@ async def _transition_row(appointment_id: uuid.UUID, from_status: Status | None,
     )
 
 
-async def _require_patient(clinic_id: uuid.UUID, patient_id: uuid.UUID) -> None:
-    rows = await db.fetch(
-        "SELECT 1 FROM memberships WHERE clinic_id = $1 AND user_id = $2 AND role = 'PATIENT'",
-        clinic_id, patient_id,
-    )
-    if not rows:
-        raise invalid_field("patient_id", "not a patient of this clinic")
-
-
 async def book(
     principal: Principal, *, clinic_id: uuid.UUID, doctor_id: uuid.UUID, patient_id: uuid.UUID,
     appointment_type: AppointmentType, start: datetime, duration_minutes: int | None = None,
@@ -267,71 +297,79 @@ async def book(
     repeat_every_days: int | None = None, repeat_count: int = 1,
     parent_id: uuid.UUID | None = None,
 ) -> list[Appointment]:
-    """Book one appointment, or a series all-or-none (the 409 lists every conflicting start)."""
+    """Book one appointment, or a series all-or-none (the 409 lists every conflicting start).
+    Everything it reads comes from two queries inside its transaction (tenancy's parties, the
+    doctor's calendar over the series), and every occurrence is written by one statement."""
     grant = require(principal, "follow_ups:create" if parent_id else "appointments:create",
                     clinic_id, resource_type="appointment")
     # whose it is, as in queries.owner_of: a DOCTOR's own (follow_ups:create O) are their visits
     grant.check_target(owner_id=doctor_id if grant.role is Role.DOCTOR else patient_id,
                        location_id=location_id)
-    clinic = await load_clinic(clinic_id)
-    await require_doctor(clinic_id, doctor_id)
-    await _require_patient(clinic_id, patient_id)
-    if appointment_type is AppointmentType.IN_PERSON and location_id is None:
-        raise invalid_field("location_id", "an in-person appointment needs a location")
-    if location_id is not None and not await db.fetch(
-            "SELECT 1 FROM locations WHERE id = $1 AND clinic_id = $2", location_id, clinic_id):
-        raise invalid_field("location_id", "no such location in this clinic")
-    schedule = await load_schedule(clinic_id, doctor_id)
-    minutes = duration_minutes or schedule.slot_minutes
-    if not MIN_MINUTES <= minutes <= MAX_MINUTES:
-        raise invalid_field("duration_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
-    if repeat_count < 1 or repeat_count > 52 or (repeat_count > 1 and not repeat_every_days):
-        raise invalid_field("repeat", "count 1 to 52, with every_days for more than one")
-    if grant.role is Role.PATIENT:
-        _patient_booking_shape(clinic, minutes, schedule.slot_minutes, repeat_count)
     step = timedelta(days=repeat_every_days or 0)
-    starts = [start + i * step for i in range(repeat_count)]
-    length = timedelta(minutes=minutes)
-    overrides = [await _check_time(grant, clinic, doctor_id, s, s + length, appointment_type,
-                                   location_id, override_reason) for s in starts]
-    pay = appointment_type.value in clinic.settings.payment_required_types
-    status = Status.PENDING_PAYMENT if pay else Status.SCHEDULED
-    due = clock.now() + timedelta(minutes=clinic.settings.payment_window_minutes) if pay else None
-    series_id = uuid.uuid4() if repeat_count > 1 else None
-    conflicts: list[datetime] = []
-    booked: list[Appointment] = []
+    starts = [start + i * step for i in range(max(1, min(repeat_count, 52)))]
     try:
-        async with db.transaction() as tx:
+        async with db.transaction():
+            parties = await booking_parties(clinic_id, doctor_id, patient_id, location_id)
+            clinic = parties.clinic
+            if not parties.is_doctor:
+                raise NotFound("doctor not found", resource_type="doctor", resource_id=doctor_id)
+            if not parties.is_patient:
+                raise invalid_field("patient_id", "not a patient of this clinic")
+            if appointment_type is AppointmentType.IN_PERSON and location_id is None:
+                raise invalid_field("location_id", "an in-person appointment needs a location")
+            if not parties.location_known:
+                raise invalid_field("location_id", "no such location in this clinic")
+            calendar = await load_calendar(clinic_id, doctor_id, _span(starts))
+            minutes = duration_minutes or calendar.schedule.slot_minutes
+            if not MIN_MINUTES <= minutes <= MAX_MINUTES:
+                raise invalid_field("duration_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
+            if repeat_count < 1 or repeat_count > 52 or (repeat_count > 1 and not repeat_every_days):
+                raise invalid_field("repeat", "count 1 to 52, with every_days for more than one")
+            if grant.role is Role.PATIENT:
+                _patient_booking_shape(clinic, minutes, calendar.schedule.slot_minutes, repeat_count)
+            length = timedelta(minutes=minutes)
+            overrides = [await _check_time(grant, clinic, calendar, s, s + length,
+                                           appointment_type, location_id, override_reason)
+                         for s in starts]
+            pay = appointment_type.value in clinic.settings.payment_required_types
+            status = Status.PENDING_PAYMENT if pay else Status.SCHEDULED
+            due = (clock.now() + timedelta(minutes=clinic.settings.payment_window_minutes)
+                   if pay else None)
             if grant.role is Role.PATIENT:
                 await _check_patient_quota(clinic, patient_id, len(starts))
             await lock_doctor(doctor_id)
-            for s in starts:
-                try:
-                    # a savepoint per occurrence: a refused one leaves no row and no event
-                    async with tx.savepoint():
-                        booked.append(await _insert(
-                            clinic_id=clinic_id, doctor_id=doctor_id, patient_id=patient_id,
-                            location_id=location_id, appointment_type=appointment_type,
-                            status=status, start=s, end=s + length, reason=reason,
-                            parent_id=parent_id, series_id=series_id, payment_due_at=due,
-                            actor=principal))
-                except asyncpg.ExclusionViolationError:
-                    conflicts.append(s)
-            if conflicts:
-                raise _SeriesConflict()
+            booked = await _insert_all(
+                clinic_id=clinic_id, doctor_id=doctor_id, patient_id=patient_id,
+                location_id=location_id, appointment_type=appointment_type, status=status,
+                starts=starts, length=length, reason=reason, parent_id=parent_id,
+                series_id=uuid.uuid4() if repeat_count > 1 else None, payment_due_at=due,
+                actor=principal)
+            if not booked:
+                raise await _taken_conflict(clinic, calendar.schedule, starts, length,
+                                            appointment_type)
             for appointment, overridden in zip(booked, overrides, strict=True):
                 await record(principal, action="appointments:create", resource_type="appointment",
                              resource_id=appointment.id, clinic_id=clinic_id,
                              detail={"override": override_reason or ""} if overridden else {})
-    except _SeriesConflict:
-        alternatives = await nearest_free(clinic_id, doctor_id, conflicts[0],
-                                          appointment_type=appointment_type.value)
-        taken = ", ".join(c.isoformat() for c in conflicts)
-        error = BookingConflict(f"the doctor is already booked at {taken}",
-                                alternatives=alternatives, resource_type="appointment")
-        error.extra["conflicts"] = [c.isoformat() for c in conflicts]
-        raise error from None
+    except asyncpg.ExclusionViolationError:
+        # only when a writer skipped the doctor's lock; the transaction is gone, so ask again
+        raise await _taken_conflict(clinic, calendar.schedule, starts, length,
+                                    appointment_type) from None
     return booked
+
+
+async def _taken_conflict(clinic: Clinic, schedule: Schedule, starts: list[datetime],
+                          length: timedelta, appointment_type: AppointmentType) -> BookingConflict:
+    """The 409 of a taken time: every conflicting start, and the free slots nearest the first."""
+    conflicts = await _taken(schedule.doctor_id, starts, length) or starts
+    alternatives = await nearest_free(clinic.id, schedule.doctor_id, conflicts[0],
+                                      appointment_type=appointment_type.value, clinic=clinic,
+                                      schedule=schedule)
+    taken = ", ".join(c.isoformat() for c in conflicts)
+    error = BookingConflict(f"the doctor is already booked at {taken}",
+                            alternatives=alternatives, resource_type="appointment")
+    error.extra["conflicts"] = [c.isoformat() for c in conflicts]
+    return error
 
 
 def _patient_booking_shape(clinic: Clinic, minutes: int, slot_minutes: int, occurrences: int) -> None:
@@ -361,10 +399,6 @@ async def _check_patient_quota(clinic: Clinic, patient_id: uuid.UUID, adding: in
     if rows[0]["n"] + adding > limit:
         raise Conflict(f"a patient may hold at most {limit} upcoming appointments in this clinic; "
                        f"you have {rows[0]['n']}", resource_type="appointment")
-
-
-class _SeriesConflict(Exception):
-    """Rolls the whole series back."""
 
 
 # transitions -------------------------------------------------------------------------------
@@ -425,61 +459,88 @@ async def apply_transition(principal: Principal, appointment: Appointment, targe
 async def reschedule(principal: Principal, appointment_id: uuid.UUID, *, start: datetime,
                      duration_minutes: int | None = None, override_reason: str | None = None,
                      reason: str = "") -> Appointment:
-    """Same appointment, new time; allowed from scheduled and confirmed only."""
+    """Same appointment, new time; allowed from scheduled and confirmed only. The appointment
+    is read once, locked; then its doctor's bookings take turns (`lock_doctor`). That order is
+    deadlock-free: nobody holding a doctor's lock waits for an appointment row (a booking's
+    foreign key takes FOR KEY SHARE, which FOR NO KEY UPDATE lets through)."""
     try:
-        async with db.transaction():
-            grant, appointment = await visible_appointment(principal, appointment_id,
-                                                           "appointments:update")
-            await lock_doctor(appointment.doctor_id)
-            appointment = await load_appointment(appointment_id, lock=True)
-            if appointment.status not in lifecycle.RESCHEDULABLE:
-                raise Conflict(f"cannot reschedule an appointment that is {appointment.status}",
-                               resource_type="appointment", resource_id=appointment_id)
-            clinic = await load_clinic(appointment.clinic_id)
-            _patient_notice(grant, appointment, clinic.settings.min_reschedule_notice_minutes,
-                            "rescheduling", override_reason)
-            if appointment.reschedule_count >= clinic.settings.max_reschedules and not (
-                    override_reason and _may_override(grant)):
-                raise Conflict(f"this appointment was already rescheduled "
-                               f"{appointment.reschedule_count} times", resource_type="appointment",
-                               resource_id=appointment_id)
-            minutes = duration_minutes or int((appointment.end - appointment.start).total_seconds() // 60)
-            if not MIN_MINUTES <= minutes <= MAX_MINUTES:
-                raise invalid_field("duration_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
-            if grant.role is Role.PATIENT and duration_minutes is not None:
-                slot = (await load_schedule(appointment.clinic_id, appointment.doctor_id)).slot_minutes
-                _patient_booking_shape(clinic, minutes, slot, 1)
-            end = start + timedelta(minutes=minutes)
-            overridden = await _check_time(grant, clinic, appointment.doctor_id, start, end,
-                                           appointment.type, appointment.location_id,
-                                           override_reason, ignore=appointment_id)
-            await db.fetch(
-                """UPDATE appointments SET starts_at = $2, ends_at = $3,
-                       reschedule_count = reschedule_count + 1, updated_at = now()
-                   WHERE id = $1""",
-                appointment_id, start, end,
-            )
-            updated = await load_appointment(appointment_id)
-            await _transition_row(appointment_id, appointment.status, updated.status, start, end,
-                                  principal, reason or "rescheduled")
-            await record_event(principal, clinic_id=updated.clinic_id,
-                               event=events.AppointmentRescheduled(
-                                   **_event_fields(updated), previous_start=appointment.start,
-                                   previous_end=appointment.end),
-                               audience=events.audience(updated.clinic_id, updated.doctor_id,
-                                                        updated.patient_id))
-            await record(principal, action="appointments:update", resource_type="appointment",
-                         resource_id=appointment_id, clinic_id=updated.clinic_id,
-                         detail={"rescheduled": True, "override": override_reason or ""}
-                         if overridden else {"rescheduled": True})
-    except asyncpg.ExclusionViolationError:
-        current = await load_appointment(appointment_id)
-        alternatives = await nearest_free(current.clinic_id, current.doctor_id, start,
-                                          appointment_type=current.type.value,
-                                          ignore=appointment_id)
-        raise BookingConflict("the doctor is already booked then", alternatives=alternatives,
+        return await _reschedule(principal, appointment_id, start=start,
+                                 duration_minutes=duration_minutes,
+                                 override_reason=override_reason, reason=reason)
+    except asyncpg.ExclusionViolationError:  # only if a writer skipped the doctor's lock
+        raise BookingConflict("the doctor is already booked then", alternatives=[],
                               resource_type="appointment", resource_id=appointment_id) from None
+
+
+async def _reschedule(principal: Principal, appointment_id: uuid.UUID, *, start: datetime,
+                      duration_minutes: int | None, override_reason: str | None,
+                      reason: str) -> Appointment:
+    async with db.transaction():
+        grant, appointment = await visible_appointment(principal, appointment_id,
+                                                       "appointments:update", lock=True)
+        await lock_doctor(appointment.doctor_id)
+        if appointment.status not in lifecycle.RESCHEDULABLE:
+            raise Conflict(f"cannot reschedule an appointment that is {appointment.status}",
+                           resource_type="appointment", resource_id=appointment_id)
+        clinic = await load_clinic(appointment.clinic_id)
+        _patient_notice(grant, appointment, clinic.settings.min_reschedule_notice_minutes,
+                        "rescheduling", override_reason)
+        if appointment.reschedule_count >= clinic.settings.max_reschedules and not (
+                override_reason and _may_override(grant)):
+            raise Conflict(f"this appointment was already rescheduled "
+                           f"{appointment.reschedule_count} times", resource_type="appointment",
+                           resource_id=appointment_id)
+        minutes = duration_minutes or int((appointment.end - appointment.start).total_seconds() // 60)
+        if not MIN_MINUTES <= minutes <= MAX_MINUTES:
+            raise invalid_field("duration_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
+        calendar = await load_calendar(appointment.clinic_id, appointment.doctor_id, _span([start]))
+        if grant.role is Role.PATIENT and duration_minutes is not None:
+            _patient_booking_shape(clinic, minutes, calendar.schedule.slot_minutes, 1)
+        end = start + timedelta(minutes=minutes)
+        overridden = await _check_time(grant, clinic, calendar, start, end, appointment.type,
+                                       appointment.location_id, override_reason,
+                                       ignore=appointment_id)
+        rows = await db.fetch(_MOVE, appointment_id, start, end, principal.user_id,
+                              reason or "rescheduled", _FREEING)
+        if not rows:
+            alternatives = await nearest_free(
+                clinic.id, appointment.doctor_id, start, appointment_type=appointment.type.value,
+                ignore=appointment_id, clinic=clinic, schedule=calendar.schedule)
+            raise BookingConflict("the doctor is already booked then", alternatives=alternatives,
+                                  resource_type="appointment", resource_id=appointment_id)
+        updated = msgspec.structs.replace(appointment_from_row(rows[0]),
+                                          follow_up_ids=appointment.follow_up_ids)
+        await record_event(principal, clinic_id=updated.clinic_id,
+                           event=events.AppointmentRescheduled(
+                               **_event_fields(updated), previous_start=appointment.start,
+                               previous_end=appointment.end),
+                           audience=events.audience(updated.clinic_id, updated.doctor_id,
+                                                    updated.patient_id))
+        await record(principal, action="appointments:update", resource_type="appointment",
+                     resource_id=appointment_id, clinic_id=updated.clinic_id,
+                     detail={"rescheduled": True, "override": override_reason or ""}
+                     if overridden else {"rescheduled": True})
     return updated
+
+
+#: The new time and its transition row in one statement; no row when the time is taken (the
+#: caller holds the doctor's lock; the exclusion constraint backs it).
+_MOVE = """
+WITH moved AS (
+    UPDATE appointments SET starts_at = $2, ends_at = $3,
+        reschedule_count = reschedule_count + 1, updated_at = now()
+    WHERE id = $1 AND NOT EXISTS (
+        SELECT 1 FROM appointments o WHERE o.doctor_id = appointments.doctor_id AND o.id <> $1
+          AND o.status <> ALL($6::text[])
+          AND tstzrange(o.starts_at, o.ends_at, '[)') && tstzrange($2, $3, '[)'))
+    RETURNING *
+), noted AS (
+    INSERT INTO appointment_transitions (appointment_id, from_status, to_status, starts_at,
+        ends_at, actor_id, reason)
+    SELECT id, status, status, starts_at, ends_at, $4, $5 FROM moved
+)
+SELECT * FROM moved
+"""
 
 
 async def follow_up(principal: Principal, parent_id: uuid.UUID, *, start: datetime | None,

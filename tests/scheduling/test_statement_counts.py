@@ -210,12 +210,12 @@ def test_tenancy_commands(domain_layer, house) -> None:
 
 # the pinned counts ---------------------------------------------------------------------------
 
-BOOK_ONE = 29
-BOOK_SERIES_4 = 56
-BOOK_CONFLICT = 27
+BOOK_ONE = 13  # before: 29
+BOOK_SERIES_4 = 13  # before: 56
+BOOK_CONFLICT = 9  # before: 27
 CONFIRM = 16
 CANCEL = 17
-RESCHEDULE = 18
+RESCHEDULE = 14  # before: 18
 PUT_SCHEDULE = 16
 TIME_OFF = 14
 CHECK_IN = 22
