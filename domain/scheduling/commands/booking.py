@@ -1,157 +1,40 @@
-"""Changes to schedules and appointments. Overlaps are refused by the database (exclusion
-constraint), transitions by the state machine in lifecycle.py; each change records its
-transition, its event and its audit row in one transaction."""
+"""Booking, rescheduling and follow-ups: the time is checked against the doctor's hours and
+time off (read once per command, see `load_calendar`), and an overlap is refused by the
+database (exclusion constraint) under the doctor's lock. Each change records its transition,
+its event and its audit row in one transaction."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import date, datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
 
 from domain import clock, db
-from domain.access import rooms
 from domain.access.matrix import Scope, scope_of
 from domain.access.policies import Grant, require
 from domain.access.roles import Role
 from domain.audit.commands import record
-from domain.errors import Conflict, Forbidden, NotFound, invalid_field
-from domain.events.commands import record as record_event
-from domain.events.envelope import Category, DomainEvent
+from domain.errors import Conflict, NotFound, invalid_field
 from domain.principal import Principal
 from domain.scheduling import events, lifecycle
-from domain.scheduling.models import (
-    Appointment,
-    AppointmentType,
-    Schedule,
-    ScheduleRule,
-    SlotOut,
-    Status,
-    TimeOffPeriod,
-)
+from domain.scheduling.commands.schedules import MAX_MINUTES, MIN_MINUTES
+from domain.scheduling.commands.transitions import patient_notice
+from domain.scheduling.errors import BookingConflict
+from domain.scheduling.models import Appointment, AppointmentType, Schedule, Status
 from domain.scheduling.queries import (
     Calendar,
     appointment_from_row,
     compute_slots,
-    load_appointment,
     load_calendar,
     nearest_free,
-    require_doctor,
     visible_appointment,
 )
 from domain.tenancy.models import Clinic
 from domain.tenancy.queries import booking_parties, load_clinic
 
-MIN_MINUTES, MAX_MINUTES = 5, 480
-_HH_MM = re.compile(r"[0-9]{2}:[0-9]{2}")
-
-
-class ScheduleUpdated(DomainEvent, frozen=True):
-    TYPE = "schedule.updated"
-    CATEGORY = Category.APPOINTMENT
-    doctor_id: uuid.UUID
-
-
-class BookingConflict(Conflict):
-    """The slot is taken: carries the nearest free alternatives."""
-
-    def __init__(self, message: str, *, alternatives: list[SlotOut], **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.extra = {"alternatives": msgspec.to_builtins(alternatives)}
-
-
-# schedules ---------------------------------------------------------------------------------
-
-def _parse_time(value: str, field: str) -> time:
-    # fromisoformat alone would also take "0800", "T08:00" and "08:00:00", and store them as sent
-    if not _HH_MM.fullmatch(value):
-        raise invalid_field(field, "use HH:MM")
-    try:
-        return time.fromisoformat(value)
-    except ValueError as exc:
-        raise invalid_field(field, "use HH:MM") from exc
-
-
-async def _doctor_location(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> uuid.UUID | None:
-    rows = await db.fetch("SELECT location_id FROM memberships WHERE clinic_id = $1 AND user_id = $2",
-                          clinic_id, doctor_id)
-    return rows[0]["location_id"] if rows else None
-
-
-async def _schedule_grant(principal: Principal, clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> Grant:
-    grant = require(principal, "schedules:manage", clinic_id, resource_type="schedule",
-                    resource_id=doctor_id)
-    await require_doctor(clinic_id, doctor_id)
-    grant.check_object(owner_id=doctor_id, location_id=await _doctor_location(clinic_id, doctor_id),
-                       object_id=doctor_id)
-    return grant
-
-
-async def put_schedule(principal: Principal, clinic_id: uuid.UUID, doctor_id: uuid.UUID, *,
-                       rules: list[ScheduleRule], slot_minutes: int) -> Schedule:
-    await _schedule_grant(principal, clinic_id, doctor_id)
-    if not MIN_MINUTES <= slot_minutes <= MAX_MINUTES:
-        raise invalid_field("slot_minutes", f"between {MIN_MINUTES} and {MAX_MINUTES}")
-    locations = {r["id"] for r in await db.fetch("SELECT id FROM locations WHERE clinic_id = $1",
-                                                 clinic_id)}
-    for i, rule in enumerate(rules):
-        if not 0 <= rule.weekday <= 6:
-            raise invalid_field(f"rules.{i}.weekday", "0 (Monday) to 6 (Sunday)")
-        if _parse_time(rule.start, f"rules.{i}.start") >= _parse_time(rule.end, f"rules.{i}.end"):
-            raise invalid_field(f"rules.{i}.end", "must be after start (same day)")
-        if rule.location_id is not None and rule.location_id not in locations:
-            raise invalid_field(f"rules.{i}.location_id", "no such location in this clinic")
-        if not rule.appointment_types:
-            raise invalid_field(f"rules.{i}.appointment_types", "name at least one type")
-    async with db.transaction():
-        await db.fetch(
-            """INSERT INTO doctor_schedules (clinic_id, doctor_id, slot_minutes, rules)
-               VALUES ($1, $2, $3, $4::jsonb)
-               ON CONFLICT (clinic_id, doctor_id) DO UPDATE
-               SET slot_minutes = EXCLUDED.slot_minutes, rules = EXCLUDED.rules, updated_at = now()""",
-            clinic_id, doctor_id, slot_minutes, msgspec.json.encode(rules).decode(),
-        )
-        await record_event(principal, clinic_id=clinic_id, event=ScheduleUpdated(doctor_id=doctor_id),
-                           audience=[rooms.clinic_staff(clinic_id), rooms.doctor(doctor_id)])
-        await record(principal, action="schedules:manage", resource_type="schedule",
-                     resource_id=doctor_id, clinic_id=clinic_id, detail={"rules": len(rules)})
-    return Schedule(clinic_id=clinic_id, doctor_id=doctor_id, slot_minutes=slot_minutes, rules=rules)
-
-
-async def add_time_off(principal: Principal, clinic_id: uuid.UUID, doctor_id: uuid.UUID | None, *,
-                       start: datetime, end: datetime, reason: str) -> TimeOffPeriod:
-    """`doctor_id=None` closes the whole clinic (a holiday)."""
-    if doctor_id is None:
-        grant = require(principal, "schedules:manage", clinic_id, resource_type="schedule")
-        if grant.scope is not Scope.ANY:
-            raise Forbidden(f"{grant.role} may not close the whole clinic", resource_type="schedule")
-        await load_clinic(clinic_id)  # a SUPER_ADMIN may name any id: 404, not a foreign-key error
-    else:
-        await _schedule_grant(principal, clinic_id, doctor_id)
-    if end <= start:
-        raise invalid_field("end", "must be after start")
-    period_id = uuid.uuid4()
-    async with db.transaction():
-        await db.fetch(
-            """INSERT INTO time_off (id, clinic_id, doctor_id, starts_at, ends_at, reason)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            period_id, clinic_id, doctor_id, start, end, reason,
-        )
-        if doctor_id is not None:
-            await record_event(principal, clinic_id=clinic_id,
-                               event=ScheduleUpdated(doctor_id=doctor_id),
-                               audience=[rooms.clinic_staff(clinic_id), rooms.doctor(doctor_id)])
-        await record(principal, action="schedules:manage", resource_type="time_off",
-                     resource_id=period_id, clinic_id=clinic_id)
-    return TimeOffPeriod(id=period_id, clinic_id=clinic_id, doctor_id=doctor_id, start=start,
-                         end=end, reason=reason)
-
-
-# booking -----------------------------------------------------------------------------------
 
 def _local(d: date, t: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(d, t, tzinfo=tz).astimezone(ZoneInfo("UTC"))
@@ -253,9 +136,7 @@ async def _insert_all(*, clinic_id: uuid.UUID, doctor_id: uuid.UUID, patient_id:
     )
     booked = [appointment_from_row(r) for r in rows]
     for appointment in booked:
-        await record_event(actor, clinic_id=clinic_id,
-                           event=events.AppointmentCreated(**_event_fields(appointment)),
-                           audience=events.audience(clinic_id, doctor_id, patient_id))
+        await events.record(actor, events.AppointmentCreated, appointment)
     return booked
 
 
@@ -271,23 +152,6 @@ async def lock_doctor(doctor_id: uuid.UUID) -> None:
     without this, two transactions inserting overlapping rows wait on each other and one dies
     as a deadlock a second later instead of getting a clean conflict."""
     await db.fetch("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))", str(doctor_id))
-
-
-def _event_fields(a: Appointment) -> dict[str, Any]:
-    return {"appointment_id": a.id, "doctor_id": a.doctor_id, "patient_id": a.patient_id,
-            "location_id": a.location_id, "type": a.type.value, "status": a.status.value,
-            "start": a.start, "end": a.end}
-
-
-async def _transition_row(appointment_id: uuid.UUID, from_status: Status | None, to_status: Status,
-                          start: datetime, end: datetime, actor: Principal | None,
-                          reason: str) -> None:
-    await db.fetch(
-        """INSERT INTO appointment_transitions (appointment_id, from_status, to_status, starts_at,
-               ends_at, actor_id, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        appointment_id, from_status.value if from_status else None, to_status.value, start, end,
-        actor.user_id if actor else None, reason,
-    )
 
 
 async def book(
@@ -401,61 +265,6 @@ async def _check_patient_quota(clinic: Clinic, patient_id: uuid.UUID, adding: in
                        f"you have {rows[0]['n']}", resource_type="appointment")
 
 
-# transitions -------------------------------------------------------------------------------
-
-def _patient_notice(grant: Grant, appointment: Appointment, minutes: int, what: str,
-                    override_reason: str | None) -> None:
-    if grant.role is not Role.PATIENT:
-        return
-    if appointment.start - clock.now() < timedelta(minutes=minutes):
-        raise Conflict(f"{what} needs {minutes} minutes' notice; please call the clinic",
-                       resource_type="appointment", resource_id=appointment.id)
-
-
-async def transition(principal: Principal, appointment_id: uuid.UUID, action: str, *,
-                     reason: str = "") -> Appointment:
-    target = lifecycle.ACTIONS[action]
-    permission = "appointments:cancel" if action == "cancel" else "appointments:update"
-    async with db.transaction():
-        grant, appointment = await visible_appointment(principal, appointment_id, permission,
-                                                       lock=True)
-        if grant.role is Role.PATIENT and action not in lifecycle.PATIENT_ACTIONS:
-            raise Forbidden(f"a patient may not {action} an appointment",
-                            resource_type="appointment", resource_id=appointment_id)
-        try:
-            lifecycle.check(appointment.status, target)
-        except Conflict as exc:
-            exc.resource_id = appointment_id
-            raise
-        if action == "cancel":
-            clinic = await load_clinic(appointment.clinic_id)
-            _patient_notice(grant, appointment, clinic.settings.min_cancel_notice_minutes,
-                            "cancelling", None)
-        updated = await apply_transition(principal, appointment, target, reason=reason,
-                                         permission=permission)
-    return updated
-
-
-async def apply_transition(principal: Principal, appointment: Appointment, target: Status, *,
-                           reason: str, permission: str = "appointments:update") -> Appointment:
-    """Move an already authorised, locked appointment: the state machine, its transition row,
-    its event and its audit row. Queue actions reuse it for the consultation they drive."""
-    lifecycle.check(appointment.status, target)
-    await db.fetch("UPDATE appointments SET status = $2, updated_at = now() WHERE id = $1",
-                   appointment.id, target.value)
-    await _transition_row(appointment.id, appointment.status, target, appointment.start,
-                          appointment.end, principal, reason)
-    updated = await load_appointment(appointment.id)
-    kind = events.AppointmentCancelled if target is Status.CANCELLED else events.AppointmentStatusChanged
-    await record_event(principal, clinic_id=updated.clinic_id,
-                       event=kind(**_event_fields(updated), previous_status=appointment.status.value),
-                       audience=events.audience(updated.clinic_id, updated.doctor_id, updated.patient_id))
-    await record(principal, action=permission, resource_type="appointment",
-                 resource_id=appointment.id, clinic_id=updated.clinic_id,
-                 detail={"from": appointment.status.value, "to": target.value})
-    return updated
-
-
 async def reschedule(principal: Principal, appointment_id: uuid.UUID, *, start: datetime,
                      duration_minutes: int | None = None, override_reason: str | None = None,
                      reason: str = "") -> Appointment:
@@ -483,8 +292,8 @@ async def _reschedule(principal: Principal, appointment_id: uuid.UUID, *, start:
             raise Conflict(f"cannot reschedule an appointment that is {appointment.status}",
                            resource_type="appointment", resource_id=appointment_id)
         clinic = await load_clinic(appointment.clinic_id)
-        _patient_notice(grant, appointment, clinic.settings.min_reschedule_notice_minutes,
-                        "rescheduling", override_reason)
+        patient_notice(grant, appointment, clinic.settings.min_reschedule_notice_minutes,
+                       "rescheduling")
         if appointment.reschedule_count >= clinic.settings.max_reschedules and not (
                 override_reason and _may_override(grant)):
             raise Conflict(f"this appointment was already rescheduled "
@@ -510,12 +319,8 @@ async def _reschedule(principal: Principal, appointment_id: uuid.UUID, *, start:
                                   resource_type="appointment", resource_id=appointment_id)
         updated = msgspec.structs.replace(appointment_from_row(rows[0]),
                                           follow_up_ids=appointment.follow_up_ids)
-        await record_event(principal, clinic_id=updated.clinic_id,
-                           event=events.AppointmentRescheduled(
-                               **_event_fields(updated), previous_start=appointment.start,
-                               previous_end=appointment.end),
-                           audience=events.audience(updated.clinic_id, updated.doctor_id,
-                                                    updated.patient_id))
+        await events.record(principal, events.AppointmentRescheduled, updated,
+                            previous_start=appointment.start, previous_end=appointment.end)
         await record(principal, action="appointments:update", resource_type="appointment",
                      resource_id=appointment_id, clinic_id=updated.clinic_id,
                      detail={"rescheduled": True, "override": override_reason or ""}
@@ -568,44 +373,3 @@ async def follow_up(principal: Principal, parent_id: uuid.UUID, *, start: dateti
                         duration_minutes=int((parent.end - parent.start).total_seconds() // 60),
                         location_id=parent.location_id, reason=reason, parent_id=parent_id)
     return booked[0]
-
-
-# jobs and seams ----------------------------------------------------------------------------
-
-async def expire_unpaid() -> int:
-    """Unpaid `pending_payment` appointments past their window become `expired`, freeing the
-    slot. The status guard makes each move happen once however many workers run this."""
-    async with db.transaction():
-        rows = await db.fetch(
-            """UPDATE appointments SET status = 'expired', updated_at = now()
-               WHERE status = 'pending_payment' AND payment_due_at <= now() RETURNING id""")
-        for row in rows:
-            appointment = await load_appointment(row["id"])
-            await _transition_row(appointment.id, Status.PENDING_PAYMENT, Status.EXPIRED,
-                                  appointment.start, appointment.end, None, "payment window ended")
-            await record_event(None, clinic_id=appointment.clinic_id,
-                               event=events.AppointmentStatusChanged(
-                                   **_event_fields(appointment),
-                                   previous_status=Status.PENDING_PAYMENT.value),
-                               audience=events.audience(appointment.clinic_id,
-                                                        appointment.doctor_id,
-                                                        appointment.patient_id))
-    return len(rows)
-
-
-async def mark_paid(appointment_id: uuid.UUID) -> Appointment:
-    """The seam billing plugs into: a paid `pending_payment` appointment becomes `scheduled`."""
-    async with db.transaction():
-        appointment = await load_appointment(appointment_id, lock=True)
-        lifecycle.check(appointment.status, Status.SCHEDULED)
-        await db.fetch("UPDATE appointments SET status = 'scheduled', payment_due_at = NULL, "
-                       "updated_at = now() WHERE id = $1", appointment_id)
-        await _transition_row(appointment_id, appointment.status, Status.SCHEDULED,
-                              appointment.start, appointment.end, None, "paid")
-        updated = await load_appointment(appointment_id)
-        await record_event(None, clinic_id=updated.clinic_id,
-                           event=events.AppointmentStatusChanged(
-                               **_event_fields(updated), previous_status=appointment.status.value),
-                           audience=events.audience(updated.clinic_id, updated.doctor_id,
-                                                    updated.patient_id))
-    return updated
