@@ -93,8 +93,9 @@ def test_book_one(domain_layer, house, pinned) -> None:
 
 def test_book_series_of_four(domain_layer, house, pinned) -> None:
     day = fresh_day()
-    result, n, sent = measure(domain_layer, _book(house, _at(day, 8), count=4),
-                              _book(house, _at(day, 9), count=4))
+    # weekly, at hours no other test here books, so the later weeks stay free for them
+    result, n, sent = measure(domain_layer, _book(house, _at(day, 12), count=4),
+                              _book(house, _at(day, 13), count=4))
     assert len(result) == 4
     pinned("BOOK_SERIES_4", n, sent)
     pinned.verify()
@@ -108,6 +109,41 @@ def test_book_conflict(domain_layer, house, pinned) -> None:
                               _book(house, _at(day, 9), patient=1))
     assert isinstance(result, scheduling.BookingConflict)
     pinned("BOOK_CONFLICT", n, sent)
+
+
+def test_book_as_patient(domain_layer, house, pinned) -> None:
+    """A patient's booking also takes the patient's turn and counts their upcoming ones."""
+    day = fresh_day()
+    me = domain_layer.principal(house["patients"][2]["token"])
+
+    def mine(start: datetime) -> Command:
+        return lambda: scheduling.book(
+            me, clinic_id=house["cid"], doctor_id=uuid.UUID(house["doctors"][1]["user_id"]),
+            patient_id=me.user_id, appointment_type=AppointmentType.IN_PERSON, start=start,
+            location_id=house["loc"])
+
+    result, n, sent = measure(domain_layer, mine(_at(day, 8)), mine(_at(day, 9)))
+    assert len(result) == 1
+    pinned("BOOK_PATIENT", n, sent)
+    pinned.verify()
+
+
+def test_follow_up(domain_layer, house, pinned) -> None:
+    day = fresh_day()
+    a, b = (domain_layer.run(_book(house, _at(day, h))())[0] for h in (8, 9))
+    for parent in (a, b):
+        domain_layer.run(queueing.check_in(house["desk_p"], parent.id))
+
+    def follow(parent: Any, hour: int) -> Command:
+        return lambda: scheduling.follow_up(house["desk_p"], parent.id,
+                                            start=_at(day, hour) + timedelta(days=7),
+                                            after_days=None)
+
+    # evenings, a week on: no other test here books the doctor then
+    result, n, sent = measure(domain_layer, follow(a, 19), follow(b, 20))
+    assert result.parent_id == b.id
+    pinned("FOLLOW_UP", n, sent)
+    pinned.verify()
 
 
 def _transition(c: dict[str, Any], appointment: Any, action: str) -> Command:
@@ -207,6 +243,9 @@ def test_queue_commands(domain_layer, house, pinned) -> None:
     assert result.status == "cancelled"
     assert domain_layer.run(_entries(booked[3:]))[0]["status"] == "removed"
     pinned("CANCEL_QUEUED", n, sent)
+    board = lambda: queueing.issue_board_token(desk, queue_id)  # noqa: E731
+    _, n, sent = measure(domain_layer, board, board)
+    pinned("BOARD_TOKEN", n, sent)
     _, n, sent = measure(domain_layer, lambda: queueing.set_paused(desk, queue_id, True),
                          lambda: queueing.set_paused(desk, queue_id, False))
     pinned("PAUSE", n, sent)
@@ -243,6 +282,9 @@ def test_tenancy_commands(domain_layer, house, pinned) -> None:
 
 BOOK_ONE = 13  # before: 29
 BOOK_SERIES_4 = 13  # before: 56
+BOOK_PATIENT = 15  # staff's 13, plus the patient's turn and their upcoming count
+FOLLOW_UP = 15  # the parent (read outside, with its reset), then a booking's 13
+BOARD_TOKEN = 10  # queue and clinic read outside a transaction; the audit row in its own
 BOOK_CONFLICT = 9  # before: 27
 CONFIRM = 11  # before: 16
 CANCEL = 12  # before: 17
