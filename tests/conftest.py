@@ -149,3 +149,13 @@ def member_factory(api: Api, sa_token: str) -> Any:
         return member
 
     return make
+
+
+@pytest.fixture(scope="session")
+def domain_layer(env: Env) -> Iterator[Any]:
+    """Domain commands in this process against the session's database (tests/domain_layer.py)."""
+    from tests.domain_layer import DomainLayer
+
+    layer = DomainLayer(env)
+    yield layer
+    layer.close()

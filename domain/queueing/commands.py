@@ -1,14 +1,16 @@
 """Changes to waiting-room queues. Every change takes its queue's lock, so changes to one queue
-take turns (two "call next" at once call two different patients), then republishes the queue:
-`queue.updated` for staff and the board, and `queue.position` for exactly the patients whose
-position, ETA or status changed.
+take turns (two "call next" at once call two different patients), then records the queue's
+events (`record_queue_events`): `queue.updated` for staff and the board, and `queue.position`
+for exactly the patients whose position, ETA or status changed.
 
 Lock order, for every queue command and for the appointment transitions that move entries
-(`appointment_action`, `check_in`, `consult`), so that none of them can deadlock another:
+(scheduling's `transition`, which runs `_follow_appointment` as its registered handler,
+`check_in`, `consult`), so that none of them can deadlock another:
 
 1. The appointment row (`load_appointment(lock=True)`), when the command is about one entry or
    appointment. Only its holder may move the entry to another queue (transfer), so once it is
-   held the entry's queue is settled: `_pinned_entry` re-reads the entry after taking it.
+   held the entry's queue is settled: `_pinned_entry` re-reads the entry after taking it. A
+   transition writes the appointment row (already locked) before its handler takes step 2.
 2. The queue row(s) (`load_queue(lock=True)`); a transfer's two in id order. Every write to an
    entry happens under its queue's lock, so entry rows need no lock of their own. Call-next,
    pause and resume start here. Creating a queue (`open_queue`) takes a per-clinic-day
@@ -18,7 +20,7 @@ Lock order, for every queue command and for the appointment transitions that mov
 4. At COMMIT, the audit chain, then the clinics' event sequences (domain.journal).
 
 Appointment and queue rows are locked FOR NO KEY UPDATE, never FOR UPDATE: an entry row written
-twice in one transaction (a change, then `publish` noting what its patient was told) has its
+twice in one transaction (a change, then `record_queue_events` noting what its patient was told) has its
 foreign keys re-checked, which takes FOR KEY SHARE on its appointment and queue. FOR UPDATE
 blocks that, FOR NO KEY UPDATE does not; with FOR UPDATE, call-next (holding the queue,
 re-checking the called entry's appointment) and a priority change of that entry (holding the
@@ -31,6 +33,8 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from domain import clock, db
 from domain.access import rooms
@@ -51,6 +55,7 @@ from domain.queueing.models import (
     EntryStatus,
     EntryView,
     Priority,
+    Queue,
     QueueView,
 )
 from domain.queueing.queries import (
@@ -60,11 +65,11 @@ from domain.queueing.queries import (
     load_entry,
     load_queue,
     pace_of,
+    queue_from_row,
     queue_grant,
     view,
 )
-from domain.scheduling.commands import apply_transition
-from domain.scheduling.commands import transition as appointment_transition
+from domain.scheduling.commands import apply_transition, on_transition
 from domain.scheduling.models import Appointment, Status
 from domain.scheduling.queries import load_appointment, require_doctor, visible_appointment
 from domain.tenancy.queries import load_clinic, require_location
@@ -72,18 +77,22 @@ from domain.tenancy.queries import load_clinic, require_location
 BOARD_TOKEN_HOURS = 36
 
 
-# publishing --------------------------------------------------------------------------------
+# the queue's events --------------------------------------------------------------------------------
 
-async def publish(actor: Principal | None, queue: dict[str, Any]) -> QueueView:
-    """Inside the change's transaction: the queue as it now stands, to everyone it concerns."""
-    entries = await load_entries(queue["id"])
+async def record_queue_events(actor: Principal | None, queue: Queue) -> QueueView:
+    """Inside the change's transaction, note the queue as it now stands for everyone it
+    concerns (`queue.updated` for staff and the board, `queue.position` for each patient whose
+    place changed) in the transaction's journal, and remember what each patient was told.
+    Nothing is sent from here: the relay delivers the events after COMMIT (not to be confused
+    with realtime/publisher.publish, which does)."""
+    entries = await load_entries(queue.id)
     snapshot = view(queue, entries, await pace_of(queue), clock.now())
     state = board(snapshot)
     out: list[tuple[DomainEvent, list[str]]] = [(events.QueueUpdated(
-        queue_id=queue["id"], doctor_id=queue["doctor_id"], location_id=queue["location_id"],
-        date=queue["day"], paused=queue["paused"], called=state.called,
+        queue_id=queue.id, doctor_id=queue.doctor_id, location_id=queue.location_id,
+        date=queue.day, paused=queue.paused, called=state.called,
         in_consultation=state.in_consultation, waiting=state.waiting),
-        events.staff_audience(queue["clinic_id"], queue["doctor_id"], queue["id"]))]
+        events.staff_audience(queue.clinic_id, queue.doctor_id, queue.id))]
     told = {e.id: (e.told_position, e.told_eta, e.told_status) for e in entries}
     changed = [e for e in snapshot.entries
                if told.get(e.id) != (e.position, e.eta_minutes, e.status.value)]
@@ -96,18 +105,18 @@ async def publish(actor: Principal | None, queue: dict[str, Any]) -> QueueView:
             [e.id for e in changed], [e.position for e in changed],
             [e.eta_minutes for e in changed], [e.status.value for e in changed])
     out += [(events.QueuePosition(
-        appointment_id=e.appointment_id, queue_id=queue["id"], ticket=e.ticket,
+        appointment_id=e.appointment_id, queue_id=queue.id, ticket=e.ticket,
         status=e.status.value, position=e.position,
         ahead=e.position - 1 if e.position is not None else None, eta_minutes=e.eta_minutes),
         [rooms.user(e.patient_id)]) for e in changed]
-    await record_events(actor, clinic_id=queue["clinic_id"], events=out)
+    await record_events(actor, clinic_id=queue.clinic_id, events=out)
     return snapshot
 
 
 # queues ------------------------------------------------------------------------------------
 
 async def open_queue(clinic_id: uuid.UUID, doctor_id: uuid.UUID, location_id: uuid.UUID | None,
-                     day: date) -> dict[str, Any]:
+                     day: date) -> Queue:
     """The doctor's queue at that place on that day, created on first use with the day's next
     ticket letter. Creation takes turns per clinic day, so letters never collide."""
     def find() -> Any:  # a coroutine of rows
@@ -118,18 +127,18 @@ async def open_queue(clinic_id: uuid.UUID, doctor_id: uuid.UUID, location_id: uu
 
     rows = await find()
     if rows:
-        return dict(rows[0])
+        return queue_from_row(rows[0])
     await db.fetch("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))", f"{clinic_id}:{day}")
     rows = await find()
     if rows:
-        return dict(rows[0])
+        return queue_from_row(rows[0])
     count = await db.fetch("SELECT count(*) AS n FROM queues WHERE clinic_id = $1 AND day = $2",
                            clinic_id, day)
     rows = await db.fetch(
         """INSERT INTO queues (id, clinic_id, doctor_id, location_id, day, letter)
            VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
         uuid.uuid4(), clinic_id, doctor_id, location_id, day, order.ticket_letters(count[0]["n"]))
-    return rows[0]
+    return queue_from_row(rows[0])
 
 
 async def _next_ticket(queue_id: uuid.UUID) -> tuple[int, str]:
@@ -142,14 +151,14 @@ async def set_paused(principal: Principal, queue_id: uuid.UUID, paused: bool) ->
     async with db.transaction():
         queue = await load_queue(queue_id, lock=True)
         queue_grant(principal, queue, "queues:manage")
-        if queue["paused"] == paused:
+        if queue.paused == paused:
             snapshot = await current_view(queue)
         else:
             await db.fetch("UPDATE queues SET paused = $2 WHERE id = $1", queue_id, paused)
-            queue = {**queue, "paused": paused}
+            queue = msgspec.structs.replace(queue, paused=paused)
             await record(principal, action="queues:manage", resource_type="queue",
-                         resource_id=queue_id, clinic_id=queue["clinic_id"], detail={"paused": paused})
-            snapshot = await publish(principal, queue)
+                         resource_id=queue_id, clinic_id=queue.clinic_id, detail={"paused": paused})
+            snapshot = await record_queue_events(principal, queue)
     return snapshot
 
 
@@ -157,7 +166,7 @@ async def call_next(principal: Principal, queue_id: uuid.UUID) -> EntryView:
     async with db.transaction():
         queue = await load_queue(queue_id, lock=True)
         queue_grant(principal, queue, "queues:manage")
-        if queue["paused"]:
+        if queue.paused:
             raise Conflict("the queue is paused; resume it to call the next patient",
                            resource_type="queue", resource_id=queue_id)
         snapshot = await current_view(queue)
@@ -169,41 +178,43 @@ async def call_next(principal: Principal, queue_id: uuid.UUID) -> EntryView:
         # clock_timestamp, not now(): calls that queued on the lock are stamped in call order
         await db.fetch("UPDATE queue_entries SET status = 'called', called_at = clock_timestamp() "
                        "WHERE id = $1", entry.id)
-        await record_event(principal, clinic_id=queue["clinic_id"], event=events.QueueCalled(
+        await record_event(principal, clinic_id=queue.clinic_id, event=events.QueueCalled(
             queue_id=queue_id, appointment_id=entry.appointment_id, ticket=entry.ticket),
-            audience=[rooms.user(entry.patient_id), rooms.clinic_staff(queue["clinic_id"]),
-                      rooms.doctor(queue["doctor_id"])])
+            audience=[rooms.user(entry.patient_id), rooms.clinic_staff(queue.clinic_id),
+                      rooms.doctor(queue.doctor_id)])
         await record(principal, action="queues:manage", resource_type="queue_entry",
-                     resource_id=entry.id, clinic_id=queue["clinic_id"], detail={"called": True})
-        result = _view_of(await publish(principal, queue), entry.id)
+                     resource_id=entry.id, clinic_id=queue.clinic_id, detail={"called": True})
+        result = _view_of(await record_queue_events(principal, queue), entry.id)
     return result
 
 
 # entries -----------------------------------------------------------------------------------
 
-async def _pinned_entry(entry_id: uuid.UUID) -> Entry:
+async def _pinned_entry(entry_id: uuid.UUID) -> tuple[Entry, Appointment]:
     """The entry, read again once its appointment is locked (step 1): whatever moved it before
-    has committed, and nothing can move it now."""
+    has committed, and nothing can move it now. Returns the locked appointment too."""
     entry = await load_entry(entry_id)
-    await load_appointment(entry.appointment_id, lock=True)
-    return await load_entry(entry_id)
+    appointment = await load_appointment(entry.appointment_id, lock=True)
+    return await load_entry(entry_id), appointment
 
 
-async def _reread(entry_id: uuid.UUID, queue: dict[str, Any]) -> Entry:
+async def _reread(entry_id: uuid.UUID, queue: Queue) -> Entry:
     """The entry as it stands under its queue's lock (step 3)."""
     entry = await load_entry(entry_id)
-    if entry.queue_id != queue["id"]:
+    if entry.queue_id != queue.id:
         raise Conflict("the entry moved to another queue meanwhile; reload it and try again",
                        resource_type="queue_entry", resource_id=entry_id)
     return entry
 
 
-async def _locked_entry(principal: Principal, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
-    """The entry and its queue, locked in the house order; another clinic's entry is 404."""
-    entry = await _pinned_entry(entry_id)
+async def _locked_entry(principal: Principal, entry_id: uuid.UUID
+                        ) -> tuple[Entry, Queue, Appointment]:
+    """The entry, its queue and its appointment, locked in the house order; another clinic's
+    entry is 404."""
+    entry, appointment = await _pinned_entry(entry_id)
     queue = await load_queue(entry.queue_id, lock=True)
     queue_grant(principal, queue, "queues:manage")
-    return await _reread(entry_id, queue), queue
+    return await _reread(entry_id, queue), queue, appointment
 
 
 def _require_status(entry: Entry, *allowed: EntryStatus, doing: str) -> None:
@@ -225,9 +236,9 @@ def _view_of(snapshot: QueueView, entry_id: uuid.UUID) -> EntryView:
 async def skip(principal: Principal, entry_id: uuid.UUID) -> EntryView:
     """To the end of the line; the skip that reaches the clinic's limit takes it out."""
     async with db.transaction():
-        entry, queue = await _locked_entry(principal, entry_id)
+        entry, queue, _ = await _locked_entry(principal, entry_id)
         _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="skip")
-        clinic = await load_clinic(queue["clinic_id"])
+        clinic = await load_clinic(queue.clinic_id)
         skips = entry.skips + 1
         if skips >= clinic.settings.queue_max_skips:
             await db.fetch("""UPDATE queue_entries SET skips = $2, status = 'removed',
@@ -238,15 +249,15 @@ async def skip(principal: Principal, entry_id: uuid.UUID) -> EntryView:
                                   called_at = NULL, order_at = $3 WHERE id = $1""",
                            entry_id, skips, order.end_of_line(others, clock.now()))
         await record(principal, action="queues:manage", resource_type="queue_entry",
-                     resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"skips": skips})
-        result = _view_of(await publish(principal, queue), entry_id)
+                     resource_id=entry_id, clinic_id=queue.clinic_id, detail={"skips": skips})
+        result = _view_of(await record_queue_events(principal, queue), entry_id)
     return result
 
 
 async def requeue(principal: Principal, entry_id: uuid.UUID) -> EntryView:
     """Back in line, at the end: a called patient who was not there, or one skipped out."""
     async with db.transaction():
-        entry, queue = await _locked_entry(principal, entry_id)
+        entry, queue, _ = await _locked_entry(principal, entry_id)
         if not (entry.status is EntryStatus.CALLED or entry.removed_reason == "skipped_out"):
             raise Conflict(f"cannot requeue an entry that is {entry.status}"
                            + (f" ({entry.removed_reason})" if entry.removed_reason else ""),
@@ -256,8 +267,8 @@ async def requeue(principal: Principal, entry_id: uuid.UUID) -> EntryView:
                               called_at = NULL, order_at = $2 WHERE id = $1""",
                        entry_id, order.end_of_line(others, clock.now()))
         await record(principal, action="queues:manage", resource_type="queue_entry",
-                     resource_id=entry_id, clinic_id=queue["clinic_id"], detail={"requeued": True})
-        result = _view_of(await publish(principal, queue), entry_id)
+                     resource_id=entry_id, clinic_id=queue.clinic_id, detail={"requeued": True})
+        result = _view_of(await record_queue_events(principal, queue), entry_id)
     return result
 
 
@@ -266,15 +277,15 @@ async def set_priority(principal: Principal, entry_id: uuid.UUID, *, priority: P
     if not reason.strip():
         raise invalid_field("reason", "say why the priority changes (it is audited)")
     async with db.transaction():
-        entry, queue = await _locked_entry(principal, entry_id)
+        entry, queue, _ = await _locked_entry(principal, entry_id)
         _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="reprioritise")
         await db.fetch("UPDATE queue_entries SET priority = $2 WHERE id = $1", entry_id,
                        priority.value)
         await record(principal, action="queues:manage", resource_type="queue_entry",
-                     resource_id=entry_id, clinic_id=queue["clinic_id"],
+                     resource_id=entry_id, clinic_id=queue.clinic_id,
                      detail={"priority": {"from": entry.priority.value, "to": priority.value},
                              "reason": reason[:500]})
-        result = _view_of(await publish(principal, queue), entry_id)
+        result = _view_of(await record_queue_events(principal, queue), entry_id)
     return result
 
 
@@ -282,38 +293,38 @@ async def transfer(principal: Principal, entry_id: uuid.UUID, *, doctor_id: uuid
     """To another doctor's queue at the same place and day, keeping the time it queues by (the
     patient loses no ground) under a new ticket of that queue."""
     async with db.transaction():
-        entry = await _pinned_entry(entry_id)
+        entry, _ = await _pinned_entry(entry_id)
         source = await load_queue(entry.queue_id)
         queue_grant(principal, source, "queues:manage")
         _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="transfer")
-        if doctor_id == source["doctor_id"]:
+        if doctor_id == source.doctor_id:
             raise invalid_field("doctor_id", "the entry is already in this doctor's queue")
         try:
-            await require_doctor(source["clinic_id"], doctor_id)
+            await require_doctor(source.clinic_id, doctor_id)
         except NotFound:
             raise invalid_field("doctor_id", "not a doctor of this clinic") from None
-        target = await open_queue(source["clinic_id"], doctor_id, source["location_id"],
-                                  source["day"])
-        locked = {q: await load_queue(q, lock=True) for q in sorted([source["id"], target["id"]])}
-        source, target = locked[source["id"]], locked[target["id"]]
+        target = await open_queue(source.clinic_id, doctor_id, source.location_id,
+                                  source.day)
+        locked = {q: await load_queue(q, lock=True) for q in sorted([source.id, target.id])}
+        source, target = locked[source.id], locked[target.id]
         entry = await _reread(entry_id, source)
         _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED, doing="transfer")
-        number, ticket = await _next_ticket(target["id"])
+        number, ticket = await _next_ticket(target.id)
         await db.fetch(
             """UPDATE queue_entries SET queue_id = $2, ticket_no = $3, ticket = $4,
                    status = 'waiting', called_at = NULL, transferred_from = $5,
                    told_position = NULL, told_eta = NULL, told_status = NULL WHERE id = $1""",
-            entry_id, target["id"], number, ticket, source["id"])
+            entry_id, target.id, number, ticket, source.id)
         await record(principal, action="queues:manage", resource_type="queue_entry",
-                     resource_id=entry_id, clinic_id=source["clinic_id"],
-                     detail={"transferred": {"from": str(source["id"]), "to": str(target["id"])}})
-        await publish(principal, source)
-        result = _view_of(await publish(principal, target), entry_id)
+                     resource_id=entry_id, clinic_id=source.clinic_id,
+                     detail={"transferred": {"from": str(source.id), "to": str(target.id)}})
+        await record_queue_events(principal, source)
+        result = _view_of(await record_queue_events(principal, target), entry_id)
     return result
 
 
-async def _entries(queue: dict[str, Any]) -> list[Entry]:
-    return await load_entries(queue["id"])
+async def _entries(queue: Queue) -> list[Entry]:
+    return await load_entries(queue.id)
 
 
 # check-in and the consultation -------------------------------------------------------------
@@ -335,18 +346,18 @@ async def check_in(principal: Principal, appointment_id: uuid.UUID, *, code: str
             _patient_may_check_in(appointment, clinic.settings.check_in_opens_minutes,
                                   clinic.settings.check_in_closes_minutes, code, now)
         found = await open_queue(clinic.id, appointment.doctor_id, appointment.location_id, day)
-        queue = await load_queue(found["id"], lock=True)  # see the lock order above
+        queue = await load_queue(found.id, lock=True)  # see the lock order above
         updated = await apply_transition(principal, appointment, Status.CHECKED_IN,
                                          reason=reason or "checked in")
-        number, ticket = await _next_ticket(queue["id"])
+        number, ticket = await _next_ticket(queue.id)
         grace = timedelta(minutes=clinic.settings.queue_late_grace_minutes)
         await db.fetch(
             """INSERT INTO queue_entries (id, queue_id, clinic_id, appointment_id, patient_id,
                    ticket_no, ticket, scheduled_at, checked_in_at, order_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-            uuid.uuid4(), queue["id"], clinic.id, appointment_id, appointment.patient_id, number,
+            uuid.uuid4(), queue.id, clinic.id, appointment_id, appointment.patient_id, number,
             ticket, appointment.start, now, order.arrival_order_at(appointment.start, now, grace))
-        await publish(principal, queue)
+        await record_queue_events(principal, queue)
     return updated
 
 
@@ -374,56 +385,43 @@ _FOLLOW = {
 }
 
 
-async def _follow_appointment(principal: Principal, appointment: Appointment) -> QueueView | None:
-    """The appointment's queue entry follows its lifecycle (start, complete, no-show, cancel)."""
-    rows = await db.fetch("SELECT id, queue_id FROM queue_entries WHERE appointment_id = $1",
-                          appointment.id)
-    if not rows or appointment.status not in _FOLLOW:
-        return None
-    queue = await load_queue(rows[0]["queue_id"], lock=True)
-    await db.fetch(f"UPDATE queue_entries SET {_FOLLOW[appointment.status]} WHERE id = $1",
-                   rows[0]["id"])
-    return await publish(principal, queue)
-
-
-async def appointment_action(principal: Principal, appointment_id: uuid.UUID, action: str, *,
-                             reason: str = "") -> Appointment:
-    """`POST /appointments/{id}/{action}`: the appointment's transition, with its queue entry
-    (if it has one) following in the same transaction."""
-    async with db.transaction():
-        # lock order (top of this module): the appointment, which settles its entry's queue,
-        # then that queue, then whatever the transition records
-        await load_appointment(appointment_id, lock=True)
-        rows = await db.fetch("SELECT queue_id FROM queue_entries WHERE appointment_id = $1",
-                              appointment_id)
-        if rows:
-            await load_queue(rows[0]["queue_id"], lock=True)
-        updated = await appointment_transition(principal, appointment_id, action, reason=reason)
-        await _follow_appointment(principal, updated)
-    return updated
+@on_transition
+async def _follow_appointment(principal: Principal | None, before: Appointment,
+                              after: Appointment) -> None:
+    """Queueing's handler of every appointment transition, in its transaction: the queue entry
+    (if the appointment has one) follows the lifecycle (start, complete, no-show, cancel), and
+    the queue is told. Its queue is locked here, after the appointment (step 2 above)."""
+    if after.status not in _FOLLOW:
+        return
+    rows = await db.fetch(
+        """SELECT e.id AS entry_id, q.* FROM queue_entries e JOIN queues q ON q.id = e.queue_id
+           WHERE e.appointment_id = $1 FOR NO KEY UPDATE OF q""", after.id)
+    if not rows:
+        return
+    queue, entry_id = queue_from_row(rows[0]), rows[0]["entry_id"]
+    await db.fetch(f"UPDATE queue_entries SET {_FOLLOW[after.status]} WHERE id = $1", entry_id)
+    await record_queue_events(principal, queue)
 
 
 async def consult(principal: Principal, entry_id: uuid.UUID, action: str) -> EntryView:
     """Start or complete the consultation from the queue: allowed to whoever manages the queue
-    (after a transfer, the new doctor), moving the appointment through its lifecycle."""
+    (after a transfer, the new doctor), moving the appointment through its lifecycle (the entry
+    follows it through `_follow_appointment`)."""
     target = {"start": Status.IN_PROGRESS, "complete": Status.COMPLETED}[action]
     async with db.transaction():
-        entry, _ = await _locked_entry(principal, entry_id)
+        entry, queue, appointment = await _locked_entry(principal, entry_id)
         if target is Status.IN_PROGRESS:
             _require_status(entry, EntryStatus.WAITING, EntryStatus.CALLED,
                             doing="start the consultation of")
         else:
             _require_status(entry, EntryStatus.IN_CONSULTATION, doing="complete")
-        appointment = await load_appointment(entry.appointment_id)
         try:
-            updated = await apply_transition(principal, appointment, target,
-                                             reason=f"consultation {action}", permission="queues:manage")
+            await apply_transition(principal, appointment, target,
+                                   reason=f"consultation {action}", permission="queues:manage")
         except Conflict as exc:
             exc.resource_id = entry.appointment_id
             raise
-        snapshot = await _follow_appointment(principal, updated)
-        assert snapshot is not None  # the entry exists and the status is one it follows
-        result = _view_of(snapshot, entry_id)
+        result = _view_of(await current_view(queue), entry_id)
     return result
 
 
@@ -434,14 +432,14 @@ async def issue_board_token(principal: Principal, queue_id: uuid.UUID) -> BoardT
     until the day after the queue's day."""
     queue = await load_queue(queue_id)
     queue_grant(principal, queue, "queues:manage")
-    clinic = await load_clinic(queue["clinic_id"])
-    midnight = datetime.combine(queue["day"] + timedelta(days=1), datetime.min.time(),
+    clinic = await load_clinic(queue.clinic_id)
+    midnight = datetime.combine(queue.day + timedelta(days=1), datetime.min.time(),
                                 tzinfo=ZoneInfo(clinic.timezone))
     expires = midnight + timedelta(hours=BOARD_TOKEN_HOURS - 24)
     token = tokens.issue_device_token("board", queue_id, int(expires.timestamp()),
-                                      cid=str(queue["clinic_id"]))
+                                      cid=str(queue.clinic_id))
     await record(principal, action="queues:manage", resource_type="queue", resource_id=queue_id,
-                 clinic_id=queue["clinic_id"], detail={"board_token": True})
+                 clinic_id=queue.clinic_id, detail={"board_token": True})
     return BoardToken(queue_id=queue_id, token=token, expires_at=expires,
                       url=f"/boards/{queue_id}#token={token}")
 

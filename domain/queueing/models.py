@@ -24,6 +24,19 @@ class EntryStatus(enum.StrEnum):
     REMOVED = "removed"
 
 
+class Queue(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of `queues`: one doctor's line at one place (None: the virtual room) on one day."""
+
+    id: uuid.UUID
+    clinic_id: uuid.UUID
+    doctor_id: uuid.UUID
+    location_id: uuid.UUID | None
+    day: date
+    letter: str
+    paused: bool
+    last_ticket: int
+
+
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
     """A row of `queue_entries`, as the ordering and ETA functions see it."""
 

@@ -24,6 +24,7 @@ from domain.queueing.models import (
     Pace,
     Position,
     Priority,
+    Queue,
     QueueView,
 )
 from domain.scheduling.queries import booked_minutes, load_schedule, visible_appointment
@@ -46,14 +47,20 @@ def entry_from_row(row: dict[str, Any]) -> Entry:
     )
 
 
-async def load_queue(queue_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
+def queue_from_row(row: dict[str, Any]) -> Queue:
+    return Queue(id=row["id"], clinic_id=row["clinic_id"], doctor_id=row["doctor_id"],
+                 location_id=row["location_id"], day=row["day"], letter=row["letter"],
+                 paused=row["paused"], last_ticket=row["last_ticket"])
+
+
+async def load_queue(queue_id: uuid.UUID, *, lock: bool = False) -> Queue:
     """`lock`: FOR NO KEY UPDATE, so its entries' foreign-key checks (FOR KEY SHARE) pass;
     see the lock order in domain/queueing/commands.py."""
     rows = await db.fetch("SELECT * FROM queues WHERE id = $1"
                           + (" FOR NO KEY UPDATE" if lock else ""), queue_id)
     if not rows:
         raise NotFound("queue not found", resource_type="queue", resource_id=queue_id)
-    return rows[0]
+    return queue_from_row(rows[0])
 
 
 async def load_entries(queue_id: uuid.UUID) -> list[Entry]:
@@ -68,12 +75,12 @@ async def load_entry(entry_id: uuid.UUID) -> Entry:
     return entry_from_row(rows[0])
 
 
-def queue_grant(principal: Principal, queue: dict[str, Any], permission: str) -> Grant:
+def queue_grant(principal: Principal, queue: Queue, permission: str) -> Grant:
     """A queue belongs to its doctor (a DOCTOR manages their own) and to its location."""
-    grant = require(principal, permission, queue["clinic_id"], resource_type="queue",
-                    resource_id=queue["id"])
-    grant.check_object(owner_id=queue["doctor_id"], location_id=queue["location_id"],
-                       object_id=queue["id"])
+    grant = require(principal, permission, queue.clinic_id, resource_type="queue",
+                    resource_id=queue.id)
+    grant.check_object(owner_id=queue.doctor_id, location_id=queue.location_id,
+                       object_id=queue.id)
     return grant
 
 
@@ -82,28 +89,28 @@ async def clinic_today(clinic_id: uuid.UUID) -> date:
     return clock.now().astimezone(ZoneInfo(clinic.timezone)).date()
 
 
-async def pace_of(queue: dict[str, Any]) -> Pace:
+async def pace_of(queue: Queue) -> Pace:
     """The doctor's consultations finished today, in any of their queues that day."""
     rows = await db.fetch(
         """SELECT extract(epoch FROM e.finished_at - e.started_at) / 60 AS minutes
            FROM queue_entries e JOIN queues q ON q.id = e.queue_id
            WHERE q.clinic_id = $1 AND q.doctor_id = $2 AND q.day = $3
              AND e.status = 'done' AND e.started_at IS NOT NULL AND e.finished_at IS NOT NULL""",
-        queue["clinic_id"], queue["doctor_id"], queue["day"],
+        queue.clinic_id, queue.doctor_id, queue.day,
     )
     if rows:
         return order.pace([float(r["minutes"]) for r in rows], 0)
     # none measured yet: the length of the slots booked in this queue, else the schedule's
     booked = await db.fetch(
         f"""SELECT avg({booked_minutes("e.appointment_id")}) AS minutes
-            FROM queue_entries e WHERE e.queue_id = $1""", queue["id"])
+            FROM queue_entries e WHERE e.queue_id = $1""", queue.id)
     if booked[0]["minutes"] is not None:
         return order.pace([], round(float(booked[0]["minutes"])))
-    schedule = await load_schedule(queue["clinic_id"], queue["doctor_id"])
+    schedule = await load_schedule(queue.clinic_id, queue.doctor_id)
     return order.pace([], schedule.slot_minutes)
 
 
-def view(queue: dict[str, Any], entries: list[Entry], pace: Pace, now: datetime) -> QueueView:
+def view(queue: Queue, entries: list[Entry], pace: Pace, now: datetime) -> QueueView:
     timing = order.etas(entries, pace, now)
 
     def rank(e: Entry) -> tuple[int, Any, Any]:
@@ -121,8 +128,8 @@ def view(queue: dict[str, Any], entries: list[Entry], pace: Pace, now: datetime)
         )
         for e in sorted(entries, key=rank)
     ]
-    return QueueView(id=queue["id"], clinic_id=queue["clinic_id"], doctor_id=queue["doctor_id"],
-                     location_id=queue["location_id"], date=queue["day"], paused=queue["paused"],
+    return QueueView(id=queue.id, clinic_id=queue.clinic_id, doctor_id=queue.doctor_id,
+                     location_id=queue.location_id, date=queue.day, paused=queue.paused,
                      entries=views, eta=pace, stats=order.stats(entries))
 
 
@@ -138,8 +145,8 @@ def board(queue_view: QueueView) -> BoardState:
     )
 
 
-async def current_view(queue: dict[str, Any]) -> QueueView:
-    return view(queue, await load_entries(queue["id"]), await pace_of(queue), clock.now())
+async def current_view(queue: Queue) -> QueueView:
+    return view(queue, await load_entries(queue.id), await pace_of(queue), clock.now())
 
 
 async def get_queue(principal: Principal, queue_id: uuid.UUID) -> QueueView:
@@ -158,7 +165,7 @@ async def list_queues(principal: Principal, clinic_id: uuid.UUID, *,
              AND ($3::uuid IS NULL OR doctor_id = $3) ORDER BY letter""",
         clinic_id, day, doctor_id,
     )
-    visible = [r for r in rows if grant.scope is Scope.ANY
+    visible = [queue_from_row(r) for r in rows if grant.scope is Scope.ANY
                or grant.covers(owner_id=r["doctor_id"], location_id=r["location_id"])]
     return [await current_view(q) for q in visible]
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from domain.access import rooms
+from domain.events.commands import record as record_event
 from domain.events.envelope import Category, DomainEvent
+from domain.principal import Principal
+from domain.scheduling.models import Appointment
+
+
+class ScheduleUpdated(DomainEvent, frozen=True):
+    TYPE = "schedule.updated"
+    CATEGORY = Category.APPOINTMENT
+    doctor_id: uuid.UUID
 
 
 class AppointmentEvent(DomainEvent, frozen=True):
@@ -44,3 +54,14 @@ class AppointmentCancelled(AppointmentEvent, frozen=True):
 def audience(clinic_id: uuid.UUID, doctor_id: uuid.UUID, patient_id: uuid.UUID) -> list[str]:
     """Staff of the clinic, the doctor, and the patient themselves."""
     return [rooms.clinic_staff(clinic_id), rooms.doctor(doctor_id), rooms.user(patient_id)]
+
+
+async def record(actor: Principal | None, kind: type[AppointmentEvent], appointment: Appointment,
+                 **extra: Any) -> None:
+    """The one way an appointment event is built: its fields from the appointment as it now
+    stands, its audience from whom it concerns; `extra` carries what it was before."""
+    a = appointment
+    await record_event(actor, clinic_id=a.clinic_id, event=kind(
+        appointment_id=a.id, doctor_id=a.doctor_id, patient_id=a.patient_id,
+        location_id=a.location_id, type=a.type.value, status=a.status.value, start=a.start,
+        end=a.end, **extra), audience=audience(a.clinic_id, a.doctor_id, a.patient_id))

@@ -30,6 +30,7 @@ from domain.scheduling.models import (
     Status,
     Transition,
 )
+from domain.tenancy.models import Clinic
 from domain.tenancy.queries import load_clinic, require_member
 
 
@@ -168,11 +169,51 @@ async def load_schedule(clinic_id: uuid.UUID, doctor_id: uuid.UUID) -> Schedule:
         "SELECT * FROM doctor_schedules WHERE clinic_id = $1 AND doctor_id = $2",
         clinic_id, doctor_id,
     )
-    if not rows:
+    return _schedule(clinic_id, doctor_id, rows[0] if rows else None)
+
+
+def _schedule(clinic_id: uuid.UUID, doctor_id: uuid.UUID, row: dict[str, Any] | None) -> Schedule:
+    """A doctor without a schedule row has 30-minute slots and no hours."""
+    if row is None:
         return Schedule(clinic_id=clinic_id, doctor_id=doctor_id, slot_minutes=30, rules=[])
-    rules = msgspec.convert(json.loads(rows[0]["rules"]), list[ScheduleRule])
-    return Schedule(clinic_id=clinic_id, doctor_id=doctor_id,
-                    slot_minutes=rows[0]["slot_minutes"], rules=rules)
+    raw = row["rules"]
+    rules = msgspec.convert(json.loads(raw) if isinstance(raw, str) else raw, list[ScheduleRule])
+    return Schedule(clinic_id=clinic_id, doctor_id=doctor_id, slot_minutes=row["slot_minutes"],
+                    rules=rules)
+
+
+class Calendar(msgspec.Struct, frozen=True):
+    """A doctor's schedule and the time off (theirs and the clinic's) over a span, read once
+    per command: a series checks every occurrence against these without another query."""
+
+    schedule: Schedule
+    time_off: list[tuple[datetime, datetime]]
+
+    def is_off(self, start: datetime, end: datetime) -> bool:
+        return any(s < end and e > start for s, e in self.time_off)
+
+
+async def load_calendar(clinic_id: uuid.UUID, doctor_id: uuid.UUID,
+                        span: tuple[datetime, datetime] | None) -> Calendar:
+    """The schedule, and the time off overlapping `span` (none when no span), in one query."""
+    rows = await db.fetch(
+        """SELECT (SELECT to_jsonb(s) FROM doctor_schedules s
+                   WHERE s.clinic_id = $1 AND s.doctor_id = $2) AS schedule,
+                  ARRAY(SELECT t.starts_at FROM time_off t
+                        WHERE t.clinic_id = $1 AND (t.doctor_id IS NULL OR t.doctor_id = $2)
+                          AND t.starts_at < $4 AND t.ends_at > $3 ORDER BY t.starts_at, t.id)
+                      AS off_starts,
+                  ARRAY(SELECT t.ends_at FROM time_off t
+                        WHERE t.clinic_id = $1 AND (t.doctor_id IS NULL OR t.doctor_id = $2)
+                          AND t.starts_at < $4 AND t.ends_at > $3 ORDER BY t.starts_at, t.id)
+                      AS off_ends""",
+        clinic_id, doctor_id, span[0] if span else None, span[1] if span else None,
+    )
+    row = rows[0]
+    raw = row["schedule"]
+    found = json.loads(raw) if isinstance(raw, str) else raw
+    return Calendar(schedule=_schedule(clinic_id, doctor_id, found),
+                    time_off=list(zip(row["off_starts"], row["off_ends"], strict=True)))
 
 
 async def get_schedule(principal: Principal, clinic_id: uuid.UUID,
@@ -222,9 +263,11 @@ async def busy_intervals(clinic_id: uuid.UUID, doctor_id: uuid.UUID, start: date
 
 async def compute_slots(clinic_id: uuid.UUID, doctor_id: uuid.UUID, start: datetime,
                         end: datetime, *, appointment_type: str | None,
-                        ignore: uuid.UUID | None = None) -> tuple[str, list[SlotOut]]:
-    clinic = await load_clinic(clinic_id)
-    schedule = await load_schedule(clinic_id, doctor_id)
+                        ignore: uuid.UUID | None = None, clinic: Clinic | None = None,
+                        schedule: Schedule | None = None) -> tuple[str, list[SlotOut]]:
+    """`clinic` and `schedule`: a command that has them already passes them in."""
+    clinic = clinic or await load_clinic(clinic_id)
+    schedule = schedule or await load_schedule(clinic_id, doctor_id)
     busy = await busy_intervals(clinic_id, doctor_id, start, end, ignore=ignore)
     slots = free_slots(tz=ZoneInfo(clinic.timezone), rules=to_rules(schedule),
                        slot_minutes=schedule.slot_minutes, start=start, end=end, busy=busy,
@@ -247,10 +290,12 @@ async def availability(
 
 async def nearest_free(clinic_id: uuid.UUID, doctor_id: uuid.UUID, around: datetime, *,
                        appointment_type: str, count: int = 5,
-                       ignore: uuid.UUID | None = None) -> list[SlotOut]:
+                       ignore: uuid.UUID | None = None, clinic: Clinic | None = None,
+                       schedule: Schedule | None = None) -> list[SlotOut]:
     """Up to `count` free slots closest to the wanted time, for a refused booking."""
     start = max(clock.now(), around - timedelta(days=3))
     _, slots = await compute_slots(clinic_id, doctor_id, start, around + timedelta(days=7),
-                                   appointment_type=appointment_type, ignore=ignore)
+                                   appointment_type=appointment_type, ignore=ignore,
+                                   clinic=clinic, schedule=schedule)
     slots.sort(key=lambda s: abs((s.start - around).total_seconds()))
     return sorted(slots[:count], key=lambda s: s.start)

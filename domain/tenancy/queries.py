@@ -232,3 +232,37 @@ def _page(rows: list[dict[str, Any]], limit: int, convert: Any) -> Page[Any]:
     more = len(rows) > limit
     last = rows[limit - 1] if more else None
     return Page(items=items, next_cursor=encode_cursor(last["created_at"], last["id"]) if last else None)
+
+
+class BookingParties(msgspec.Struct, frozen=True):
+    """What a booking needs to know from tenancy, read in one round trip: the clinic, whether
+    the doctor and the patient are that clinic's, and whether the location is one of its own
+    (True when none is named)."""
+
+    clinic: Clinic
+    is_doctor: bool
+    is_patient: bool
+    location_known: bool
+
+
+async def booking_parties(clinic_id: uuid.UUID, doctor_id: uuid.UUID, patient_id: uuid.UUID,
+                          location_id: uuid.UUID | None) -> BookingParties:
+    """One query for the clinic, its doctor, its patient and its location; 404 for no clinic.
+    Tenancy owns these tables, so the booking asks here instead of joining them itself."""
+    rows = await db.fetch(
+        """SELECT c.*,
+                  EXISTS (SELECT 1 FROM memberships m WHERE m.clinic_id = c.id
+                          AND m.user_id = $2 AND m.role = 'DOCTOR') AS is_doctor,
+                  EXISTS (SELECT 1 FROM memberships m WHERE m.clinic_id = c.id
+                          AND m.user_id = $3 AND m.role = 'PATIENT') AS is_patient,
+                  ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM locations l
+                                               WHERE l.id = $4 AND l.clinic_id = c.id))
+                      AS location_known
+           FROM clinics c WHERE c.id = $1""",
+        clinic_id, doctor_id, patient_id, location_id,
+    )
+    if not rows:
+        raise NotFound("clinic not found", resource_type="clinic", resource_id=clinic_id)
+    row = rows[0]
+    return BookingParties(clinic=clinic_from_row(row), is_doctor=row["is_doctor"],
+                          is_patient=row["is_patient"], location_known=row["location_known"])

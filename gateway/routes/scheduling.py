@@ -13,7 +13,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from domain.errors import invalid_field
 from domain.paging import Page
-from domain.queueing import commands as queue_commands
 from domain.scheduling import commands, queries
 from domain.scheduling.models import (
     Appointment,
@@ -186,8 +185,8 @@ async def get_appointment(principal: CurrentPrincipal,
 def _transition_route(action: str, permission: str) -> HTTPRouteHandler:
     async def handler(principal: CurrentPrincipal, appointment_id: FromPath[uuid.UUID],
                       data: JSONBody[TransitionBody | None] = None) -> Appointment:
-        return await queue_commands.appointment_action(principal, appointment_id, action,
-                                                       reason=data.reason if data else "")
+        return await commands.transition(principal, appointment_id, action,
+                                         reason=data.reason if data else "")
 
     handler.__name__ = f"appointment_{action.replace('-', '_')}"
     handler.__doc__ = f"State transition: {action} (409 names the current status when refused)."
@@ -195,7 +194,7 @@ def _transition_route(action: str, permission: str) -> HTTPRouteHandler:
                 status_code=200)(handler)
 
 
-TRANSITIONS = [_transition_route(a, "appointments:cancel" if a == "cancel" else "appointments:update")
+TRANSITIONS = [_transition_route(a, commands.permission_for(a))
                for a in ("confirm", "start", "complete", "no-show", "cancel")]
 # check-in lives with the queues (gateway/routes/queues.py): it also hands out the ticket
 
