@@ -1,4 +1,6 @@
-"""The SQL round trips of every write command of scheduling, queueing and tenancy, pinned.
+"""The SQL round trips of every write command in domain/, pinned (identity, tenancy,
+scheduling, queueing, jobs; `test_every_write_command_is_pinned` finds them, so a new command
+without a pin fails).
 
 A command that gains a round trip (a read that could ride an earlier query, a row read straight
 back after its INSERT, a second transaction) fails here: change the number only together with
@@ -7,15 +9,24 @@ counts); each is run once beforehand with the same shape, so the counts are of a
 
 from __future__ import annotations
 
+import ast
+import importlib
+import sys
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import CodeType, FrameType
 from typing import Any
 
 import pytest
 
 from domain.access.roles import Role
-from domain.errors import Conflict
+from domain.errors import Conflict, Unauthenticated
+from domain.identity import commands as identity
+from domain.jobs import commands as jobs
+from domain.principal import RequestMeta
 from domain.queueing import commands as queueing
 from domain.queueing.models import Priority
 from domain.scheduling import commands as scheduling
@@ -43,21 +54,56 @@ def _at(day: Any, hour: int, minute: int = 0) -> datetime:
 
 
 def _book(c: dict[str, Any], start: datetime, *, doctor: int = 0, patient: int = 0,
-          count: int = 1) -> Command:
+          count: int = 1, kind: AppointmentType = AppointmentType.IN_PERSON) -> Command:
     return lambda: scheduling.book(
         c["desk_p"], clinic_id=c["cid"], doctor_id=uuid.UUID(c["doctors"][doctor]["user_id"]),
         patient_id=uuid.UUID(c["patients"][patient]["user_id"]),
-        appointment_type=AppointmentType.IN_PERSON, start=start, duration_minutes=15,
+        appointment_type=kind, start=start, duration_minutes=15,
         location_id=c["loc"], repeat_every_days=7 if count > 1 else None, repeat_count=count)
 
 
-def measure(layer: Any, warm: Command, command: Command) -> tuple[Any, int, list[str]]:
-    """Run `warm` (same shape as `command`), then count `command`."""
+def measure(layer: Any, warm: Command, command: Command, *,
+            refused: type[BaseException] = Conflict) -> tuple[Any, int, list[str]]:
+    """Run `warm` (same shape as `command`), then count `command`; a `refused` error is a
+    result, any other is raised. Which write commands the counted run entered is noted for
+    `Pins` (a pin must count the command the table below says it counts)."""
     layer.count(warm())  # a refusal is as warm as a success
-    result, statements = layer.count(command())
-    if isinstance(result, BaseException) and not isinstance(result, Conflict):
+    with _entering() as entered:
+        result, statements = layer.count(command())
+    _ENTERED[:] = [entered]
+    if isinstance(result, BaseException) and not isinstance(result, refused):
         raise result
     return result, len(statements), statements
+
+
+_ENTERED: list[set[str]] = [set()]
+
+
+@contextmanager
+def _entering() -> Iterator[set[str]]:
+    """The write commands (keys of COMMANDS) whose code ran inside the block (a profile hook on
+    this thread, where the domain layer's event loop runs)."""
+    codes = _command_codes()
+    seen: set[str] = set()
+
+    def hook(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in codes:
+            seen.add(codes[frame.f_code])
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(previous)
+
+
+def _command_codes() -> dict[CodeType, str]:
+    found: dict[CodeType, str] = {}
+    for key in COMMANDS:
+        module, name = key.split(":")
+        found[getattr(importlib.import_module(f"domain.{module}"), name).__code__] = key
+    return found
 
 
 class Pins:
@@ -68,6 +114,9 @@ class Pins:
 
     def __call__(self, name: str, n: int, statements: list[str]) -> None:
         expected = globals()[name]
+        owner = next(key for key, pins in COMMANDS.items() if name in pins)
+        if owner not in _ENTERED[0]:
+            self.wrong.append(f"{name} is the pin of {owner}, which the counted run never ran")
         if n != expected:
             self.wrong.append(f"{name}: {n} statements, pinned {expected}:\n  "
                               + "\n  ".join(statements))
@@ -109,6 +158,7 @@ def test_book_conflict(domain_layer, house, pinned) -> None:
                               _book(house, _at(day, 9), patient=1))
     assert isinstance(result, scheduling.BookingConflict)
     pinned("BOOK_CONFLICT", n, sent)
+    pinned.verify()
 
 
 def test_book_as_patient(domain_layer, house, pinned) -> None:
@@ -148,7 +198,6 @@ def test_follow_up(domain_layer, house, pinned) -> None:
 
 def _transition(c: dict[str, Any], appointment: Any, action: str) -> Command:
     return lambda: scheduling.transition(c["desk_p"], appointment.id, action)
-    pinned.verify()
 
 
 def test_confirm_and_cancel(domain_layer, house, pinned) -> None:
@@ -191,6 +240,82 @@ def test_schedule_and_time_off(domain_layer, house, pinned) -> None:
     _, n, sent = measure(domain_layer, off, off)
     pinned("TIME_OFF", n, sent)
     pinned.verify()
+
+
+def test_holiday(domain_layer, house, pinned) -> None:
+    """Time off with no doctor closes the whole clinic."""
+    far = _at(fresh_day(), 3) + timedelta(days=601)
+    off = lambda: scheduling.add_time_off(house["sa_p"], house["cid"], None, start=far,  # noqa: E731
+                                          end=far + timedelta(hours=1), reason="holiday")
+    _, n, sent = measure(domain_layer, off, off)
+    pinned("HOLIDAY", n, sent)
+    pinned.verify()
+
+
+def test_consultation_transitions(domain_layer, house, pinned) -> None:
+    """start, complete and no-show on checked-in appointments (their queue entries follow)."""
+    day = fresh_day()
+    booked = [domain_layer.run(_book(house, _at(day, 10, 15 * i), patient=i)())[0]
+              for i in range(4)]
+    for a in booked:
+        domain_layer.run(queueing.check_in(house["desk_p"], a.id))
+    a, b, c, d = booked
+    result, n, sent = measure(domain_layer, _transition(house, a, "start"),
+                              _transition(house, b, "start"))
+    assert result.status == "in_progress"
+    pinned("START", n, sent)
+    result, n, sent = measure(domain_layer, _transition(house, a, "complete"),
+                              _transition(house, b, "complete"))
+    assert result.status == "completed"
+    pinned("COMPLETE", n, sent)
+    result, n, sent = measure(domain_layer, _transition(house, c, "no-show"),
+                              _transition(house, d, "no-show"))
+    assert result.status == "no_show"
+    assert {r["status"] for r in domain_layer.run(_entries(booked))} == {"done", "removed"}
+    pinned("NO_SHOW", n, sent)
+    pinned.verify()
+
+
+@pytest.fixture(scope="module")
+def paying(api, sa_token, clinic_factory, member_factory, domain_layer) -> dict[str, Any]:
+    """A clinic whose video appointments wait for payment."""
+    c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=4,
+                    payment_required_types=["video"])
+    c["desk_p"] = domain_layer.principal(c["desk"]["token"])
+    c["loc"] = uuid.UUID(c["locations"][0]["id"])
+    c["cid"] = uuid.UUID(c["id"])
+    return c
+
+
+def test_payment_moves(domain_layer, paying, pinned) -> None:
+    """The billing seam (mark_paid) and the expiry job (expire_unpaid, with two rows due)."""
+    from domain import db
+
+    day = fresh_day()
+    booked = [domain_layer.run(_book(paying, _at(day, 9, 15 * i), patient=i,
+                                     kind=AppointmentType.VIDEO)())[0] for i in range(4)]
+    assert {a.status for a in booked} == {"pending_payment"}
+    result, n, sent = measure(domain_layer, lambda: scheduling.mark_paid(booked[0].id),
+                              lambda: scheduling.mark_paid(booked[1].id))
+    assert result.status == "scheduled"
+    pinned("MARK_PAID", n, sent)
+
+    def due(*appointments: Any) -> None:
+        domain_layer.run(db.fetch(
+            "UPDATE appointments SET payment_due_at = now() - interval '1 second' "
+            "WHERE id = ANY($1::uuid[])", [a.id for a in appointments]))
+
+    # warm with nothing of ours due (it also expires any other test's stragglers), then two
+    domain_layer.run(scheduling.expire_unpaid())
+    due(*booked[2:])
+    result, n, sent = measure(domain_layer, _noop, scheduling.expire_unpaid)
+    assert result == 2
+    pinned("EXPIRE_UNPAID", n, sent)
+    pinned.verify()
+
+
+async def _noop() -> None:
+    return None
 
 
 # queueing ------------------------------------------------------------------------------------
@@ -248,7 +373,10 @@ def test_queue_commands(domain_layer, house, pinned) -> None:
     pinned("BOARD_TOKEN", n, sent)
     _, n, sent = measure(domain_layer, lambda: queueing.set_paused(desk, queue_id, True),
                          lambda: queueing.set_paused(desk, queue_id, False))
-    pinned("PAUSE", n, sent)
+    pinned("RESUME", n, sent)  # warmed by the pause
+    _, n, sent = measure(domain_layer, lambda: queueing.set_paused(desk, queue_id, False),
+                         lambda: queueing.set_paused(desk, queue_id, True))
+    pinned("PAUSE", n, sent)  # warmed by a resume of a running queue (a no-op)
     pinned.verify()
 
 
@@ -278,6 +406,260 @@ def test_tenancy_commands(domain_layer, house, pinned) -> None:
     pinned.verify()
 
 
+def test_tenancy_clinics_and_registration(domain_layer, house, pinned) -> None:
+    sa = house["sa_p"]
+    make = lambda: tenancy.create_clinic(  # noqa: E731
+        sa, name=f"Counted {uuid.uuid4().hex[:6]}", timezone="Asia/Kolkata",
+        settings={"allow_self_registration": True})
+    clinic, n, sent = measure(domain_layer, make, make)
+    pinned("CREATE_CLINIC", n, sent)
+    rename = lambda name: (lambda: tenancy.update_clinic(sa, clinic.id, name=name))  # noqa: E731
+    result, n, sent = measure(domain_layer, rename("Counted A"), rename("Counted B"))
+    assert result.name == "Counted B"
+    pinned("UPDATE_CLINIC", n, sent)
+    register = lambda: tenancy.register_patient(  # noqa: E731
+        clinic_id=clinic.id, email=unique_email("reg"), password=PASSWORD, name="Registered",
+        phone=None, meta=_meta())
+    result, n, sent = measure(domain_layer, register, register)
+    assert result.status == "accepted"
+    pinned("REGISTER_PATIENT", n, sent)
+    pinned.verify()
+
+
+def test_tenancy_invitations_and_members(domain_layer, house, pinned) -> None:
+    sa, cid = house["sa_p"], house["cid"]
+
+    def invite(email: str) -> Any:
+        return domain_layer.run(tenancy.invite(sa, cid, email=email, name="Invited",
+                                               role=Role.PATIENT, location_id=None,
+                                               password=None, phone=None))
+
+    open_ones = [invite(unique_email("rev")) for _ in range(2)]
+    revoke = lambda r: (lambda: tenancy.revoke_invitation(sa, cid, r.invitation_id))  # noqa: E731
+    _, n, sent = measure(domain_layer, revoke(open_ones[0]), revoke(open_ones[1]))
+    pinned("REVOKE_INVITATION", n, sent)
+    people = [_person(domain_layer, "inv") for _ in range(4)]
+    asked = [invite(email) for email, _ in people]
+    answer = lambda how, i: (lambda: how(people[i][1], asked[i].invitation_id))  # noqa: E731
+    result, n, sent = measure(domain_layer, answer(tenancy.accept_invitation, 0),
+                              answer(tenancy.accept_invitation, 1))
+    assert result.role is Role.PATIENT
+    pinned("ACCEPT_INVITATION", n, sent)
+    _, n, sent = measure(domain_layer, answer(tenancy.decline_invitation, 2),
+                         answer(tenancy.decline_invitation, 3))
+    pinned("DECLINE_INVITATION", n, sent)
+    members = [domain_layer.run(tenancy.add_member(
+        sa, cid, email=unique_email("mem"), name="Member", role=Role.PATIENT,
+        password=PASSWORD)) for _ in range(4)]
+    move = lambda m: (lambda: tenancy.update_member(sa, cid, m.user_id,  # noqa: E731
+                                                    location_id=house["loc"]))
+    result, n, sent = measure(domain_layer, move(members[0]), move(members[1]))
+    assert result.location_id == house["loc"]
+    pinned("UPDATE_MEMBER", n, sent)
+    drop = lambda m: (lambda: tenancy.remove_member(sa, cid, m.user_id))  # noqa: E731
+    _, n, sent = measure(domain_layer, drop(members[2]), drop(members[3]))
+    pinned("REMOVE_MEMBER", n, sent)
+    pinned.verify()
+
+
+# identity ------------------------------------------------------------------------------------
+
+PASSWORD = "counted-password-1"
+
+
+def _meta() -> RequestMeta:
+    """A source address of its own, so the per-address limits never refuse a counted call."""
+    b = uuid.uuid4().bytes
+    return RequestMeta(request_id="counted", ip=f"10.{b[0]}.{b[1]}.{b[2]}")
+
+
+def _person(layer: Any, tag: str) -> tuple[str, Any]:
+    """A new account's email and its logged-in principal."""
+    email = unique_email(tag)
+    layer.run(identity.create_user(email=email, name="Counted", password=PASSWORD))
+    pair = layer.run(identity.login(email=email, password=PASSWORD, meta=_meta(),
+                                    user_agent="counted"))
+    return email, layer.principal(pair.access_token)
+
+
+def test_identity_commands(domain_layer, pinned) -> None:
+    emails = [unique_email("idc") for _ in range(4)]
+    create = lambda e: (lambda: identity.create_user(  # noqa: E731
+        email=e, name="Counted", password=PASSWORD))
+    _, n, sent = measure(domain_layer, create(emails[0]), create(emails[1]))
+    pinned("CREATE_USER", n, sent)
+    for email in emails[2:]:
+        domain_layer.run(create(email)())
+    login = lambda e, pw=PASSWORD: (lambda: identity.login(  # noqa: E731
+        email=e, password=pw, meta=_meta(), user_agent="counted"))
+    pair, n, sent = measure(domain_layer, login(emails[0]), login(emails[1]))
+    assert pair.refresh_token
+    pinned("LOGIN", n, sent)
+    wrong = "not-the-password-9"
+    result, n, sent = measure(domain_layer, login(emails[2], wrong), login(emails[3], wrong),
+                              refused=Unauthenticated)
+    assert isinstance(result, Unauthenticated)
+    pinned("LOGIN_WRONG_PASSWORD", n, sent)
+    pairs = [domain_layer.run(login(emails[i % 4])()) for i in range(8)]
+    turn = lambda p: (lambda: identity.refresh(refresh_token=p.refresh_token,  # noqa: E731
+                                               meta=_meta()))
+    result, n, sent = measure(domain_layer, turn(pairs[0]), turn(pairs[1]))
+    assert result.refresh_token != pairs[1].refresh_token
+    pinned("REFRESH", n, sent)
+    # the spent tokens again: their sessions are revoked
+    result, n, sent = measure(domain_layer, turn(pairs[0]), turn(pairs[1]),
+                              refused=Unauthenticated)
+    assert isinstance(result, Unauthenticated)
+    pinned("REFRESH_REUSED", n, sent)
+    principals = [domain_layer.principal(p.access_token) for p in pairs[2:6]]
+    out = lambda p: (lambda: identity.logout(p))  # noqa: E731
+    _, n, sent = measure(domain_layer, out(principals[0]), out(principals[1]))
+    pinned("LOGOUT", n, sent)
+    revoke = lambda p: (lambda: identity.revoke_session(p.session_id,  # noqa: E731
+                                                        reason="counted"))
+    result, n, sent = measure(domain_layer, revoke(principals[2]), revoke(principals[3]))
+    assert result is True
+    pinned("REVOKE_SESSION", n, sent)
+    admin = lambda: identity.ensure_super_admin(email=unique_email("adm"),  # noqa: E731
+                                                password=PASSWORD)
+    _, n, sent = measure(domain_layer, admin, admin)
+    pinned("ENSURE_SUPER_ADMIN", n, sent)
+    pinned.verify()
+
+
+# jobs ----------------------------------------------------------------------------------------
+
+def test_jobs_commands(domain_layer, pinned) -> None:
+    key = lambda: f"counted-{uuid.uuid4().hex[:12]}"  # noqa: E731
+    later = datetime.now(TZ) + timedelta(days=3650)  # never due: no scheduler will run it
+    plan = lambda: jobs.schedule(task="counted.noop", job_key=key(), run_at=later)  # noqa: E731
+    result, n, sent = measure(domain_layer, plan, plan)
+    assert result is True
+    pinned("SCHEDULE_JOB", n, sent)
+    # LIMIT 0: the same statement, without taking the session's real due jobs from anyone
+    claim = lambda: jobs.claim_due(limit=0)  # noqa: E731
+    result, n, sent = measure(domain_layer, claim, claim)
+    assert result == []
+    pinned("CLAIM_DUE", n, sent)
+    once = lambda: jobs.claim_once(job_key=key(), task="counted.noop")  # noqa: E731
+    result, n, sent = measure(domain_layer, once, once)
+    assert result is True
+    pinned("CLAIM_ONCE", n, sent)
+    bury = lambda: jobs.bury(task="counted.noop", job_key=key(), payload={}, attempts=1,  # noqa: E731
+                             error="counted")
+    _, n, sent = measure(domain_layer, bury, bury)
+    pinned("BURY", n, sent)
+    pinned.verify()
+
+
+# every write command has a pin ---------------------------------------------------------------
+
+#: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
+#: `Pins` checks that the counted run of each pin entered its command.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "identity.commands:login": ("LOGIN", "LOGIN_WRONG_PASSWORD"),
+    "identity.commands:refresh": ("REFRESH", "REFRESH_REUSED"),
+    "identity.commands:revoke_session": ("REVOKE_SESSION",),
+    "identity.commands:logout": ("LOGOUT",),
+    "identity.commands:create_user": ("CREATE_USER",),
+    "identity.commands:ensure_super_admin": ("ENSURE_SUPER_ADMIN",),
+    "tenancy.commands:create_clinic": ("CREATE_CLINIC",),
+    "tenancy.commands:update_clinic": ("UPDATE_CLINIC",),
+    "tenancy.commands:create_location": ("CREATE_LOCATION",),
+    "tenancy.commands:add_member": ("ADD_MEMBER",),
+    "tenancy.commands:invite": ("INVITE",),
+    "tenancy.commands:revoke_invitation": ("REVOKE_INVITATION",),
+    "tenancy.commands:accept_invitation": ("ACCEPT_INVITATION",),
+    "tenancy.commands:decline_invitation": ("DECLINE_INVITATION",),
+    "tenancy.commands:update_member": ("UPDATE_MEMBER",),
+    "tenancy.commands:remove_member": ("REMOVE_MEMBER",),
+    "tenancy.commands:register_patient": ("REGISTER_PATIENT",),
+    "scheduling.commands.schedules:put_schedule": ("PUT_SCHEDULE",),
+    "scheduling.commands.schedules:add_time_off": ("TIME_OFF", "HOLIDAY"),
+    "scheduling.commands.booking:book": ("BOOK_ONE", "BOOK_SERIES_4", "BOOK_CONFLICT",
+                                         "BOOK_PATIENT"),
+    "scheduling.commands.booking:reschedule": ("RESCHEDULE",),
+    "scheduling.commands.booking:follow_up": ("FOLLOW_UP",),
+    "scheduling.commands.transitions:transition": ("CONFIRM", "CANCEL", "CANCEL_QUEUED", "START",
+                                                   "COMPLETE", "NO_SHOW"),
+    "scheduling.commands.transitions:expire_unpaid": ("EXPIRE_UNPAID",),
+    "scheduling.commands.transitions:mark_paid": ("MARK_PAID",),
+    "queueing.commands:check_in": ("CHECK_IN",),
+    "queueing.commands:call_next": ("CALL_NEXT",),
+    "queueing.commands:skip": ("SKIP",),
+    "queueing.commands:requeue": ("REQUEUE",),
+    "queueing.commands:set_priority": ("PRIORITY",),
+    "queueing.commands:transfer": ("TRANSFER",),
+    "queueing.commands:consult": ("CONSULT_START", "CONSULT_COMPLETE"),
+    "queueing.commands:set_paused": ("PAUSE", "RESUME"),
+    "queueing.commands:issue_board_token": ("BOARD_TOKEN",),
+    "jobs.commands:schedule": ("SCHEDULE_JOB",),
+    "jobs.commands:claim_due": ("CLAIM_DUE",),
+    "jobs.commands:claim_once": ("CLAIM_ONCE",),
+    "jobs.commands:bury": ("BURY",),
+}
+
+#: Public async functions of the commands modules that are not commands of their own, and why.
+NOT_COMMANDS: dict[str, str] = {
+    # parts of every command, run inside its transaction and counted in its pin
+    "audit.commands:record": "the command's audit row (appended by the journal at COMMIT)",
+    "events.commands:record": "notes an event in the transaction's journal; no SQL of its own",
+    "events.commands:record_many": "as record, for several events",
+    "queueing.commands:record_queue_events": "the queue's events, in every queue command",
+    "queueing.commands:open_queue": "finds or creates the queue inside check_in and transfer",
+    "scheduling.commands.booking:lock_doctor": "the doctor's lock inside book and reschedule",
+    "scheduling.commands.transitions:apply_transition":
+        "the move inside transition, check_in, consult and mark_paid",
+    "scheduling.commands.transitions:transition_row": "a bulk job's transition row",
+    # helpers
+    "identity.commands:check_password": "validates a password; no SQL",
+    # reads: they write nothing
+    "queueing.commands:location_code": "read: a location's check-in code",
+    "queueing.commands:appointment_code": "read: an appointment's check-in code",
+}
+
+
+def _public_commands() -> set[str]:
+    """Every public async function at the top of domain/*/commands.py and
+    domain/*/commands/*.py, as `context.module:function`."""
+    root = Path(__file__).resolve().parent.parent
+    paths = [*root.glob("domain/*/commands.py"), *root.glob("domain/*/commands/*.py")]
+    found: set[str] = set()
+    for path in paths:
+        module = ".".join(path.relative_to(root / "domain").with_suffix("").parts)
+        found.update(f"{module}:{node.name}" for node in ast.parse(path.read_text()).body
+                     if isinstance(node, ast.AsyncFunctionDef) and not node.name.startswith("_"))
+    return found
+
+
+def _pins_used() -> set[str]:
+    """The names passed to `pinned(...)` in this file's tests."""
+    tree = ast.parse(Path(__file__).read_text())
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "pinned" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)}
+
+
+def test_every_write_command_is_pinned() -> None:
+    """A new command without a pin (or a pin without its test) fails here."""
+    found = _public_commands()
+    assert "scheduling.commands.booking:book" in found  # the walk sees the commands package
+    unpinned = sorted(found - COMMANDS.keys() - NOT_COMMANDS.keys())
+    assert not unpinned, f"write commands with no pinned statement count: {unpinned}"
+    gone = sorted((COMMANDS.keys() | NOT_COMMANDS.keys()) - found)
+    assert not gone, f"listed here but no longer in domain/: {gone}"
+    assert not COMMANDS.keys() & NOT_COMMANDS.keys()
+    named = [pin for pins in COMMANDS.values() for pin in pins]
+    assert len(named) == len(set(named)), "a pin belongs to one command"
+    untested = sorted(set(named) - _pins_used())
+    assert not untested, f"pins no test counts: {untested}"
+    unnumbered = sorted(p for p in named if not isinstance(globals().get(p), int))
+    assert not unnumbered, f"pins without a pinned number: {unnumbered}"
+    strays = sorted(_pins_used() - set(named))
+    assert not strays, f"pins not listed under their command in COMMANDS: {strays}"
+
+
 # the pinned counts ---------------------------------------------------------------------------
 
 BOOK_ONE = 13  # before: 29
@@ -288,9 +670,15 @@ BOARD_TOKEN = 10  # queue and clinic read outside a transaction; the audit row i
 BOOK_CONFLICT = 9  # before: 27
 CONFIRM = 11  # before: 16
 CANCEL = 12  # before: 17
+START = 17  # a queued appointment's: the handler moves its entry and tells the queue
+COMPLETE = 16
+NO_SHOW = 16
+MARK_PAID = 8
+EXPIRE_UNPAID = 11  # two rows due: each read back and given its transition row apart
 RESCHEDULE = 14  # before: 18
 PUT_SCHEDULE = 16
 TIME_OFF = 14
+HOLIDAY = 9  # the clinic read outside the transaction (+ its reset); no event
 CHECK_IN = 20  # before: 22
 CALL_NEXT = 18
 SKIP = 21
@@ -301,6 +689,28 @@ CONSULT_COMPLETE = 22  # before: 24
 TRANSFER = 26
 CANCEL_QUEUED = 17  # new: the queue handler path
 PAUSE = 13
+RESUME = 13  # was pinned as PAUSE (it counted the resume)
 ADD_MEMBER = 14
 INVITE = 13
 CREATE_LOCATION = 11
+CREATE_CLINIC = 10
+UPDATE_CLINIC = 11
+REGISTER_PATIENT = 12
+REVOKE_INVITATION = 11
+ACCEPT_INVITATION = 13  # the membership read back after its INSERT
+DECLINE_INVITATION = 8  # no event
+UPDATE_MEMBER = 14  # the member read again after its UPDATE
+REMOVE_MEMBER = 12
+CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
+LOGIN = 10  # the user read outside the transaction (the password check must not hold one)
+LOGIN_WRONG_PASSWORD = 8  # the failure's audit row in a transaction of its own
+REFRESH = 8
+REFRESH_REUSED = 13  # three connections: the refused rotation, the spent token's lookup,
+#                      the revocation
+LOGOUT = 7
+REVOKE_SESSION = 2
+ENSURE_SUPER_ADMIN = 7
+SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
+CLAIM_DUE = 2
+CLAIM_ONCE = 2
+BURY = 2
