@@ -610,7 +610,6 @@ NOT_COMMANDS: dict[str, str] = {
     "scheduling.commands.booking:lock_doctor": "the doctor's lock inside book and reschedule",
     "scheduling.commands.transitions:apply_transition":
         "the move inside transition, check_in, consult and mark_paid",
-    "scheduling.commands.transitions:transition_row": "a bulk job's transition row",
     # helpers
     "identity.commands:check_password": "validates a password; no SQL",
     # reads: they write nothing
@@ -674,7 +673,8 @@ START = 17  # a queued appointment's: the handler moves its entry and tells the 
 COMPLETE = 16
 NO_SHOW = 16
 MARK_PAID = 8
-EXPIRE_UNPAID = 11  # two rows due: each read back and given its transition row apart
+EXPIRE_UNPAID = 7  # before: 11 with two rows due, 2 more per row (each read back, its
+#                   transition row apart); now one statement moves and notes them all
 RESCHEDULE = 14  # before: 18
 PUT_SCHEDULE = 16
 TIME_OFF = 14
@@ -690,16 +690,16 @@ TRANSFER = 26
 CANCEL_QUEUED = 17  # new: the queue handler path
 PAUSE = 13
 RESUME = 13  # was pinned as PAUSE (it counted the resume)
-ADD_MEMBER = 14
+ADD_MEMBER = 13  # before: 14 (the membership read back after its INSERT)
 INVITE = 13
 CREATE_LOCATION = 11
 CREATE_CLINIC = 10
 UPDATE_CLINIC = 11
 REGISTER_PATIENT = 12
 REVOKE_INVITATION = 11
-ACCEPT_INVITATION = 13  # the membership read back after its INSERT
+ACCEPT_INVITATION = 12  # before: 13 (the membership read back after its INSERT)
 DECLINE_INVITATION = 8  # no event
-UPDATE_MEMBER = 14  # the member read again after its UPDATE
+UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
 LOGIN = 10  # the user read outside the transaction (the password check must not hold one)

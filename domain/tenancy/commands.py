@@ -16,7 +16,7 @@ from domain.audit.commands import Outcome, record
 from domain.errors import Conflict, Forbidden, NotFound, invalid_field
 from domain.events.commands import record as record_event
 from domain.identity.commands import create_user
-from domain.identity.people import user_id_by_email
+from domain.identity.people import person_join, user_id_by_email
 from domain.principal import Principal, RequestMeta
 from domain.settings import get as app_settings
 from domain.tenancy import events
@@ -28,7 +28,13 @@ from domain.tenancy.models import (
     Location,
     Member,
 )
-from domain.tenancy.queries import clinic_from_row, load_clinic, load_member, require_location
+from domain.tenancy.queries import (
+    clinic_from_row,
+    load_clinic,
+    load_member,
+    member_from_row,
+    require_location,
+)
 
 UNSET = msgspec.UNSET
 #: How long an invitation waits for its answer.
@@ -154,12 +160,8 @@ async def add_member(
             user_id = existing
         else:
             user_id = await create_user(email=address, name=name, password=password, phone=phone)
-        inserted = await db.fetch(
-            """INSERT INTO memberships (id, user_id, clinic_id, role, location_id)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, clinic_id) DO NOTHING RETURNING id""",
-            uuid.uuid4(), user_id, clinic_id, role.value, location_id,
-        )
-        if not inserted:
+        member = await _insert_membership(user_id, clinic_id, role, location_id)
+        if member is None:
             raise Conflict("this user is already a member of the clinic", resource_type="member",
                            resource_id=user_id)
         await record_event(principal, clinic_id=clinic_id,
@@ -171,9 +173,27 @@ async def add_member(
             detail["direct_link"] = True
         await record(principal, action="members:create", resource_type="member",
                      resource_id=user_id, clinic_id=clinic_id, detail=detail)
-        member = await load_member(clinic_id, user_id)
     assert member is not None
     return member
+
+
+_INSERT_MEMBERSHIP = f"""
+WITH m AS (
+    INSERT INTO memberships (id, user_id, clinic_id, role, location_id)
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, clinic_id) DO NOTHING RETURNING *
+)
+SELECT m.user_id, m.clinic_id, m.role, m.location_id, m.created_at, m.id, u.email, u.name
+FROM m {person_join("m.user_id", "u")}
+"""
+
+
+async def _insert_membership(user_id: uuid.UUID, clinic_id: uuid.UUID, role: Role,
+                             location_id: uuid.UUID | None) -> Member | None:
+    """The new membership as the API shows it, from its INSERT (not read back after it);
+    None when the user already is a member."""
+    rows = await db.fetch(_INSERT_MEMBERSHIP, uuid.uuid4(), user_id, clinic_id, role.value,
+                          location_id)
+    return member_from_row(rows[0]) if rows else None
 
 
 async def invite(
@@ -308,11 +328,7 @@ async def accept_invitation(principal: Principal, invitation_id: uuid.UUID) -> M
         row = await _my_open_invitation(principal, invitation_id)
         clinic_id, user_id = row["clinic_id"], principal.user_id
         role, location_id = Role(row["role"]), row["location_id"]
-        inserted = await db.fetch(
-            """INSERT INTO memberships (id, user_id, clinic_id, role, location_id)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, clinic_id) DO NOTHING RETURNING id""",
-            uuid.uuid4(), user_id, clinic_id, role.value, location_id,
-        )
+        inserted = await _insert_membership(user_id, clinic_id, role, location_id)
         await db.fetch(
             """UPDATE invitations SET status = 'accepted', answered_at = now(), updated_at = now()
                WHERE id = $1""", invitation_id,
@@ -329,7 +345,7 @@ async def accept_invitation(principal: Principal, invitation_id: uuid.UUID) -> M
             await record(principal, action="invitations:accept", resource_type="invitation",
                          resource_id=invitation_id, clinic_id=clinic_id,
                          detail={"already_member": True})
-        member = await load_member(clinic_id, user_id)
+        member = inserted or await load_member(clinic_id, user_id)
     assert member is not None
     return member
 
@@ -408,9 +424,8 @@ async def update_member(
         await record(principal, action="members:update", resource_type="member",
                      resource_id=user_id, clinic_id=clinic_id,
                      detail={"role": new_role.value, "previous_role": member.role.value})
-        updated = await load_member(clinic_id, user_id)
-    assert updated is not None
-    return updated
+    # the row read above (under the clinic's member lock) with the two fields just written
+    return msgspec.structs.replace(member, role=new_role, location_id=new_location)
 
 
 async def remove_member(principal: Principal, clinic_id: uuid.UUID, user_id: uuid.UUID) -> None:

@@ -124,34 +124,33 @@ async def apply_transition(principal: Principal | None, appointment: Appointment
     return updated
 
 
-async def transition_row(appointment_id: uuid.UUID, from_status: Status | None,
-                         to_status: Status, appointment: Appointment, actor: Principal | None,
-                         reason: str) -> None:
-    """A transition row on its own (a bulk job's; single moves write it with the change)."""
-    await db.fetch(
-        """INSERT INTO appointment_transitions (appointment_id, from_status, to_status, starts_at,
-               ends_at, actor_id, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        appointment_id, from_status.value if from_status else None, to_status.value,
-        appointment.start, appointment.end, actor.user_id if actor else None, reason,
-    )
-
-
 # jobs and seams ----------------------------------------------------------------------------
 
 async def expire_unpaid() -> int:
     """Unpaid `pending_payment` appointments past their window become `expired`, freeing the
     slot. The status guard makes each move happen once however many workers run this."""
     async with db.transaction():
-        rows = await db.fetch(
-            """UPDATE appointments SET status = 'expired', updated_at = now()
-               WHERE status = 'pending_payment' AND payment_due_at <= now() RETURNING id""")
+        rows = await db.fetch(_EXPIRE)
         for row in rows:
-            appointment = await load_appointment(row["id"])
-            await transition_row(appointment.id, Status.PENDING_PAYMENT, Status.EXPIRED,
-                                 appointment, None, "payment window ended")
-            await events.record(None, events.AppointmentStatusChanged, appointment,
+            await events.record(None, events.AppointmentStatusChanged, appointment_from_row(row),
                                 previous_status=Status.PENDING_PAYMENT.value)
     return len(rows)
+
+
+#: The moves and their transition rows in one statement, however many are due (an event needs
+#: only the row, not its follow-ups).
+_EXPIRE = """
+WITH moved AS (
+    UPDATE appointments SET status = 'expired', updated_at = now()
+    WHERE status = 'pending_payment' AND payment_due_at <= now() RETURNING *
+), noted AS (
+    INSERT INTO appointment_transitions (appointment_id, from_status, to_status, starts_at,
+        ends_at, actor_id, reason)
+    SELECT id, 'pending_payment', status, starts_at, ends_at, NULL, 'payment window ended'
+    FROM moved
+)
+SELECT * FROM moved
+"""
 
 
 async def mark_paid(appointment_id: uuid.UUID) -> Appointment:
