@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import re
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 

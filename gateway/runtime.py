@@ -3,9 +3,9 @@ Everything above the connection is the same on both paths."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
-import base64
 import secrets
 from collections.abc import Iterator
 from pathlib import Path

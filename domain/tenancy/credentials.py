@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -74,7 +75,7 @@ def _encrypt(key: bytes, clinic_id: uuid.UUID, provider: str,
     return nonce, AESGCM(key).encrypt(nonce, plain, _associated_data(clinic_id, provider))
 
 
-def _decrypt(keys: dict[str, bytes], row: dict[str, object], clinic_id: uuid.UUID,
+def _decrypt(keys: dict[str, bytes], row: dict[str, Any], clinic_id: uuid.UUID,
              provider: str) -> dict[str, str]:
     key_id = str(row["key_id"])
     what = f"credentials of provider {provider} for this clinic"
@@ -82,8 +83,7 @@ def _decrypt(keys: dict[str, bytes], row: dict[str, object], clinic_id: uuid.UUI
         raise CredentialsUnavailable(f"{what} are under key id {key_id}, which "
                                      "CAREWIRE_CREDENTIALS_KEY no longer holds")
     try:
-        plain = AESGCM(keys[key_id]).decrypt(bytes(row["nonce"]),  # type: ignore[arg-type]
-                                             bytes(row["ciphertext"]),  # type: ignore[arg-type]
+        plain = AESGCM(keys[key_id]).decrypt(bytes(row["nonce"]), bytes(row["ciphertext"]),
                                              _associated_data(clinic_id, provider))
     except InvalidTag:
         raise CredentialsUnavailable(f"{what} do not decrypt: they were not written for this "
@@ -148,7 +148,7 @@ async def put_credentials(principal: Principal, clinic_id: uuid.UUID, provider: 
 async def get_credentials(clinic_id: uuid.UUID, provider: str) -> dict[str, str]:
     """The plaintext fields, for a provider adapter about to call its provider; no principal:
     the caller is the delivery pipeline, never a request."""
-    key_id, keys = _keys()
+    _, keys = _keys()
     rows = await db.fetch(
         "SELECT key_id, nonce, ciphertext FROM clinic_credentials WHERE clinic_id = $1 AND provider = $2",
         clinic_id, provider)
