@@ -5,15 +5,18 @@ database, and the CLI runs as a real process."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from domain import settings
@@ -260,6 +263,55 @@ def test_keys_rotate_re_encrypts_everything_once(domain_layer, db, house, env, s
         _rotate(env, f"{old},{new}")
     for provider, fields in expected.items():
         assert domain_layer.run(get_credentials(house["b"], provider)) == fields
+
+
+def test_keys_rotate_never_overwrites_a_put_made_meanwhile(domain_layer, db, house, env):
+    """The row is locked while the rotation reads it; a put under the new key lands before the
+    rotation's write, which then finds the row changed and leaves it (a re-run has nothing to do)."""
+    old, new = env["CAREWIRE_CREDENTIALS_KEY"], _entry("race2")
+    meanwhile = {"api_key": "written-meanwhile-" + secrets.token_hex(6)}
+    with keys_in_process(f"{new},{old}"):  # what an app process already on the new key writes
+        domain_layer.run(put_credentials(house["sa"], house["b"], "raced", meanwhile))
+    donor = _row(db, house["b"], "raced")
+    domain_layer.run(put_credentials(house["sa"], house["b"], "raced", {"api_key": "o" * 12}))
+
+    async def race() -> tuple[int, str]:
+        conn = await asyncpg.connect(env["DATABASE_URL"])
+        watch = await asyncpg.connect(env["DATABASE_URL"])
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT 1 FROM clinic_credentials WHERE clinic_id = $1 AND "
+                                   "provider = 'raced' FOR UPDATE", house["b"])
+                proc = await asyncio.create_subprocess_exec(
+                    *servers.CAREWIRE, "keys", "rotate",
+                    env={**env, "CAREWIRE_CREDENTIALS_KEY": f"{new},{old}"},
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                deadline = time.monotonic() + 60
+                while not await watch.fetchval(  # not `conn`: a transaction sees one snapshot
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'UPDATE clinic_credentials SET key_id%'"):
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        raise AssertionError(f"rotation never blocked: {await proc.communicate()}")
+                    await asyncio.sleep(0.05)  # polling a condition, bounded by the deadline
+                await conn.execute("UPDATE clinic_credentials SET key_id = $3, nonce = $4, ciphertext = $5 "
+                                   "WHERE clinic_id = $1 AND provider = $2", house["b"], "raced",
+                                   donor["key_id"], donor["nonce"], donor["ciphertext"])
+            out, _ = await proc.communicate()
+            return proc.returncode or 0, out.decode()
+        finally:
+            await conn.close()
+            await watch.close()
+
+    try:
+        code, out = servers.run(race())
+        assert code == 1 and "changed meanwhile: 1" in out and "run `carewire keys rotate` again" in out, out
+        with keys_in_process(f"{new},{old}"):
+            assert domain_layer.run(get_credentials(house["b"], "raced")) == meanwhile
+        assert "credentials rotated: 0, " in _rotate(env, f"{new},{old}")
+    finally:
+        _rotate(env, f"{old},{new}")
+    assert domain_layer.run(get_credentials(house["b"], "raced")) == meanwhile
 
 
 def test_a_canary_secret_appears_in_no_log_audit_row_or_event(domain_layer, db, house, server,
