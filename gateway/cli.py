@@ -159,14 +159,18 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from domain.errors import DomainError
+    from domain.settings import SettingsError
     from domain.tenancy.credentials import rotate_credentials
     from gateway.runtime import services
 
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
     with services(args.data_dir):
         try:
             result = asyncio.run(_with_db(lambda: rotate_credentials(batch_size=args.batch_size)))
-        except DomainError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
+        except (DomainError, SettingsError) as exc:
+            print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
             return 2
     print(f"credentials rotated: {result.rotated}, already under the current key: "
           f"{result.already_current}, changed meanwhile: {result.raced}, "

@@ -208,6 +208,17 @@ def test_the_embedded_default_keeps_its_generated_key(tmp_path: Path):
     assert _credentials_key(tmp_path / "other") != first
 
 
+def test_keys_generate_and_a_refused_rotation(env):
+    done = servers.cli(env, "keys", "generate", "--key-id", "fresh1")
+    assert done.returncode == 0, done.stderr
+    assert list(settings.credentials_keys([done.stdout.strip()])) == ["fresh1"]
+    assert servers.cli(env, "keys", "generate", "--key-id", "bad:id").returncode == 2
+    for keys, says in (("", "CAREWIRE_CREDENTIALS_KEY is not set"), ("k1:short", "not base64")):
+        done = servers.cli({**env, "CAREWIRE_CREDENTIALS_KEY": keys}, "keys", "rotate")
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, \
+            done.stderr
+
+
 def _rotate(env, keys: str, *, code: int = 0) -> str:
     done = servers.cli({**env, "CAREWIRE_CREDENTIALS_KEY": keys}, "keys", "rotate", "--batch-size", "2")
     assert done.returncode == code, done.stdout + done.stderr
