@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -24,6 +27,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: ≥ 32 random characters, the same on every gateway process; required with real servers
     #: (the embedded default keeps a generated one in its data folder).
     jwt_secret: str
+    #: Keys of the clinics' provider credentials (AES-256-GCM): comma-separated `kid:base64key`
+    #: entries, each key 32 bytes in base64, the first the current one (new ciphertexts use it;
+    #: the others only decrypt rows not yet rotated). Generate an entry with
+    #: `carewire keys generate`; the embedded default keeps a generated one in its data folder.
+    credentials_key: tuple[str, ...] = ()
     #: Lifetime of an access token (REST and sockets; a socket is closed when its token expires).
     access_token_ttl_seconds: int = 900
     #: Lifetime of a refresh token (rotated on every use; a reused one revokes its family).
@@ -82,7 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
 
-_LISTS = ("allowed_origins", "gc_thresholds", "trusted_proxies")
+_LISTS = ("allowed_origins", "credentials_key", "gc_thresholds", "trusted_proxies")
 
 
 class SettingsError(RuntimeError):
@@ -112,10 +120,39 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError as exc:
             raise SettingsError(f"bad setting: {PREFIX}TRUSTED_PROXIES: {exc}") from exc
+    credentials_keys(raw.get("credentials_key", ()))  # type: ignore[arg-type]
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"bad setting: {exc}") from exc
+
+
+#: A key id: short, and free of the `:` and `,` that separate the setting's entries.
+KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+def credentials_keys(entries: tuple[str, ...] | list[str]) -> dict[str, bytes]:
+    """`kid:base64key` entries as {kid: key}, in order (the first is current); SettingsError
+    names the bad entry by its position and key id, never by its key."""
+    keys: dict[str, bytes] = {}
+    for n, entry in enumerate(entries, 1):
+        kid, sep, encoded = entry.strip().partition(":")
+        where = f"bad setting: {PREFIX}CREDENTIALS_KEY entry {n}"
+        if not sep or not KEY_ID.match(kid):
+            raise SettingsError(f"{where}: expected kid:base64key, kid of 1-32 letters, digits, _.-")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            try:
+                key = base64.urlsafe_b64decode(encoded.strip())
+            except (binascii.Error, ValueError):
+                raise SettingsError(f"{where} ({kid}): the key is not base64") from None
+        if len(key) != 32:
+            raise SettingsError(f"{where} ({kid}): the key must be 32 bytes (AES-256), not {len(key)}")
+        if kid in keys:
+            raise SettingsError(f"{where}: key id {kid} appears twice")
+        keys[kid] = key
+    return keys
 
 
 @lru_cache(maxsize=1)

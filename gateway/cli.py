@@ -1,4 +1,4 @@
-"""`carewire`: dev, serve, worker, migrate, seed-demo, create-admin, audit verify, settings."""
+"""`carewire`: dev, serve, worker, migrate, seed-demo, create-admin, audit verify, keys, settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,42 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from domain.errors import DomainError
+    from domain.settings import SettingsError
+    from domain.tenancy.credentials import rotate_credentials
+    from gateway.runtime import services
+
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    with services(args.data_dir):
+        try:
+            result = asyncio.run(_with_db(lambda: rotate_credentials(batch_size=args.batch_size)))
+        except (DomainError, SettingsError) as exc:
+            print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 2
+    print(f"credentials rotated: {result.rotated}, already under the current key: "
+          f"{result.already_current}, changed meanwhile: {result.raced}, "
+          f"unreadable: {result.unreadable}")
+    for clinic_id, provider, key_id in result.unreadable_rows:
+        print(f"unreadable: clinic {clinic_id} provider {provider} (key id {key_id})", file=sys.stderr)
+    if result.raced:
+        print("rows changed meanwhile: run `carewire keys rotate` again", file=sys.stderr)
+    return 1 if result.unreadable or result.raced else 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from domain.settings import KEY_ID
+    from gateway.runtime import new_key_entry
+
+    if not KEY_ID.match(args.key_id):
+        print("error: a key id is 1-32 letters, digits, _ . -", file=sys.stderr)
+        return 2
+    print(new_key_entry(args.key_id))
+    return 0
+
+
 #: Read without the CAREWIRE_ prefix (the usual names of those URLs).
 _UNPREFIXED = ("database_url", "redis_url")
 _FIELD = re.compile(r"^    (\w+): ")
@@ -270,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered")
     data_dir(v)
     v.set_defaults(func=cmd_audit_verify)
+    p = sub.add_parser("keys", help="the credentials keys (CAREWIRE_CREDENTIALS_KEY)")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    k = keys_sub.add_parser("rotate", help="re-encrypt every stored credential under the current "
+                            "(first) key; safe to re-run and while the app runs")
+    k.add_argument("--batch-size", type=int, default=100)
+    data_dir(k)
+    k.set_defaults(func=cmd_keys_rotate)
+    k = keys_sub.add_parser("generate", help="print a new kid:base64key entry")
+    k.add_argument("--key-id", default=f"k{time.strftime('%Y%m%d%H%M%S', time.gmtime())}")
+    k.set_defaults(func=cmd_keys_generate)
     p = sub.add_parser("settings", help="every setting: its variable, default and meaning")
     p.add_argument("--markdown", action="store_true", help="as the README's table")
     p.set_defaults(func=cmd_settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import uuid
@@ -30,6 +31,7 @@ def env() -> Iterator[Env]:
             DATABASE_URL=dsn,
             REDIS_URL=redis_url,
             CAREWIRE_JWT_SECRET=secrets.token_urlsafe(48),
+            CAREWIRE_CREDENTIALS_KEY=f"t1:{base64.b64encode(secrets.token_bytes(32)).decode()}",
             CAREWIRE_REDIS_PREFIX=f"cwtest-{secrets.token_hex(4)}:",
             CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
             CAREWIRE_REGISTER_ATTEMPTS_PER_IP="100000",
