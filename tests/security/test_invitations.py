@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import unique_email
@@ -356,3 +358,31 @@ def test_the_clinic_may_revoke_a_pending_invitation(api, db, clinic_factory, mem
     assert person["user_id"] not in member_ids(db, b["id"])
     listed = api.as_(b_admin["token"], "GET", f"/clinics/{b['id']}/invitations").json()["items"]
     assert [(i["id"], i["status"]) for i in listed] == [(iid, "revoked")]
+
+
+def test_racing_answers_settle_an_invitation_once(server, api, db, clinic_factory,
+                                                   member_factory):
+    """Accept, decline and revoke fired together at one invitation, over several rounds: exactly
+    one wins, the rest get 409, nothing 5xx, and a membership exists exactly when accept won."""
+    b = clinic_factory()
+    b_admin = member_factory(b["id"], "CLINIC_ADMIN", tag="inv-race-admin")
+    rng = random.Random(9)
+
+    async def fire(calls: list[tuple[str, str]]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.base_url + "/api/v1", timeout=60) as c:
+            return await asyncio.gather(*(c.post(path, headers={"Authorization": f"Bearer {tok}"})
+                                          for tok, path in calls))
+
+    for round_ in range(6):
+        person = member_factory(clinic_factory()["id"], "NURSE", tag=f"inv-race-{round_}")
+        iid = invite(api, b_admin["token"], b["id"], person["email"], "NURSE")["invitation_id"]
+        mine = f"/users/me/invitations/{iid}"
+        kinds = [rng.choice(["accept", "decline", "revoke"]) for _ in range(6)]
+        calls = [(b_admin["token"], f"/clinics/{b['id']}/invitations/{iid}/revoke") if k == "revoke"
+                 else (person["token"], f"{mine}/{k}") for k in kinds]
+        answers = asyncio.run(fire(calls))
+        codes = [r.status_code for r in answers]
+        assert all(code < 500 for code in codes), codes
+        winners = [k for k, r in zip(kinds, answers, strict=True) if r.status_code < 300]
+        assert len(winners) == 1 and codes.count(409) == len(codes) - 1, (kinds, codes)
+        assert (person["user_id"] in member_ids(db, b["id"])) is (winners[0] == "accept")
