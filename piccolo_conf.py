@@ -17,5 +17,6 @@ APP_REGISTRY = AppRegistry(
         "domain.jobs.piccolo_app",
         "domain.scheduling.piccolo_app",
         "domain.queueing.piccolo_app",
+        "domain.communication.piccolo_app",
     ]
 )

@@ -84,6 +84,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_backoff_seconds: float = 5.0
     #: How often the job scheduler looks for due jobs when nothing wakes it sooner.
     scheduler_poll_seconds: float = 1.0
+    #: Where each HTTP provider is reached; tests point them at loopback servers speaking
+    #: the same protocol. ZeptoMail's data centre is chosen here (`https://api.zeptomail.eu`).
+    zeptomail_url: str = "https://api.zeptomail.com"
+    #: Firebase Cloud Messaging's HTTP v1 API.
+    fcm_url: str = "https://fcm.googleapis.com"
+    #: Google's OAuth token endpoint for FCM's service-account grant (the `token_uri` inside a
+    #: clinic's service-account JSON is ignored, so a stored key cannot redirect the grant).
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    #: Meta's Graph API (WhatsApp Cloud API) and the version path it is called with.
+    whatsapp_url: str = "https://graph.facebook.com"
+    #: The Graph API version in every WhatsApp call's path.
+    whatsapp_api_version: str = "v21.0"
+    #: An AWS endpoint for SES and SNS (a moto server in tests); empty: AWS itself.
+    aws_endpoint_url: str = ""
+    #: The global provider chain per channel, used where a clinic configured none: a JSON file's
+    #: path, or the JSON itself (`{"email": {"providers": ["smtp"], "sender": {...}},
+    #: "credentials": {"smtp": {...}}}`). Empty: every channel goes to the local sink, which
+    #: records and delivers nothing.
+    communication_defaults: str = ""
+    #: How long a provider call may take before it counts as failed (or as maybe sent).
+    provider_timeout_seconds: float = 10.0
+    #: Consecutive failures of one provider for one clinic that open its circuit breaker
+    #: (the breaker's state is shared by all workers through Redis).
+    breaker_threshold: int = 5
+    #: How long an open breaker refuses calls before it lets one trial call through.
+    breaker_open_seconds: float = 30.0
+    #: How long a worker may hold a message it is sending; a worker killed mid-send leaves it
+    #: to be claimed again after this (sent once more at most).
+    message_lease_seconds: float = 60.0
     #: Logging level of every carewire process (`DEBUG`, `INFO`, `WARNING`, ...).
     log_level: str = "INFO"
     #: Python GC thresholds for gateway processes (see gateway/app.py tune_gc).

@@ -39,6 +39,9 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: booking for a patient are not bound by either.
     patient_max_future_appointments: Annotated[int, msgspec.Meta(ge=1, le=500)] = 5
     patient_max_series_occurrences: Annotated[int, msgspec.Meta(ge=1, le=52)] = 12
+    #: Days a sent message's subject and body stay in the delivery log before they are cleared
+    #: (the log row itself stays).
+    message_body_retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
 
 
 class Clinic(msgspec.Struct, frozen=True):

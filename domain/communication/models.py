@@ -1,0 +1,100 @@
+"""Shapes of outbound messages and of their configuration."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+Channel = Literal["email", "push", "whatsapp", "sms"]
+CHANNELS: tuple[Channel, ...] = ("email", "push", "whatsapp", "sms")
+
+Status = Literal["queued", "sending", "sent", "delivered", "bounced", "complained", "failed",
+                 "suppressed", "unknown"]
+#: Statuses a message does not leave by sending (webhooks may still move sent → delivered...).
+FINAL: frozenset[str] = frozenset({"sent", "delivered", "bounced", "complained", "failed",
+                                   "suppressed", "unknown"})
+
+Outcome = Literal["sent", "rejected", "unavailable", "unknown", "skipped"]
+SuppressionReason = Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
+
+
+class Sender(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who a clinic's messages come from, per channel (each channel uses its own fields)."""
+
+    from_address: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    whatsapp_number_id: str | None = None
+    sms_sender_id: str | None = None
+
+
+class WhatsAppTemplate(msgspec.Struct, frozen=True, kw_only=True):
+    """A Meta-approved template: the only way to open a conversation outside the 24 h window."""
+
+    name: str
+    language: str = "en"
+    parameters: list[str] = []
+
+
+class Outbound(msgspec.Struct, frozen=True, kw_only=True):
+    """One message as an adapter sees it: the address resolved, the text rendered. `idempotency_key`
+    is stable across retries and workers, so a provider that dedupes drops a second send."""
+
+    message_id: uuid.UUID
+    clinic_id: uuid.UUID
+    channel: Channel
+    #: Email address, E.164 phone number, or push token.
+    to: str
+    #: Push only: which kind of token `to` is ("fcm" or "apns").
+    token_kind: str | None = None
+    subject: str | None = None
+    text: str
+    html: str | None = None
+    #: Push data payload (string values only, as FCM requires).
+    data: dict[str, str] = {}
+    #: Extra email headers (e.g. List-Unsubscribe).
+    headers: dict[str, str] = {}
+    template: WhatsAppTemplate | None = None
+    sender: Sender = Sender()
+    idempotency_key: str
+
+
+class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
+    channel: Channel
+    #: Primary first, then fallbacks in order.
+    providers: list[str]
+    sender: Sender = Sender()
+    rate_per_second: int | None = None
+    retry_unknown: bool = False
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    provider: str
+    outcome: Outcome
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    at: datetime
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery-log row as its readers see it (body fields only until pruned)."""
+
+    id: uuid.UUID
+    clinic_id: uuid.UUID
+    user_id: uuid.UUID | None
+    channel: Channel
+    kind: str
+    address: str
+    status: Status
+    provider: str | None
+    provider_message_id: str | None
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    attempts: list[Attempt] = []
+    subject: str | None = None
+    body: str | None = None

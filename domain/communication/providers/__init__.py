@@ -1,0 +1,16 @@
+"""Every provider adapter, by the name configuration uses. One module per provider; each
+speaks its provider's real protocol (see ../shared/PROVIDERS.md)."""
+
+from __future__ import annotations
+
+from domain.communication.models import Channel
+from domain.communication.providers.base import Provider
+from domain.communication.providers.local import LocalSink
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (
+    LocalSink(),
+)}
+
+
+def for_channel(channel: Channel) -> list[str]:
+    return sorted(name for name, p in PROVIDERS.items() if channel in p.channels)
