@@ -60,6 +60,10 @@ CREATE TABLE communication_messages (
     -- claimed again after it (sent once more at most; the idempotency key lets the provider
     -- drop the duplicate where it can).
     lease_until timestamptz,
+    -- Who holds the lease: a worker whose lease ran out cannot overwrite the next one's result.
+    claim_id uuid,
+    -- Sending rounds so far (each tries the whole chain); past the limit the message fails.
+    tries integer NOT NULL DEFAULT 0,
     provider text,
     provider_message_id text,
     error text,

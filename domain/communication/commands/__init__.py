@@ -1,0 +1,1 @@
+"""Communication commands, cut by what they do (messages; config, devices and suppressions)."""
