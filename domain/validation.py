@@ -75,6 +75,7 @@ def msgspec_field_error(message: str, prefix: str = "") -> tuple[str, str]:
     elif "unknown field `" in text or "missing required field `" in text:
         path = f"{path}.{text.split('`')[1]}"
         text = "unknown field" if "unknown" in text else "required"
-    path = path.replace("[", ".").replace("]", "")
+    # msgspec names a dict's value `[...]`, not by its key: name the dict itself
+    path = path.split("[...]")[0].replace("[", ".").replace("]", "").rstrip(".")
     full = ".".join(p for p in (prefix, path) if p) or prefix or "body"
     return full, text

@@ -36,6 +36,7 @@ from gateway.routes import (
     auth,
     boards,
     clinics,
+    communication,
     events,
     health,
     members,
@@ -49,7 +50,7 @@ from tasks.outbox_relay import Relay
 log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
-               scheduling.router, queues.router]
+               scheduling.router, queues.router, communication.router]
 
 
 def tune_gc() -> None:

@@ -1,4 +1,4 @@
-"""What other contexts may read of a user account: its id by email, its email and name.
+"""What other contexts may read of a user account: its id by email, its email, name and phone.
 
 They ask here instead of querying identity's tables (tests/test_structure.py), so credentials
 and sessions stay identity's alone. A leaf module (it imports no other context), so that
@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
+
 from domain import db
+
+
+class Contact(msgspec.Struct, frozen=True, kw_only=True):
+    email: str
+    phone: str | None
 
 
 async def user_id_by_email(email: str) -> uuid.UUID | None:
     """The account with this (already normalised) email, if there is one."""
     rows = await db.fetch("SELECT id FROM users WHERE email = $1", email)
     return rows[0]["id"] if rows else None
+
+
+async def contact(user_id: uuid.UUID) -> Contact | None:
+    """Where a user can be reached (communication's test send goes to the caller)."""
+    rows = await db.fetch("SELECT email, phone FROM users WHERE id = $1", user_id)
+    return Contact(email=rows[0]["email"], phone=rows[0]["phone"]) if rows else None
 
 
 def person_join(user_id: str, alias: str) -> str:
