@@ -110,6 +110,8 @@ def _clean(provider: str, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
             errors.append(FieldError(f"credentials.{name}", "a non-empty string"))
         elif len(value) > MAX_VALUE_CHARS:
             errors.append(FieldError(f"credentials.{name}", f"at most {MAX_VALUE_CHARS} characters"))
+        elif "\x00" in value:  # its mask is stored as jsonb, which cannot hold NUL
+            errors.append(FieldError(f"credentials.{name}", "must not contain NUL characters"))
     if errors:  # names the field, never its value
         raise Invalid("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
     return provider, dict(fields)

@@ -148,6 +148,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
      "channels.email.sender.from"),
     ("providers not a list", {"channels": {"email": {**EMAIL, "providers": "local"}}},
      "channels.email.providers"),
+    ("a NUL in a credential value", {"credentials": {"configmail": {"api_key": "k" * 8 + "\x00"}}},
+     "credentials.configmail.api_key"),
     ("credential value not a string", {"credentials": {"configmail": {"api_key": 12345678}}},
      "credentials.configmail.api_key"),
 ]

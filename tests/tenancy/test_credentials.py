@@ -168,7 +168,8 @@ def test_who_may_store_credentials_and_what_bad_input_gets(domain_layer, db, hou
     _refused(domain_layer, masked_credentials(house["admin"], house["b"]), NotFound)
     for provider, bad, field in (("Bad Provider", fields, "provider"), ("smtp", {}, "credentials"),
                                  ("smtp", {"api_key": ""}, "credentials.api_key"),
-                                 ("smtp", {"API KEY": "v" * 10}, "credentials")):
+                                 ("smtp", {"API KEY": "v" * 10}, "credentials"),
+                                 ("smtp", {"api_key": "v" * 10 + "\x00"}, "credentials.api_key")):
         error = _refused(domain_layer, put_credentials(house["sa"], house["a"], provider, bad), Invalid)
         assert [e.field for e in error.errors] == [field]
     assert not db.fetch("SELECT 1 FROM clinic_credentials WHERE provider = 'smtp'")

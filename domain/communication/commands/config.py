@@ -133,6 +133,9 @@ def _check_credentials(credentials: Mapping[str, Mapping[str, object]],
                 errors.append(FieldError(f"credentials.{name}.{field}", "a string"))
             elif not value.strip():
                 errors.append(FieldError(f"credentials.{name}.{field}", "a non-empty string"))
+            elif "\x00" in value:
+                errors.append(FieldError(f"credentials.{name}.{field}",
+                                         "must not contain NUL characters"))
             elif len(value) > MAX_VALUE_CHARS:
                 errors.append(FieldError(f"credentials.{name}.{field}",
                                          f"at most {MAX_VALUE_CHARS} characters"))
