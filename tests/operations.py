@@ -40,5 +40,9 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/appointments/{appointment_id}/check-in-code"),
     ("GET", "/api/v1/clinics/{clinic_id}/locations/{location_id}/check-in-code"),
     ("GET", "/api/v1/boards/{queue_id}/state"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/config"),
+    ("PUT", "/api/v1/clinics/{clinic_id}/communication/config"),
+    ("POST", "/api/v1/clinics/{clinic_id}/communication/test/{channel}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/health"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow]  # every role x every route x three places
 
 ROLES = [r.value for r in Role]
 CALLERS = [*ROLES, "ANONYMOUS"]
-SUCCESS = {"GET": 200, "POST": 201, "PATCH": 200, "DELETE": 204}
+SUCCESS = {"GET": 200, "POST": 201, "PUT": 200, "PATCH": 200, "DELETE": 204}
 
 
 @dataclass
@@ -109,15 +109,28 @@ def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api:
         case "invitations:revoke":
             return ("POST", f"/clinics/{cid}/invitations/{pending_invitation(api, clinic)}/revoke",
                     None)
+        case "communication_settings:read":
+            return "GET", f"/clinics/{cid}/communication/config", None
+        case "communication_settings:read/health":
+            return "GET", f"/clinics/{cid}/communication/health", None
+        case "communication_settings:manage":
+            return "PUT", f"/clinics/{cid}/communication/config", {
+                "channels": {"push": {"providers": ["local"]}}}
+        case "communication_settings:manage/test":
+            return "POST", f"/clinics/{cid}/communication/test/email", None
     raise AssertionError(route)
 
 
 CLINIC_ROUTES = ["clinics:read", "clinics:update", "locations:create", "locations:read",
                  "members:create", "members:read", "members:update", "members:delete",
-                 "events:read", "invitations:read", "invitations:revoke"]
+                 "events:read", "invitations:read", "invitations:revoke",
+                 # a second route of a permission: "<permission>/<what>"
+                 "communication_settings:read", "communication_settings:read/health",
+                 "communication_settings:manage", "communication_settings:manage/test"]
 
 
-def expected_status(permission: str, caller: str, where: str, method: str) -> int:
+def expected_status(route: str, caller: str, where: str, method: str) -> int:
+    permission = route.split("/")[0]
     if caller == "ANONYMOUS":
         return 401
     if where == "other" and caller != "SUPER_ADMIN":
@@ -128,6 +141,8 @@ def expected_status(permission: str, caller: str, where: str, method: str) -> in
         return 202  # clinic staff invite; only a SUPER_ADMIN links directly
     if permission == "invitations:revoke":
         return 204
+    if route == "communication_settings:manage/test":
+        return 202  # queued for the worker
     return SUCCESS[method]
 
 

@@ -166,6 +166,10 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT json_agg(e ORDER BY e.id)::text FROM queue_entries e
                     WHERE e.clinic_id = $1::uuid) AS entry_rows,
                   (SELECT count(*) FROM invitations) AS invitations,
+                  (SELECT json_agg(k ORDER BY k.channel)::text FROM communication_configs k
+                    WHERE k.clinic_id = $1::uuid) AS communication_config,
+                  (SELECT count(*) FROM clinic_credentials) AS credentials,
+                  (SELECT count(*) FROM communication_messages) AS messages,
                   (SELECT row_to_json(i)::text FROM invitations i
                     WHERE i.id = $4::uuid) AS invitation""",
         ctx.clinic_id, ctx.user_id, ctx.doctor_id, ctx.invitation_id,
@@ -183,7 +187,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
     return {"clinic_id": ctx.clinic_id, "user_id": ctx.user_id, "doctor_id": ctx.doctor_id,
             "patient_id": ctx.patient_id, "location_id": ctx.location_id,
             "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
-            "invitation_id": ctx.invitation_id,
+            "invitation_id": ctx.invitation_id, "channel": "email",
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -283,6 +287,10 @@ WRITES: dict[str, Write] = {
     "entry_transfer": Write(
         "POST", "/queue-entries/{entry_id}/transfer", lambda c: {"doctor_id": c.doctor2_id},
         None, 0, "doctor_id", ("doctor_id", 5)),
+    "put_communication_config": Write(
+        "PUT", "/clinics/{clinic_id}/communication/config",
+        lambda c: {"channels": {"push": {"providers": ["local"]}}}, None, 0, None,
+        ("channels", 7)),
 }
 
 # Every protected route, with a body that would be accepted from an allowed caller.
@@ -314,6 +322,9 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "queue_position": ("GET", "/appointments/{appointment_id}/queue-position", None),
     "appointment_code": ("GET", "/appointments/{appointment_id}/check-in-code", None),
     "location_code": ("GET", "/clinics/{clinic_id}/locations/{location_id}/check-in-code", None),
+    "communication_config": ("GET", "/clinics/{clinic_id}/communication/config", None),
+    "communication_test": ("POST", "/clinics/{clinic_id}/communication/test/{channel}", None),
+    "communication_health": ("GET", "/clinics/{clinic_id}/communication/health", None),
     # a board's token, not a user's: any other bearer (a user's included) is 401
     "board_state": ("GET", "/boards/{queue_id}/state", None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
@@ -664,6 +675,38 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
     ("entry_transfer", "same_doctor", lambda c: {"doctor_id": c.doctor_id}, 400, "doctor_id"),
     ("entry_transfer", "not_a_doctor", lambda c: {"doctor_id": c.patient_id}, 400, "doctor_id"),
     ("entry_transfer", "unknown_doctor", lambda c: {"doctor_id": NIL}, 400, "doctor_id"),
+    # communication settings (tests/communication/test_config.py has every rule)
+    *[("put_communication_config", name, (lambda b: lambda c: b)(body), 400, field)
+      for name, body, field in [
+          ("unknown_channel", {"channels": {"fax": {"providers": ["local"]}}}, "channels.fax"),
+          ("unknown_provider", {"channels": {"sms": {"providers": ["nope"]}}},
+           "channels.sms.providers.0"),
+          ("duplicate_provider", {"channels": {"sms": {"providers": ["local", "local"]}}},
+           "channels.sms.providers.1"),
+          ("empty_chain", {"channels": {"sms": {"providers": []}}}, "channels.sms.providers"),
+          ("providers_null", {"channels": {"sms": {"providers": None}}}, "channels.sms.providers"),
+          ("provider_nul", {"channels": {"sms": {"providers": ["lo\u0000cal"]}}},
+           "channels.sms.providers.0"),
+          ("rate_zero", {"channels": {"sms": {"providers": ["local"], "rate_per_second": 0}}},
+           "channels.sms.rate_per_second"),
+          ("rate_huge", {"channels": {"sms": {"providers": ["local"],
+                                              "rate_per_second": 10**30}}},
+           "channels.sms.rate_per_second"),
+          ("bad_from_address", {"channels": {"email": {"providers": ["local"], "sender": {
+              "from_address": "desk"}}}}, "channels.email.sender.from_address"),
+          ("bad_sms_sender_id", {"channels": {"sms": {"providers": ["local"], "sender": {
+              "sms_sender_id": "a b"}}}}, "channels.sms.sender.sms_sender_id"),
+          ("bad_whatsapp_number_id", {"channels": {"whatsapp": {"providers": ["local"], "sender": {
+              "whatsapp_number_id": "+91"}}}}, "channels.whatsapp.sender.whatsapp_number_id"),
+          ("sender_unknown_field", {"channels": {"sms": {"providers": ["local"], "sender": {
+              "from": "x"}}}}, "channels.sms.sender.from"),
+          ("credentials_unknown_provider", {"credentials": {"nope": {"api_key": "k" * 12}}},
+           "credentials.nope"),
+          ("credentials_of_local", {"credentials": {"local": {"api_key": "k" * 12}}},
+           "credentials.local"),
+          ("credentials_a_list", {"credentials": ["k"]}, "credentials"),
+          ("credential_fields_a_string", {"credentials": {"local": "k"}}, "credentials"),
+      ]],
 ]
 
 
@@ -698,8 +741,11 @@ QUEUE_PATH_ROUTES = [
     "appointment_code", "location_code"]
 INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitations",
                      "revoke_invitation"]
+COMMUNICATION_ROUTES = ["communication_config", "put_communication_config", "communication_test",
+                        "communication_health"]
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
+               *COMMUNICATION_ROUTES,
                *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES]
 PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
             "queue_id", "entry_id", "invitation_id")
@@ -734,7 +780,7 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
 
 
 @pytest.mark.parametrize(("route", "param", "value"),
-                         path_params([*SCHEDULING_PATH_ROUTES,
+                         path_params([*SCHEDULING_PATH_ROUTES, *COMMUNICATION_ROUTES,
                                       # a list of an unknown clinic is empty, like the others
                                       *(r for r in QUEUE_PATH_ROUTES if r != "list_queues"),
                                       *(r for r in INVITATION_ROUTES if r != "list_invitations")],
@@ -925,7 +971,8 @@ FUZZED = sorted(op for op in OPENAPI_OPERATIONS if op != ("POST", "/api/v1/auth/
 WITH_REAL_IDS = [op for op in FUZZED
                  if any(part in op[1] for part in ("/doctors/", "/holidays", "/appointments",
                                                    "/patients/", "/queues", "/queue-entries/",
-                                                   "/boards/", "/check-in-code"))]
+                                                   "/boards/", "/check-in-code",
+                                                   "/communication/"))]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from domain.access.roles import Role
+from domain.communication.models import Sender
 from domain.errors import Conflict, Unauthenticated
 from domain.identity import commands as identity
 from domain.jobs import commands as jobs
@@ -462,6 +463,34 @@ def test_tenancy_invitations_and_members(domain_layer, house, pinned) -> None:
     pinned.verify()
 
 
+# communication -------------------------------------------------------------------------------
+
+def test_communication_config_commands(domain_layer, house, env, pinned) -> None:
+    from domain.communication.commands import config as communication
+    from tests.communication.registered import install
+    from tests.tenancy.test_credentials import keys_in_process
+
+    install()  # an adapter with credential fields, as the real ones have
+    sa, cid = house["sa_p"], house["cid"]
+
+    def put(n: int) -> Command:
+        return lambda: communication.put_config(
+            sa, cid, channels={"email": communication.ChannelSettings(
+                providers=["configmail", "local"], sender=Sender(from_address="desk@count.test"),
+                rate_per_second=n), "sms": None},
+            credentials={"configmail": {"api_key": f"counted-key-{n:04d}"}})
+
+    with keys_in_process(env["CAREWIRE_CREDENTIALS_KEY"]):
+        result, n, sent = measure(domain_layer, put(1), put(2))
+        assert result.channels["email"].rate_per_second == 2
+        pinned("PUT_COMMUNICATION_CONFIG", n, sent)
+        send = lambda: communication.send_test(sa, cid, "email")  # noqa: E731
+        result, n, sent = measure(domain_layer, send, send)
+        assert len(result) == 1
+        pinned("SEND_TEST_MESSAGE", n, sent)
+    pinned.verify()
+
+
 # identity ------------------------------------------------------------------------------------
 
 PASSWORD = "counted-password-1"
@@ -597,6 +626,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs.commands:claim_due": ("CLAIM_DUE",),
     "jobs.commands:claim_once": ("CLAIM_ONCE",),
     "jobs.commands:bury": ("BURY",),
+    "communication.commands.config:put_config": ("PUT_COMMUNICATION_CONFIG",),
+    "communication.commands.config:send_test": ("SEND_TEST_MESSAGE",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -714,3 +745,7 @@ SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
 CLAIM_DUE = 2
 CLAIM_ONCE = 2
 BURY = 2
+PUT_COMMUNICATION_CONFIG = 12  # one channel and one provider's credentials: the clinic, the
+#   clinic's turn, what is stored (masks, chains), the chains' one upsert, the credentials' upsert,
+#   the audit rows; the answer is built from those, not read again (+1 per provider given)
+SEND_TEST_MESSAGE = 13  # every read in the enqueue's transaction (one connection, one reset)

@@ -19,7 +19,13 @@ from domain import db, ratelimit, validation
 from domain.access.policies import require
 from domain.audit.commands import record
 from domain.communication.commands.messages import Content, enqueue
-from domain.communication.config import CommunicationConfig, config_view, resolve
+from domain.communication.config import (
+    CommunicationConfig,
+    Resolved,
+    default_for,
+    resolve,
+    resolve_all,
+)
 from domain.communication.models import CHANNELS, Channel, Sender
 from domain.communication.providers import PROVIDERS
 from domain.errors import Conflict, FieldError, Invalid, NotFound, invalid_field
@@ -160,6 +166,7 @@ async def put_config(principal: Principal, clinic_id: uuid.UUID, *,
         await db.fetch("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                        f"communication_config:{clinic_id}")
         stored = await masked_credentials(principal, clinic_id)
+        chains = await resolve_all(clinic_id)
         errors: list[FieldError] = []
         _check_credentials(credentials, errors)
         put = []
@@ -170,6 +177,11 @@ async def put_config(principal: Principal, clinic_id: uuid.UUID, *,
                 put.append({"channel": channel, "providers": s.providers, "sender": s.sender,
                             "rate_per_second": s.rate_per_second,
                             "retry_unknown": s.retry_unknown})
+                chains[channel] = Resolved(channel=channel, providers=list(s.providers),
+                                           sender=s.sender, rate_per_second=s.rate_per_second,
+                                           retry_unknown=s.retry_unknown, source="clinic")
+            elif channel in channels:
+                chains[channel] = default_for(channel)
         if errors:
             raise Invalid("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
         if channels:
@@ -190,16 +202,16 @@ async def put_config(principal: Principal, clinic_id: uuid.UUID, *,
                 clinic_id, [c for c, s in channels.items() if s is None],
                 msgspec.json.encode(put).decode())
         for name in sorted(credentials):
-            await put_credentials(principal, clinic_id, name,
-                                  {k: str(v) for k, v in credentials[name].items()})
+            stored[name] = await put_credentials(principal, clinic_id, name,
+                                                 {k: str(v) for k, v in credentials[name].items()})
         await record(principal, action="communication_settings:manage",
                      resource_type="communication_config", resource_id=clinic_id,
                      clinic_id=clinic_id,
                      detail={"channels": {c: (s.providers if s is not None else None)
                                           for c, s in sorted(channels.items())},
                              "credentials": sorted(credentials)})
-        view = await config_view(principal, clinic_id)
-    return view
+    # what GET would read now, built from what this transaction read and wrote
+    return CommunicationConfig(channels=dict(chains.items()), credentials=dict(sorted(stored.items())))
 
 
 TEST_CONTENT = Content(
@@ -218,6 +230,15 @@ async def send_test(principal: Principal, clinic_id: uuid.UUID, channel: str) ->
     if channel not in CHANNELS:
         raise invalid_field("channel", f"one of {', '.join(CHANNELS)}")
     chosen: Channel = channel
+    await ratelimit.consume("communication-test", str(clinic_id), limit=TEST_SENDS_PER_MINUTE,
+                            window_seconds=60)
+    async with db.transaction():  # one connection for the reads and the enqueue
+        ids = await _send_test(principal, clinic_id, chosen)
+    return ids
+
+
+async def _send_test(principal: Principal, clinic_id: uuid.UUID,
+                     chosen: Channel) -> list[uuid.UUID]:
     await load_clinic(clinic_id)
     who = await contact(principal.user_id)
     address: str | None = None
@@ -241,16 +262,13 @@ async def send_test(principal: Principal, clinic_id: uuid.UUID, channel: str) ->
             except NotFound:
                 raise Conflict(f"provider {name} has no credentials stored for this clinic",
                                resource_type="clinic_credentials", resource_id=name) from None
-    await ratelimit.consume("communication-test", str(clinic_id), limit=TEST_SENDS_PER_MINUTE,
-                            window_seconds=60)
-    async with db.transaction():
-        ids = await enqueue(clinic_id=clinic_id, channel=chosen, kind="test",
-                            content=TEST_CONTENT, address=address, user_id=principal.user_id)
-        if not ids:
-            raise invalid_field("devices", "register a device to receive a test push message")
-        await record(principal, action="communication_settings:manage",
-                     resource_type="communication_test", resource_id=clinic_id,
-                     clinic_id=clinic_id, detail={"channel": chosen, "messages": len(ids)})
+    ids = await enqueue(clinic_id=clinic_id, channel=chosen, kind="test",
+                        content=TEST_CONTENT, address=address, user_id=principal.user_id)
+    if not ids:
+        raise invalid_field("devices", "register a device to receive a test push message")
+    await record(principal, action="communication_settings:manage",
+                 resource_type="communication_test", resource_id=clinic_id,
+                 clinic_id=clinic_id, detail={"channel": chosen, "messages": len(ids)})
     return ids
 
 
