@@ -182,7 +182,9 @@ def on_validation_error(
         elif key == "data":
             key, message = msgspec_field_error(message)
         elif item.get("source") == "body":  # nested: "rules[0]" + "unknown field `x`" -> rules.0.x
-            key, message = msgspec_field_error(message, key.replace("[", ".").replace("]", ""))
+            # msgspec names a dict's value `[...]`: name the dict itself
+            key, message = msgspec_field_error(
+                message, key.split("[...]")[0].replace("[", ".").replace("]", ""))
         elif item.get("source") in ("query", "header", "cookie"):
             key = _wire_name(request, key)
         errors.append(FieldProblem(key or "body", _wording(message)))
