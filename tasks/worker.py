@@ -10,6 +10,7 @@ import signal
 from taskiq.receiver import Receiver
 
 from domain import db, kv
+from domain.communication.providers import http as provider_http
 from tasks.broker import build_broker
 from tasks.outbox_relay import Relay
 from tasks.runner import ensure_periodic
@@ -41,6 +42,7 @@ async def run_worker(concurrency: int = 10) -> None:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=3)
     await relay.stop()
+    await provider_http.close()
     await broker.shutdown()
     await db.engine().close_connection_pool()
     await kv.close()

@@ -189,3 +189,17 @@ async def finish(claimed: Claimed, *, status: Status | None, attempts: list[Atte
                            payload={"message_id": str(claimed.id)},
                            run_at=clock.now() + (retry_in or timedelta(0)))
     return done
+
+
+async def reclaim_abandoned(limit: int = 500) -> int:
+    """Schedule a new round for messages left `sending` past their lease (their worker died).
+    The job key names the dead claim, so every worker's sweeper schedules it once."""
+    async with db.transaction():
+        rows = await db.fetch(
+            """SELECT id, claim_id FROM communication_messages
+               WHERE status = 'sending' AND lease_until < now()
+               ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED""", limit)
+        for r in rows:
+            await schedule(task=SEND_TASK, job_key=f"message:{r['id']}:reclaim:{r['claim_id']}",
+                           payload={"message_id": str(r["id"])})
+    return len(rows)

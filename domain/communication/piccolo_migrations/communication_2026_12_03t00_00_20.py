@@ -84,6 +84,9 @@ CREATE INDEX communication_messages_by_clinic ON communication_messages (clinic_
 CREATE INDEX communication_messages_by_user ON communication_messages (user_id, created_at DESC, id);
 CREATE INDEX communication_messages_by_provider_id ON communication_messages (provider, provider_message_id)
     WHERE provider_message_id IS NOT NULL;
+-- The sweeper finds messages whose worker died mid-send.
+CREATE INDEX communication_messages_leased ON communication_messages (lease_until)
+    WHERE status = 'sending';
 CREATE INDEX communication_messages_unpruned ON communication_messages (created_at)
     WHERE body_pruned_at IS NULL;
 
