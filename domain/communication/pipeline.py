@@ -1,8 +1,9 @@
-"""The one path every message takes, run by a worker for each `communication.send` job:
+"""The one path every message takes, run by the worker's delivery loop (tasks/delivery.py):
 
-claim (one worker, under a lease) → suppression list → provider chain (the clinic's primary and
-fallbacks, then the global default where one is configured) → each provider's breaker (shared
-by all workers) → its rate limit (waits, never drops) → send → the delivery log.
+claim (one worker, under a lease; commands/messages.py) → suppression list → provider chain
+(the clinic's primary and fallbacks, then the global default where one is configured) → each
+provider's breaker (shared by all workers) → its rate limit (waits, never drops) → send → the
+delivery log.
 
 A message is sent at most once across providers: a provider that took it ends the chain, one
 that refused it (`Rejected`) fails it, and one that may have sent it (`MaybeSent`) leaves it
@@ -25,7 +26,6 @@ import msgspec
 from domain.communication import breakers, config, throttle
 from domain.communication.commands import devices
 from domain.communication.commands.messages import AttemptRow, Claimed, finish
-from domain.communication.commands.messages import claim as claim_message
 from domain.communication.events import announce
 from domain.communication.models import Outbound, Sender, Status
 from domain.communication.providers import PROVIDERS
@@ -131,13 +131,9 @@ def _backoff(rounds: int) -> timedelta:
     return timedelta(seconds=min(base * 2 ** max(rounds - 1, 0), 600))
 
 
-async def deliver(message_id: uuid.UUID) -> Delivery | None:
-    """One sending round for one message; None when it was not ours to send (finished, or
-    another worker's lease still runs)."""
+async def deliver(claimed: Claimed) -> Delivery:
+    """One sending round for one claimed message."""
     cfg = app_settings()
-    claimed = await claim_message(message_id, lease=timedelta(seconds=cfg.message_lease_seconds))
-    if claimed is None:
-        return None
 
     async def done(status: Status | None, attempts: list[AttemptRow], **kw: object) -> Delivery:
         await finish(claimed, status=status, attempts=attempts, **kw)  # type: ignore[arg-type]
