@@ -23,6 +23,7 @@ from typing import Literal
 
 import msgspec
 
+from domain import clock
 from domain.communication import breakers, config, throttle
 from domain.communication.commands import devices
 from domain.communication.commands.messages import AttemptRow, Claimed, finish
@@ -169,7 +170,7 @@ async def deliver(claimed: Claimed) -> Delivery:
         if later is not None:
             return await done(None, attempts, retry_in=timedelta(seconds=later),
                               counts_as_round=False, error=f"waiting for {step.provider}'s rate limit")
-        started = time.perf_counter()
+        started, began = time.perf_counter(), clock.now()
         try:
             async with brk:
                 sent = await _send(adapter, _outbound(claimed, step), credentials,
@@ -182,23 +183,23 @@ async def deliver(claimed: Claimed) -> Delivery:
             ms = (time.perf_counter() - started) * 1000
             await _announce_transitions()
             if isinstance(exc, Rejected):
-                attempts.append(AttemptRow(provider=step.provider, outcome="rejected",
+                attempts.append(AttemptRow(provider=step.provider, outcome="rejected", at=began,
                                            status_code=exc.status_code, latency_ms=ms, error=str(exc)))
                 if exc.retire_token and claimed.device_id is not None:
                     await devices.retire(claimed.device_id, reason=str(exc)[:200])
                 return await done("failed", attempts, provider=step.provider, error=str(exc))
             if isinstance(exc, MaybeSent):
-                attempts.append(AttemptRow(provider=step.provider, outcome="unknown",
+                attempts.append(AttemptRow(provider=step.provider, outcome="unknown", at=began,
                                            status_code=exc.status_code, latency_ms=ms, error=str(exc)))
                 if not step.retry_unknown:
                     return await done("unknown", attempts, provider=step.provider, error=str(exc))
                 continue
-            attempts.append(AttemptRow(provider=step.provider, outcome="unavailable",
+            attempts.append(AttemptRow(provider=step.provider, outcome="unavailable", at=began,
                                        status_code=exc.status_code, latency_ms=ms, error=str(exc)))
             continue
         ms = (time.perf_counter() - started) * 1000
         await _announce_transitions()
-        attempts.append(AttemptRow(provider=step.provider, outcome="sent",
+        attempts.append(AttemptRow(provider=step.provider, outcome="sent", at=began,
                                    status_code=sent.status_code, latency_ms=ms))
         return await done("sent", attempts, provider=step.provider,
                           provider_message_id=sent.provider_message_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -66,6 +66,8 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
 class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
     provider: str
     outcome: Outcome
+    #: When the call to the provider began (the worker's clock); None: when it was logged.
+    at: datetime | None = None
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = None
@@ -180,10 +182,11 @@ async def finish(claimed: Claimed, *, status: Status | None, attempts: list[Atte
                RETURNING id, clinic_id),
            a AS (
                INSERT INTO communication_attempts (message_id, clinic_id, provider, outcome,
-                                                   status_code, latency_ms, error)
-               SELECT m.id, m.clinic_id, x.provider, x.outcome, x.status_code, x.latency_ms, x.error
+                                                   status_code, latency_ms, error, at)
+               SELECT m.id, m.clinic_id, x.provider, x.outcome, x.status_code, x.latency_ms, x.error,
+                      COALESCE(x.at, now())
                FROM m, jsonb_to_recordset($7::jsonb) AS x(provider text, outcome text,
-                   status_code integer, latency_ms double precision, error text)
+                   status_code integer, latency_ms double precision, error text, at timestamptz)
                RETURNING 1)
            SELECT (SELECT count(*) FROM m) AS done""",
         claimed.id, claimed.claim_id, status, provider, provider_message_id,
