@@ -151,6 +151,7 @@ def test_zeptomail_does_not_dedupe_so_a_resend_is_a_second_mail(
     ("429", Unavailable, 429, None),
     ("unauthorized", Unavailable, 401, "TM_4001"),
     ("account", Unavailable, 400, "TM_3601"),
+    ("unverified_sender", Unavailable, 400, "TM_4001"),
     ("bad_recipient", Rejected, 400, "TM_4001"),
 ])
 def test_zeptomail_failure_classes(wired: None, zepto: zeptomail.FakeZeptoMail, mode: str,
@@ -244,6 +245,32 @@ def test_ses_server_faults_once_no_botocore_retry(wired: None, zepto: zeptomail.
         fails(expected, SES.send(outbound(), SES_CREDENTIALS))
     assert time.monotonic() - started < TIMEOUT + 2
     assert len(zepto.requests) == 1  # botocore did not retry: the pipeline decides
+
+
+@pytest.mark.parametrize(("code", "status", "expected"), [
+    ("MessageRejected", 400, Rejected),
+    ("BadRequestException", 400, Rejected),
+    ("TooManyRequestsException", 429, Unavailable),
+    ("Throttling", 400, Unavailable),
+    ("LimitExceededException", 400, Unavailable),
+    ("AccountSuspendedException", 400, Unavailable),
+    ("SendingPausedException", 400, Unavailable),
+    ("MailFromDomainNotVerifiedException", 400, Unavailable),
+    ("NotFoundException", 404, Unavailable),
+    ("UnrecognizedClientException", 403, Unavailable),
+    ("InternalFailure", 500, Unavailable),
+    ("SomethingNew", 400, Unavailable),
+])
+def test_ses_error_codes(code: str, status: int, expected: type[Exception]) -> None:
+    """The classification of botocore's ClientError as botocore builds it (no fake answers these
+    codes: moto never throttles or suspends)."""
+    from botocore.exceptions import ClientError
+
+    error = ClientError({"Error": {"Code": code, "Message": "m"},
+                         "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail")
+    failure = ses._failure(error)
+    assert type(failure) is expected
+    assert failure.code == code and failure.status_code == status  # type: ignore[attr-defined]
 
 
 def test_ses_refused_port_is_unavailable(wired: None) -> None:
