@@ -279,14 +279,20 @@ def test_ses_refused_port_is_unavailable(wired: None) -> None:
 
 
 def test_ses_reuses_one_client_per_loop_and_credentials(wired: None, moto: aws.Moto) -> None:
-    async def many() -> list[Sent]:
-        return list(await asyncio.gather(*(SES.send(outbound(), SES_CREDENTIALS) for _ in range(20))))
+    other = {**SES_CREDENTIALS, "access_key_id": "AKIAOTHEROTHEROTHER1"}
 
-    started = time.monotonic()
-    sent = run(many())
-    elapsed = time.monotonic() - started
+    async def many() -> tuple[list[Sent], int, int]:
+        loop = asyncio.get_running_loop()
+        sent = await asyncio.gather(*(SES.send(outbound(), SES_CREDENTIALS) for _ in range(20)))
+        one = len([k for k in ses._clients if k[0] is loop])
+        await SES.send(outbound(), other)
+        two = len([k for k in ses._clients if k[0] is loop])
+        return list(sent), one, two
+
+    sent, one, two = run(many())
     assert len({s.provider_message_id for s in sent}) == 20
-    assert elapsed < 10, elapsed  # loopback moto: ~20 sends well under a second each
+    assert (one, two) == (1, 2)  # 20 concurrent sends shared a client; other keys get their own
+    assert ses._clients == {}  # run() closed them with its loop
 
 
 # --- SMTP (aiosmtpd) ---------------------------------------------------------------------------
