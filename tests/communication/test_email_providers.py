@@ -191,6 +191,12 @@ def test_zeptomail_no_answer_is_maybe_sent_within_the_timeout(
     assert len(zepto.requests) == 1  # the request did arrive: its fate is unknown
 
 
+def test_zeptomail_wrong_base_url_is_unavailable(wired: None, zepto: zeptomail.FakeZeptoMail) -> None:
+    with settings_env(CAREWIRE_ZEPTOMAIL_URL=zepto.url + "/nope"):
+        exc = fails(Unavailable, ZEPTO.send(outbound(), {"api_key": TOKEN}))
+    assert exc.status_code == 404 and zepto.accepted == []
+
+
 def test_zeptomail_refused_port_is_unavailable(wired: None) -> None:
     with settings_env(CAREWIRE_ZEPTOMAIL_URL=f"http://127.0.0.1:{servers.free_port()}"):
         fails(Unavailable, ZEPTO.send(outbound(), {"api_key": TOKEN}))
@@ -385,6 +391,13 @@ def test_smtp_no_answer_after_data_is_maybe_sent(relay_env: smtp.FakeSMTP) -> No
 
 def test_smtp_refused_port_is_unavailable(relay_env: smtp.FakeSMTP) -> None:
     fails(Unavailable, SMTP.send(outbound(), relay_env.credentials(port=str(servers.free_port()))))
+
+
+@pytest.mark.parametrize("over", [{"port": "99999"}, {"port": "smtp"}, {"security": "none"},
+                                  {"ca_pem": "not a certificate"}, {"password": ""}])
+def test_smtp_bad_settings_are_unavailable(relay_env: smtp.FakeSMTP, over: dict[str, str]) -> None:
+    fails(Unavailable, SMTP.send(outbound(), relay_env.credentials(**over)))
+    assert relay_env.handler.accepted == [] and relay_env.handler.logins == []
 
 
 def test_smtp_server_without_starttls_fails_closed(wired: None) -> None:

@@ -21,6 +21,10 @@ a failure means depends on where it happens:
 - a timeout or a dropped connection once DATA has started → MaybeSent: the server may have
   queued the message before its answer was lost (RFC 1047's duplicate window);
 - after DATA succeeded, QUIT failures are ignored (the message was accepted).
+
+`provider_timeout_seconds` bounds each step (aiosmtplib's per-command timeout), not the whole
+session: a server slow at every step can take a few times that before failing.
+EHLO names us `carewire.localdomain` (a fixed FQDN: no DNS lookup of our own name per send).
 """
 
 from __future__ import annotations
@@ -71,7 +75,9 @@ class SMTP:
         try:
             port = int(credentials.get("port") or DEFAULT_PORT[security])
         except ValueError:
-            raise Unavailable("smtp: port is not a number") from None
+            port = 0
+        if not 0 < port < 65536:
+            raise Unavailable("smtp: port must be a number from 1 to 65535")
         msg = mime.render("smtp", message)
         raw = msg.as_bytes()
         sender = message.sender.from_address or ""

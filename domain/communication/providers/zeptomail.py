@@ -1,6 +1,12 @@
 """ZeptoMail (Zoho) transactional email over its HTTP API v1.1: `POST {zeptomail_url}/v1.1/email`
 with `Authorization: Zoho-enczapikey <token>`.
 
+`message.headers` go as `mime_headers`, which ZeptoMail documents as extra headers of the mail;
+whether it lets List-Unsubscribe through unchanged is not documented (unverified).
+
+A 2xx whose body is not the documented EM_104 shape is MaybeSent: it was probably accepted, but
+we cannot tell, so the pipeline must not send it elsewhere as if nothing had happened.
+
 Idempotency: ZeptoMail documents `client_reference` only as "an identifier set by the user to
 track a particular transaction"; no source we found (API reference, error codes, SDKs) says it
 deduplicates anything. We send `message.idempotency_key` there so a duplicate can be recognised
@@ -11,8 +17,9 @@ How answers map (see base.py for what each class means to the pipeline):
 - 201 with `data[0].code == "EM_104"` → Sent, `request_id` as the provider id (webhooks carry it).
 - 429 → Unavailable with Retry-After; 5xx and transport failures → Unavailable (http.py turns a
   read timeout / dropped answer into MaybeSent).
-- 401/403 and the account/configuration codes (TM_3601 IP/limits/blocked, TM_3501 credits or
-  cache keys, TM_5001 credits, TM_4001 unverified domain, unreviewed account, bad token) →
+- 401/403/404/405 (bad token, wrong base URL) and the account/configuration codes (TM_3601
+  IP/limits/blocked, TM_3501 credits or cache keys, TM_5001 credits, TM_4001 unverified domain,
+  unreviewed account, bad token) →
   Unavailable: the account is broken, not the recipient, so the breaker should open.
 - TM_4001 / SM_113 about a recipient field (`to`, `cc`, `bcc`) and every other 4xx (missing or
   too-long fields, invalid JSON, limits: TM_3201, TM_3301, TM_8001) → Rejected: this message
@@ -107,7 +114,7 @@ def classify(response: httpx.Response) -> Sent:
     code, details = _error(response)
     subs = sorted({str(d.get("code")) for d in details if d.get("code")})
     what = f"{status} {code or 'no code'}" + (f" ({', '.join(subs)})" if subs else "")
-    if status in (401, 403) or code in ACCOUNT_CODES:
+    if status in (401, 403, 404, 405) or code in ACCOUNT_CODES:
         raise Unavailable(f"zeptomail: account or configuration refused: {what}",
                           status_code=status, code=code)
     if code == "TM_4001" and not ("SM_113" in subs and _about_recipient(details)):
