@@ -37,7 +37,6 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import aioboto3
 import botocore.exceptions as bx
 from botocore.config import Config
 
@@ -48,14 +47,18 @@ from domain.settings import get as app_settings
 
 REJECTED = frozenset({"MessageRejected", "BadRequestException", "InvalidParameterValue"})
 
-_session: aioboto3.Session | None = None
+_session: Any = None
 _clients: dict[tuple[Any, ...], tuple[Any, contextlib.AsyncExitStack]] = {}
 _locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 
-def _aws_session() -> aioboto3.Session:
+def _aws_session() -> Any:
+    """Imported on first use: aioboto3 costs ~0.25 s to import, which every process importing
+    the provider registry (the gateway validating a chain) would otherwise pay."""
     global _session
     if _session is None:
+        import aioboto3
+
         _session = aioboto3.Session()
     return _session
 
