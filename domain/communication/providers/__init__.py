@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from domain.communication.models import Channel
 from domain.communication.providers.base import Provider
+from domain.communication.providers.fcm import FCM
 from domain.communication.providers.local import LocalSink
+from domain.communication.providers.sns import SNS
+from domain.communication.providers.whatsapp import WhatsApp
 
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (
     LocalSink(),
+    FCM(),
+    SNS(),
+    WhatsApp(),
 )}
 
 
