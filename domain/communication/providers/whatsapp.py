@@ -34,6 +34,8 @@ RECIPIENT = {131026: "undeliverable", 131047: "outside the 24 h window: a templa
 #: Our access token or the account: nothing this message can fix (expired/invalid token,
 #: missing permission, account restricted or not registered).
 ACCOUNT = frozenset({190, 10, 200, 131031, 131042, 133010, 368})
+#: Code 100 with this subcode: the phone number id does not exist for this token (configuration).
+UNKNOWN_OBJECT = 33
 
 
 def body(message: Outbound) -> dict[str, Any]:
@@ -58,21 +60,23 @@ def body(message: Outbound) -> dict[str, Any]:
     return out
 
 
-def _error(response: httpx.Response) -> tuple[int | None, str]:
+def _error(response: httpx.Response) -> tuple[int | None, int | None, str]:
+    """(code, error_subcode, message) of a Graph error answer."""
     try:
         doc = response.json()
     except ValueError:
-        return None, ""
+        return None, None, ""
     error = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(error, dict):
-        return None, ""
-    code = error.get("code")
-    return (code if isinstance(code, int) else None), str(error.get("message", ""))[:200]
+        return None, None, ""
+    code, subcode = error.get("code"), error.get("error_subcode")
+    return (code if isinstance(code, int) else None, subcode if isinstance(subcode, int) else None,
+            str(error.get("message", ""))[:200])
 
 
 def _failure(response: httpx.Response) -> Exception:
     sc = response.status_code
-    code, text = _error(response)
+    code, subcode, text = _error(response)
     what = f"{NAME}: {sc} error {code if code is not None else '?'}" + (f": {text}" if text else "")
     tag = str(code) if code is not None else None
     if code in RECIPIENT:
@@ -80,7 +84,7 @@ def _failure(response: httpx.Response) -> Exception:
     if code in RATE_LIMITED or sc == 429:
         return Unavailable(what, status_code=sc, code=tag or "rate_limited",
                            retry_after=http.retry_after(response) or 60.0)
-    if code in ACCOUNT or sc in (401, 403) or sc >= 500:
+    if code in ACCOUNT or (code == 100 and subcode == UNKNOWN_OBJECT) or sc in (401, 403) or sc >= 500:
         return Unavailable(what, status_code=sc, code=tag, retry_after=http.retry_after(response))
     if 400 <= sc < 500:
         return Rejected(what, status_code=sc, code=tag)
