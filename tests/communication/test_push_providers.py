@@ -135,6 +135,33 @@ def test_fcm_grant_is_made_once_for_a_burst_of_sends(fcm) -> None:
     assert fake.grants == 1
 
 
+def test_fcm_a_burst_shares_one_failed_grant(fcm) -> None:
+    fake, creds = fcm
+    fake.token_mode = "500"
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(*(FCM().send(push(), creds) for _ in range(6)),
+                                    return_exceptions=True)
+
+    failures = run(burst())
+    assert all(isinstance(f, Unavailable) and f.code == "token_grant" for f in failures)
+    assert fake.token_requests == 1 and fake.sends == 0
+    fake.token_mode = "ok"  # a later send tries again
+    assert run(FCM().send(push(), creds)).status_code == 200 and fake.token_requests == 2
+
+
+def test_fcm_cached_token_is_not_handed_to_another_key_with_the_same_ids(fcm) -> None:
+    fake, creds = fcm
+    run(FCM().send(push(), creds))
+    impostor = json.loads(creds["service_account_json"])
+    other_key = json.loads(service_account()[0])["private_key"]
+    impostor["private_key"] = other_key  # same client_email and private_key_id, not the key
+    exc = attempt(FCM().send(push(), {"service_account_json": json.dumps(impostor)}))
+    assert isinstance(exc, Unavailable) and exc.code == "token_grant"
+    assert fake.refused_grants == ["Invalid JWT Signature."]
+    assert len(fake.accepted) == 1 and fake.sends == 1
+
+
 def test_fcm_token_near_its_expiry_is_not_reused(fcm) -> None:
     fake, creds = fcm
     fake.expires_in = 120  # inside the adapter's safety margin: already too close to expiry

@@ -15,6 +15,7 @@ on the device instead of adding a second one (the app still receives both).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -67,16 +68,24 @@ class ServiceAccount:
                               code="bad_credentials")
 
 
+TokenKey = tuple[str, str, str, str]
+
+
 class _Tokens:
-    """Access tokens by (token URL, client_email, private_key_id), shared by every send in this
-    process. One grant at a time per key: concurrent sends that find no token wait for the one
-    grant in flight instead of each making their own."""
+    """Access tokens shared by every send in this process, by (token URL, client_email,
+    private_key_id, digest of the private key): the digest keeps a clinic that stores someone
+    else's email and key id, without their key, from being handed their token.
+
+    One grant at a time per key: sends that find no token wait for the grant in flight and take
+    its token, or its failure (so a burst against a failing token endpoint makes one request,
+    not one per message, each waiting out the timeout)."""
 
     def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._locks: dict[tuple[str, str, str], tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+        self._tokens: dict[TokenKey, tuple[str, float]] = {}
+        self._failures: dict[TokenKey, tuple[Unavailable, float]] = {}
+        self._locks: dict[TokenKey, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
 
-    def _lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
+    def _lock(self, key: TokenKey) -> asyncio.Lock:
         # an asyncio.Lock belongs to one event loop; a process normally has one, tests several
         loop = asyncio.get_running_loop()
         entry = self._locks.get(key)
@@ -85,25 +94,36 @@ class _Tokens:
             self._locks[key] = entry
         return entry[1]
 
-    def _cached(self, key: tuple[str, str, str]) -> str | None:
+    def _cached(self, key: TokenKey, stale: str | None) -> str | None:
         entry = self._tokens.get(key)
-        if entry is not None and entry[1] > time.monotonic():
+        if entry is not None and entry[1] > time.monotonic() and entry[0] != stale:
             return entry[0]
         return None
 
     async def get(self, account: ServiceAccount, *, stale: str | None = None) -> str:
         """A valid access token; `stale` is one FCM refused (401): never hand it out again."""
         url = app_settings().google_token_url
-        key = (url, account.client_email, account.private_key_id)
-        token = self._cached(key)
-        if token is not None and token != stale:
+        digest = hashlib.sha256(account.private_key.encode()).hexdigest()
+        key = (url, account.client_email, account.private_key_id, digest)
+        token = self._cached(key, stale)
+        if token is not None:
             return token
+        asked = time.monotonic()
         async with self._lock(key):
-            token = self._cached(key)  # another send may have fetched one while we waited
-            if token is not None and token != stale:
+            token = self._cached(key, stale)  # the grant we waited for may have brought one
+            if token is not None:
                 return token
+            failure = self._failures.get(key)
+            if failure is not None and failure[1] >= asked:  # it failed while we waited
+                raise Unavailable(str(failure[0]), status_code=failure[0].status_code,
+                                  code=failure[0].code)
             self._tokens.pop(key, None)
-            token, lifetime = await _grant(url, account)
+            try:
+                token, lifetime = await _grant(url, account)
+            except Unavailable as exc:
+                self._failures[key] = (exc, time.monotonic())
+                raise
+            self._failures.pop(key, None)
             if lifetime > EXPIRY_MARGIN_SECONDS:
                 self._tokens[key] = (token, time.monotonic() + lifetime - EXPIRY_MARGIN_SECONDS)
             return token

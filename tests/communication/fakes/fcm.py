@@ -83,6 +83,8 @@ class FcmFake(FakeServer):
     token_mode: str = "ok"
     accounts: dict[str, Account] = field(default_factory=dict)
     issued: dict[str, Issued] = field(default_factory=dict)
+    #: requests to the token endpoint, and the grants among them
+    token_requests: int = 0
     grants: int = 0
     refused_grants: list[str] = field(default_factory=list)
     #: every accepted send: {"project", "message", "authorization"}
@@ -120,6 +122,8 @@ class FcmFake(FakeServer):
         return Reply(400, {"error": error, "error_description": description})
 
     def _token(self, headers: dict[str, str], body: bytes) -> Reply:
+        with self.lock:
+            self.token_requests += 1
         if not headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return self._grant_error("invalid_request", "form body expected")
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
