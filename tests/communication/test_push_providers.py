@@ -26,11 +26,14 @@ from domain.communication.providers.whatsapp import WhatsApp
 from tests import servers
 from tests.communication.fakes import aws
 from tests.communication.fakes.fcm import FcmFake, fcm_server, service_account
+from tests.communication.fakes.sns_faults import sns_faults
 from tests.communication.fakes.whatsapp import WhatsAppFake, whatsapp_server
 
 T = TypeVar("T")
-#: Short enough that the hang cases take a second, long enough for a loaded CI box.
-TIMEOUT = "1.0"
+#: Generous, so that no answer from a loopback server is ever late on a loaded CI box...
+TIMEOUT = "2.0"
+#: ...and short where a test waits for a server that never answers.
+HANG_TIMEOUT = "0.5"
 
 
 @pytest.fixture
@@ -154,7 +157,7 @@ def test_fcm_cached_token_is_not_handed_to_another_key_with_the_same_ids(fcm) ->
     fake, creds = fcm
     run(FCM().send(push(), creds))
     impostor = json.loads(creds["service_account_json"])
-    other_key = json.loads(service_account()[0])["private_key"]
+    other_key = json.loads(service_account(key=1)[0])["private_key"]
     impostor["private_key"] = other_key  # same client_email and private_key_id, not the key
     exc = attempt(FCM().send(push(), {"service_account_json": json.dumps(impostor)}))
     assert isinstance(exc, Unavailable) and exc.code == "token_grant"
@@ -218,11 +221,13 @@ def test_fcm_too_big_a_payload_is_rejected_without_retiring_the_token(fcm) -> No
     assert fake.accepted == []
 
 
-def test_fcm_no_answer_is_maybe_sent(fcm) -> None:
+def test_fcm_no_answer_is_maybe_sent(fcm, configure) -> None:
     fake, creds = fcm
+    run(FCM().send(push(), creds))  # the token is granted (and cached) at the generous timeout
+    configure(provider_timeout_seconds=HANG_TIMEOUT)
     fake.mode = "hang"
     assert isinstance(attempt(FCM().send(push(), creds)), MaybeSent)
-    assert fake.sends == 1
+    assert fake.sends == 2 and len(fake.accepted) == 1
 
 
 def test_fcm_token_endpoint_failures_are_unavailable_and_send_nothing(fcm, configure) -> None:
@@ -240,7 +245,7 @@ def test_fcm_token_endpoint_failures_are_unavailable_and_send_nothing(fcm, confi
 def test_fcm_assertion_signed_by_another_key_is_refused_by_the_grant(configure) -> None:
     with fcm_server() as fake:
         sa, _ = service_account()
-        _, other_public = service_account()
+        _, other_public = service_account(key=1)
         fake.add_account(sa, other_public)  # same kid and email, different key
         configure(fcm_url=fake.url, google_token_url=fake.token_url)
         exc = attempt(FCM().send(push(), {"service_account_json": sa}))
@@ -331,7 +336,7 @@ def test_whatsapp_failures_by_error_code(meta, mode: str, kind: type, code: str)
     assert meta.accepted == []
 
 
-def test_whatsapp_wrong_token_unknown_number_and_no_answer(meta) -> None:
+def test_whatsapp_wrong_token_unknown_number_and_no_answer(meta, configure) -> None:
     exc = attempt(WhatsApp().send(wa(), {"access_token": "EAAG-wrong"}))
     assert isinstance(exc, Unavailable) and exc.status_code == 401 and exc.code == "190"
     exc = attempt(WhatsApp().send(wa(sender=Sender(whatsapp_number_id="999")),
@@ -340,6 +345,7 @@ def test_whatsapp_wrong_token_unknown_number_and_no_answer(meta) -> None:
     exc = attempt(WhatsApp().send(wa(sender=Sender()), {"access_token": meta.access_token}))
     assert isinstance(exc, Unavailable) and exc.code == "bad_config"
     meta.mode = "hang"
+    configure(provider_timeout_seconds=HANG_TIMEOUT)
     assert isinstance(attempt(WhatsApp().send(wa(), {"access_token": meta.access_token})), MaybeSent)
     assert meta.accepted == [] and meta.requests == 3  # the missing number id sent nothing
 
@@ -443,3 +449,27 @@ def test_sns_unreachable_is_unavailable(sns, configure) -> None:
     configure(aws_endpoint_url=f"http://127.0.0.1:{servers.free_port()}")
     assert isinstance(attempt(SNS().send(outbound("sms", "+919812345678"), creds)), Unavailable)
     assert isinstance(attempt(SNS().send(push(), creds)), Unavailable)
+
+
+@pytest.mark.parametrize(("mode", "kind", "code"), [
+    ("500", Unavailable, "InternalError"),
+    ("throttled", Unavailable, "Throttling"),
+    ("auth", Unavailable, "InvalidClientTokenId"),
+    ("bad_number", Rejected, "InvalidParameter"),
+    ("hang", MaybeSent, None),
+])
+def test_sns_failures_moto_cannot_produce_and_no_botocore_retry(configure, mode: str, kind: type,
+                                                                code: str | None) -> None:
+    creds = {"access_key_id": aws.ACCESS_KEY_ID, "secret_access_key": aws.SECRET_ACCESS_KEY,
+             "region": aws.REGION}
+    with sns_faults(mode=mode) as fake:
+        configure(aws_endpoint_url=fake.url)
+        if mode == "hang":
+            configure(provider_timeout_seconds=HANG_TIMEOUT)
+        exc = attempt(SNS().send(outbound("sms", "+919812345678"), creds))
+        assert type(exc) is kind
+        if code is not None:
+            assert exc.code == code  # type: ignore[union-attr]
+        # signed with the clinic's key; the opt-out check, then exactly one publish: no retry
+        assert fake.requests == [("CheckIfPhoneNumberIsOptedOut", aws.ACCESS_KEY_ID),
+                                 ("Publish", aws.ACCESS_KEY_ID)]

@@ -12,6 +12,7 @@ the path; the body's shape (one target, string data values, ≤ 4 KB payload); a
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -41,12 +42,19 @@ MODES = ("ok", "500", "hang", "UNREGISTERED", "INVALID_ARGUMENT", "INVALID_FIELD
          "401", "QUOTA_EXCEEDED", "SENDER_ID_MISMATCH")
 
 
-def service_account(project_id: str = "carewire-test") -> tuple[str, str]:
-    """A fresh service-account JSON (as Google issues it) and its public key PEM."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+@functools.cache
+def _rsa_key(number: int) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def service_account(project_id: str = "carewire-test", key: int = 0) -> tuple[str, str]:
+    """A service-account JSON (as Google issues it) with a fresh key id and email, and its
+    public key PEM. Keys are generated once per `key` number (RSA generation is slow); the
+    fresh key id keeps one test's cached access token from reaching another's."""
+    rsa_key = _rsa_key(key)
+    private = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+    public = rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     email = f"fcm-sender-{secrets.token_hex(3)}@{project_id}.iam.gserviceaccount.com"
     doc = {
