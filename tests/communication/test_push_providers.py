@@ -473,3 +473,20 @@ def test_sns_failures_moto_cannot_produce_and_no_botocore_retry(configure, mode:
         # signed with the clinic's key; the opt-out check, then exactly one publish: no retry
         assert fake.requests == [("CheckIfPhoneNumberIsOptedOut", aws.ACCESS_KEY_ID),
                                  ("Publish", aws.ACCESS_KEY_ID)]
+
+
+def test_sns_sms_attributes_on_the_wire(configure) -> None:
+    creds = {"access_key_id": aws.ACCESS_KEY_ID, "secret_access_key": aws.SECRET_ACCESS_KEY,
+             "region": aws.REGION}
+    with sns_faults(mode="ok") as fake:
+        configure(aws_endpoint_url=fake.url)
+        run(SNS().send(outbound("sms", "+919812345678", sender=Sender(sms_sender_id="CAREWIRE")), creds))
+        run(SNS().send(outbound("sms", "+919812345678", sender=Sender(sms_sender_id="not valid!")), creds))
+    first, second = fake.published
+    attributes = {first[f"MessageAttributes.entry.{n}.Name"]:
+                  first[f"MessageAttributes.entry.{n}.Value.StringValue"] for n in (1, 2)}
+    assert attributes == {"AWS.SNS.SMS.SMSType": "Transactional", "AWS.SNS.SMS.SenderID": "CAREWIRE"}
+    assert first["PhoneNumber"] == "+919812345678"
+    # a sender id SNS would refuse is left out (the message still goes, from the default sender)
+    assert "MessageAttributes.entry.2.Name" not in second
+    assert second["MessageAttributes.entry.1.Value.StringValue"] == "Transactional"

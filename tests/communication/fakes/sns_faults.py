@@ -3,7 +3,8 @@ answer), so the SNS adapter's error mapping and its no-retry setting can be seen
 
 Requests must be SigV4-signed for service `sns` (the Authorization header's credential scope is
 checked, not the signature). `CheckIfPhoneNumberIsOptedOut` answers "not opted out"; every
-other action answers per `mode`. Each request is counted, so a botocore retry would show.
+other action answers per `mode` ("ok" answers a Publish and records its form). Each request
+is counted, so a botocore retry would show.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class SnsFaults(FakeServer):
     mode: str = "500"
     #: (action, access key id) of every request
     requests: list[tuple[str, str]] = field(default_factory=list)
+    #: the form of every Publish answered in mode "ok"
+    published: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         FakeServer.__init__(self)
@@ -55,6 +58,14 @@ class SnsFaults(FakeServer):
                              "</CheckIfPhoneNumberIsOptedOutResponse>")
         if self.mode == "hang":
             return HANG
+        if self.mode == "ok" and action == "Publish":
+            message_id = str(uuid.uuid4())
+            with self.lock:
+                self.published.append(form)
+            return _xml(200, f'<PublishResponse xmlns="{NS}"><PublishResult><MessageId>{message_id}'
+                             "</MessageId></PublishResult>"
+                             f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
+                             "</PublishResponse>")
         status, kind, code = FAULTS[self.mode]
         return _error(status, kind, code)
 
