@@ -211,6 +211,8 @@ def test_fcm_failures_by_error_code(fcm, mode: str, kind: type, retire: bool | N
         assert exc.retire_token is retire  # type: ignore[union-attr]
     if mode == "QUOTA_EXCEEDED":
         assert exc.retry_after == 120  # type: ignore[union-attr]
+    if mode == "INVALID_FIELD":  # the field is named; FCM's message (it can quote data) is not
+        assert "message.android.ttl" in str(exc) and "Invalid value" not in str(exc)
     assert fake.accepted == []
 
 

@@ -196,13 +196,17 @@ def payload(message: Outbound) -> dict[str, Any]:
 
 
 def _fcm_error(response: httpx.Response) -> tuple[str, str, str, list[dict[str, Any]]]:
-    """(status, FcmError errorCode, message, details) of an error answer."""
+    """(status, FcmError errorCode, what to say, details) of an error answer. What we say names
+    the fields FCM refused, never its message: that can quote a data value we sent."""
     error = _json(response).get("error")
     if not isinstance(error, dict):
         return "", "", "", []
     details = [d for d in error.get("details") or [] if isinstance(d, dict)]
     code = next((str(d.get("errorCode", "")) for d in details if d.get("@type") == FCM_ERROR), "")
-    return str(error.get("status", "")), code, str(error.get("message", ""))[:200], details
+    fields = [str(v.get("field"))[:80] for d in details if d.get("@type") == BAD_REQUEST
+              for v in d.get("fieldViolations") or [] if isinstance(v, dict)]
+    text = f"invalid {', '.join(fields[:5])}" if fields else ""
+    return str(error.get("status", "")), code, text, details
 
 
 def _token_is_invalid(details: list[dict[str, Any]]) -> bool:
