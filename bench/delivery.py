@@ -63,11 +63,11 @@ def _provider(kind: str) -> Iterator[dict[str, str]]:
         return
     from tests.communication.fakes.zeptomail import zeptomail_server
 
-    with zeptomail_server() as fake:
+    with zeptomail_server("bench-zeptomail-token") as fake:
         defaults = {"email": {"providers": ["zeptomail"],
                               "sender": {"from_address": "clinic@bench.test", "from_name": "Bench"},
                               "rate_per_second": 10000},
-                    "credentials": {"zeptomail": {"api_key": fake.api_key}}}
+                    "credentials": {"zeptomail": {"api_key": fake.token}}}
         yield {"CAREWIRE_ZEPTOMAIL_URL": fake.url,
                "CAREWIRE_COMMUNICATION_DEFAULTS": json.dumps(defaults)}
 

@@ -154,10 +154,13 @@ def isolated_stack(base_env: dict[str, str]) -> Iterator[tuple[dict[str, str], E
 
 
 @contextmanager
-def workers(env: dict[str, str], n: int, *args: str) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`carewire worker` processes (extra CLI arguments in `args`), killed however the test ends."""
+def workers(env: dict[str, str], n: int, *args: str,
+            output: Path | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`carewire worker` processes (extra CLI arguments in `args`), killed however the test ends;
+    their output is appended to `output` when given."""
+    sink = output.open("ab") if output else None
     procs = [subprocess.Popen([*CAREWIRE, "worker", "--concurrency", "4", *args], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=sink or subprocess.DEVNULL, stderr=sink or subprocess.DEVNULL)
              for _ in range(n)]
     try:
         yield procs
@@ -166,6 +169,8 @@ def workers(env: dict[str, str], n: int, *args: str) -> Iterator[list[subprocess
             if p.poll() is None:
                 p.kill()
             p.wait()
+        if sink:
+            sink.close()
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30) -> Any:
