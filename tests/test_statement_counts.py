@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from domain.access.roles import Role
+from domain.communication.commands import messages
 from domain.errors import Conflict, Unauthenticated
 from domain.identity import commands as identity
 from domain.jobs import commands as jobs
@@ -552,6 +553,37 @@ def test_jobs_commands(domain_layer, pinned) -> None:
     pinned.verify()
 
 
+def test_communication_message_commands(domain_layer, house, pinned) -> None:
+    content = messages.Content(subject="Reminder", text="See you tomorrow")
+    send = lambda: messages.enqueue(  # noqa: E731
+        clinic_id=house["cid"], channel="email", kind="counted", content=content,
+        address=unique_email("counted"))
+    result, n, sent = measure(domain_layer, send, send)
+    assert isinstance(result, list) and len(result) == 1
+    pinned("ENQUEUE_MESSAGE", n, sent)
+    # LIMIT 0: the same statement, without taking the session's queued messages from anyone
+    claim = lambda: messages.claim_due(0, lease=timedelta(seconds=60))  # noqa: E731
+    result, n, sent = measure(domain_layer, claim, claim)
+    assert result == []
+    pinned("CLAIM_MESSAGES", n, sent)
+    # a claim that is not held (another worker's, or long gone): the same one statement
+    lost = messages.Claimed(id=result_id(domain_layer, house), claim_id=uuid.uuid4(),
+                            clinic_id=house["cid"], user_id=None, channel="email", kind="counted",
+                            address="x@example.test", tries=1, content=content, suppressed=False)
+    done = lambda: messages.finish(lost, status="sent", attempts=[  # noqa: E731
+        messages.AttemptRow(provider="local", outcome="sent", latency_ms=0.1)], provider="local")
+    result, n, sent = measure(domain_layer, done, done)
+    assert result is False
+    pinned("FINISH_MESSAGE", n, sent)
+    pinned.verify()
+
+
+def result_id(layer: Any, house: dict[str, Any]) -> uuid.UUID:
+    ids = layer.run(messages.enqueue(clinic_id=house["cid"], channel="email", kind="counted",
+                                     content=messages.Content(text="x"), address="x@example.test"))
+    return uuid.UUID(str(ids[0]))
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -597,6 +629,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs.commands:claim_due": ("CLAIM_DUE",),
     "jobs.commands:claim_once": ("CLAIM_ONCE",),
     "jobs.commands:bury": ("BURY",),
+    "communication.commands.messages:enqueue": ("ENQUEUE_MESSAGE",),
+    "communication.commands.messages:claim_due": ("CLAIM_MESSAGES",),
+    "communication.commands.messages:finish": ("FINISH_MESSAGE",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -714,3 +749,7 @@ SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
 CLAIM_DUE = 2
 CLAIM_ONCE = 2
 BURY = 2
+ENQUEUE_MESSAGE = 2  # one statement (insert and NOTIFY) and the pool's reset; in a caller's
+#                     transaction, the statement alone
+CLAIM_MESSAGES = 2  # a batch and all a send needs in one statement, and the reset
+FINISH_MESSAGE = 2  # status and every attempt of the round in one statement, and the reset
