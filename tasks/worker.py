@@ -12,6 +12,7 @@ from taskiq.receiver import Receiver
 
 from domain import db, kv
 from domain.communication.providers import http as provider_http
+from domain.communication.providers import ses
 from tasks.broker import build_broker
 from tasks.delivery import DeliveryLoop
 from tasks.outbox_relay import Relay
@@ -49,6 +50,7 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     await delivery.stop()
     await relay.stop()
     await provider_http.close()
+    await ses.close()
     await broker.shutdown()
     await db.engine().close_connection_pool()
     await kv.close()

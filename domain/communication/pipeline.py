@@ -154,6 +154,11 @@ async def deliver(claimed: Claimed) -> Delivery:
             attempts.append(AttemptRow(provider=step.provider, outcome="skipped",
                                        error=f"not a {claimed.channel} provider here"))
             continue
+        kinds = getattr(adapter, "token_kinds", None)
+        if claimed.channel == "push" and kinds is not None and claimed.token_kind not in kinds:
+            attempts.append(AttemptRow(provider=step.provider, outcome="skipped",
+                                       error=f"cannot reach {claimed.token_kind} tokens"))
+            continue
         try:
             credentials = await config.credentials_for(claimed.clinic_id, step.provider, step.source)
         except DomainError as exc:  # none stored, or they do not decrypt here
