@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests import servers
 from tests.communication.pipeline_stack import Stack, pipeline_stack
 from tests.servers import eventually, workers
 
@@ -74,3 +77,25 @@ def test_the_rate_limit_delays_and_drops_nothing(stack: Stack) -> None:
     busiest = max(sum(1 for t in times if start <= t < start + 0.95) for start in times)
     assert busiest <= n, f"{busiest} sends within one second against a limit of {n}"
     assert times[-1] - times[0] >= (3 * n - 1) / n - 0.05
+
+
+def test_the_worker_exposes_per_provider_counts_and_latency(stack: Stack) -> None:
+    clinic = stack.clinic()
+    ids = stack.enqueue(clinic, to="metrics@example.test", count=7)
+    port = servers.free_port()
+    with workers(stack.env, 1, "--metrics-port", str(port)):
+        eventually(lambda: stack.settled(ids))
+        text = eventually(lambda: _scrape(port))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("carewire_message_attempts_total",
+                    (("channel", "email"), ("outcome", "sent"), ("provider", "local")))] == 7
+    assert samples[("carewire_provider_latency_seconds_count", (("provider", "local"),))] == 7
+    assert samples[("carewire_messages_total", (("channel", "email"), ("status", "sent")))] == 7
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.TransportError:
+        return None
