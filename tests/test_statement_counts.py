@@ -564,6 +564,7 @@ def test_device_commands(domain_layer, house, member_factory, pinned) -> None:
     new = lambda: devices.register_device(me, kind="fcm", token=_token(),  # noqa: E731
                                           platform="android")
     (device, fresh), n, sent = measure(domain_layer, new, new)
+    assert device.kind == "fcm" and device.token_last4
     assert fresh is True
     pinned("REGISTER_DEVICE", n, sent)
     token = _token()
