@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from domain import db
+from domain import db, validation
 from domain.access.matrix import Scope, scope_of
 from domain.access.policies import require
 from domain.audit.commands import record
@@ -70,7 +70,10 @@ async def list_suppressions(
             resource_type="communication_suppression")
     check_limit(limit)
     after = decode_cursor(cursor)
-    wanted = None if address is None else address.strip().lower().replace(" ", "")
+    wanted = None if address is None else validation.text(
+        address, "address", max_length=320).lower().replace(" ", "")
+    if channel is not None and channel not in ("email", "push", "whatsapp", "sms"):
+        raise invalid_field("channel", "email, push, whatsapp or sms")
     rows = await db.fetch(
         """SELECT id, channel, address, reason, note, created_at, created_by
            FROM communication_suppressions
