@@ -36,6 +36,8 @@ from gateway.routes import (
     auth,
     boards,
     clinics,
+    communication_log,
+    devices,
     events,
     health,
     members,
@@ -49,7 +51,8 @@ from tasks.outbox_relay import Relay
 log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
-               scheduling.router, queues.router]
+               scheduling.router, queues.router, devices.router, communication_log.router,
+               communication_log.my_router]
 
 
 def tune_gc() -> None:

@@ -40,5 +40,13 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/appointments/{appointment_id}/check-in-code"),
     ("GET", "/api/v1/clinics/{clinic_id}/locations/{location_id}/check-in-code"),
     ("GET", "/api/v1/boards/{queue_id}/state"),
+    ("GET", "/api/v1/users/me/devices"), ("POST", "/api/v1/users/me/devices"),
+    ("DELETE", "/api/v1/users/me/devices/{device_id}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/suppressions"),
+    ("POST", "/api/v1/clinics/{clinic_id}/communication/suppressions"),
+    ("DELETE", "/api/v1/clinics/{clinic_id}/communication/suppressions/{channel}/{address}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/messages"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/messages/{message_id}"),
+    ("GET", "/api/v1/users/me/messages"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from domain.access.roles import Role
-from domain.communication.commands import messages
+from domain.communication.commands import devices, messages, retention, suppressions
 from domain.errors import Conflict, Unauthenticated
 from domain.identity import commands as identity
 from domain.jobs import commands as jobs
@@ -582,6 +582,75 @@ def result_id(layer: Any, house: dict[str, Any]) -> uuid.UUID:
     ids = layer.run(messages.enqueue(clinic_id=house["cid"], channel="email", kind="counted",
                                      content=messages.Content(text="x"), address="x@example.test"))
     return uuid.UUID(str(ids[0]))
+# communication -------------------------------------------------------------------------------
+
+def _token() -> str:
+    return "cnt" + uuid.uuid4().hex * 2
+
+
+def test_device_commands(domain_layer, house, member_factory, pinned) -> None:
+    me = domain_layer.principal(member_factory(house["id"], "PATIENT", tag="cnt-dev")["token"])
+    new = lambda: devices.register_device(me, kind="fcm", token=_token(),  # noqa: E731
+                                          platform="android")
+    (device, fresh), n, sent = measure(domain_layer, new, new)
+    assert device.kind == "fcm" and device.token_last4
+    assert fresh is True
+    pinned("REGISTER_DEVICE", n, sent)
+    token = _token()
+    domain_layer.run(devices.register_device(me, kind="fcm", token=token, platform="ios"))
+    again = lambda: devices.register_device(me, kind="fcm", token=token,  # noqa: E731
+                                            platform="ios", app_version="2.0")
+    (_, fresh), n, sent = measure(domain_layer, again, again)
+    assert fresh is False
+    pinned("REGISTER_DEVICE_AGAIN", n, sent)
+    ids = [domain_layer.run(new())[0].id for _ in range(4)]
+    remove = lambda i: (lambda: devices.remove_device(me, ids[i]))  # noqa: E731
+    _, n, sent = measure(domain_layer, remove(0), remove(1))
+    pinned("REMOVE_DEVICE", n, sent)
+    retire = lambda i: (lambda: devices.retire(ids[i], "unregistered"))  # noqa: E731
+    result, n, sent = measure(domain_layer, retire(2), retire(3))
+    assert result is True
+    pinned("RETIRE_DEVICE", n, sent)
+    pinned.verify()
+
+
+def test_suppression_commands(domain_layer, house, member_factory, pinned) -> None:
+    admin = domain_layer.principal(
+        member_factory(house["id"], "CLINIC_ADMIN", tag="cnt-sup")["token"])
+    cid = house["cid"]
+    address = lambda: unique_email("sup")  # noqa: E731
+    add = lambda: suppressions.add_suppression(admin, cid, channel="email",  # noqa: E731
+                                               address=address())
+    (_, added), n, sent = measure(domain_layer, add, add)
+    assert added is True
+    pinned("ADD_SUPPRESSION", n, sent)
+    there = address()
+    domain_layer.run(suppressions.add_suppression(admin, cid, channel="email", address=there))
+    again = lambda: suppressions.add_suppression(admin, cid, channel="email",  # noqa: E731
+                                                 address=there)
+    (_, added), n, sent = measure(domain_layer, again, again)
+    assert added is False
+    pinned("ADD_SUPPRESSION_EXISTING", n, sent)
+    gone = [address() for _ in range(2)]
+    for a in gone:
+        domain_layer.run(suppressions.add_suppression(admin, cid, channel="email", address=a))
+    remove = lambda a: (lambda: suppressions.remove_suppression(  # noqa: E731
+        admin, cid, channel="email", address=a))
+    _, n, sent = measure(domain_layer, remove(gone[0]), remove(gone[1]))
+    pinned("REMOVE_SUPPRESSION", n, sent)
+    hook = lambda: suppressions.suppress(cid, "email", address(), "hard_bounce",  # noqa: E731
+                                         "evt-counted")
+    result, n, sent = measure(domain_layer, hook, hook)
+    assert result is True
+    pinned("SUPPRESS", n, sent)
+    pinned.verify()
+
+
+def test_prune_bodies(domain_layer, pinned) -> None:
+    """With fewer due messages than a batch: one UPDATE (and its reset)."""
+    _, n, sent = measure(domain_layer, retention.prune_bodies, retention.prune_bodies)
+    pinned("PRUNE_BODIES", n, sent)
+    pinned.verify()
 
 
 # every write command has a pin ---------------------------------------------------------------
@@ -632,6 +701,15 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "communication.commands.messages:enqueue": ("ENQUEUE_MESSAGE",),
     "communication.commands.messages:claim_due": ("CLAIM_MESSAGES",),
     "communication.commands.messages:finish": ("FINISH_MESSAGE",),
+    "communication.commands.devices:register_device": ("REGISTER_DEVICE",
+                                                       "REGISTER_DEVICE_AGAIN"),
+    "communication.commands.devices:remove_device": ("REMOVE_DEVICE",),
+    "communication.commands.devices:retire": ("RETIRE_DEVICE",),
+    "communication.commands.suppressions:add_suppression": ("ADD_SUPPRESSION",
+                                                            "ADD_SUPPRESSION_EXISTING"),
+    "communication.commands.suppressions:remove_suppression": ("REMOVE_SUPPRESSION",),
+    "communication.commands.suppressions:suppress": ("SUPPRESS",),
+    "communication.commands.retention:prune_bodies": ("PRUNE_BODIES",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -753,3 +831,12 @@ ENQUEUE_MESSAGE = 2  # one statement (insert and NOTIFY) and the pool's reset; i
 #                     transaction, the statement alone
 CLAIM_MESSAGES = 2  # a batch and all a send needs in one statement, and the reset
 FINISH_MESSAGE = 2  # status and every attempt of the round in one statement, and the reset
+REGISTER_DEVICE = 9  # the user's turn, the cap's count, the upsert, the audit row (3), ...
+REGISTER_DEVICE_AGAIN = 9  # the same statements: the upsert finds the row
+REMOVE_DEVICE = 7  # the UPDATE (owner in its WHERE) and the audit row
+RETIRE_DEVICE = 2  # the pipeline's: one UPDATE, no transaction, no audit
+ADD_SUPPRESSION = 7  # a clinic admin: the insert (the clinic is theirs) and the audit row
+ADD_SUPPRESSION_EXISTING = 5  # the insert finds it, one read of the entry, nothing audited
+REMOVE_SUPPRESSION = 7  # the DELETE and the audit row
+SUPPRESS = 2  # webhooks and the pipeline: one INSERT ... ON CONFLICT DO NOTHING
+PRUNE_BODIES = 2  # one batch (fewer due than BATCH)
