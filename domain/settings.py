@@ -113,6 +113,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: How long a worker may hold a message it is sending; a worker killed mid-send leaves it
     #: to be claimed again after this (sent once more at most).
     message_lease_seconds: float = 60.0
+    #: Rounds a message gets (each tries the whole provider chain, the next after a backoff
+    #: that doubles from job_backoff_seconds, capped at 10 minutes) before it is marked failed.
+    message_max_rounds: int = 12
     #: Logging level of every carewire process (`DEBUG`, `INFO`, `WARNING`, ...).
     log_level: str = "INFO"
     #: Python GC thresholds for gateway processes (see gateway/app.py tune_gc).

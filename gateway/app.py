@@ -37,6 +37,8 @@ from gateway.routes import (
     boards,
     clinics,
     communication,
+    communication_log,
+    devices,
     events,
     health,
     members,
@@ -50,7 +52,8 @@ from tasks.outbox_relay import Relay
 log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
-               scheduling.router, queues.router, communication.router]
+               scheduling.router, queues.router, devices.router, communication_log.router,
+               communication_log.my_router, communication.router]
 
 
 def tune_gc() -> None:

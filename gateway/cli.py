@@ -104,8 +104,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gateway.runtime import services
     from tasks.worker import run_worker
 
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     with services(args.data_dir):
-        uvloop.run(run_worker(concurrency=args.concurrency))
+        uvloop.run(run_worker(concurrency=args.concurrency,
+                              delivery_concurrency=args.delivery_concurrency))
     return 0
 
 
@@ -286,8 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen(p)
     data_dir(p)
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("worker", help="run jobs, the job scheduler and the outbox relay")
+    p = sub.add_parser("worker", help="run jobs, the job scheduler, the outbox relay and outbound delivery")
     p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--delivery-concurrency", type=int, default=50,
+                   help="outbound messages this worker sends at once")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve this worker's Prometheus metrics (jobs, message attempts, provider "
+                        "latency) on this port; 0: off")
+    p.add_argument("--metrics-host", default="127.0.0.1")
     data_dir(p)
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("migrate", help="apply database migrations")

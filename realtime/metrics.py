@@ -23,3 +23,13 @@ AUTH_REFUSALS = Counter("carewire_auth_refusals_total",
 SOCKETS_EVICTED = Counter("carewire_sockets_evicted_total",
                           "Sockets this process closed because their user opened more than "
                           "sockets_per_user")
+
+MESSAGE_ATTEMPTS = Counter("carewire_message_attempts_total",
+                           "Provider attempts of outbound messages (outcome: sent, rejected, "
+                           "unavailable, unknown, skipped)", ["channel", "provider", "outcome"])
+MESSAGES = Counter("carewire_messages_total",
+                   "Outbound messages by the status a sending round left them in "
+                   "(requeued: no provider could take it yet)", ["channel", "status"])
+PROVIDER_LATENCY = Histogram("carewire_provider_latency_seconds",
+                             "One provider call, request to answer", ["provider"],
+                             buckets=LATENCY_BUCKETS)

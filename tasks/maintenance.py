@@ -8,6 +8,7 @@ from typing import Any
 
 from domain import clock, db, settings
 from domain.audit.queries import verify_chain
+from domain.communication.commands.retention import prune_bodies
 from domain.jobs.commands import claim_once
 from domain.scheduling.commands import expire_unpaid
 from tasks.registry import job
@@ -50,3 +51,11 @@ async def expire_unpaid_appointments(*, job_key: str, payload: dict[str, Any]) -
     moved = await expire_unpaid()
     if moved:
         log.info("expired %s unpaid appointments", moved)
+
+
+@job("communication.prune_bodies", every=3600)
+async def prune_message_bodies(*, job_key: str, payload: dict[str, Any]) -> None:
+    """Message bodies live only as long as each clinic's `message_body_retention_days`."""
+    pruned = await prune_bodies()
+    if pruned:
+        log.info("pruned the bodies of %s messages", pruned)

@@ -1,4 +1,5 @@
-"""`carewire worker`: the Taskiq receiver, the job scheduler and the outbox relay."""
+"""`carewire worker`: the Taskiq receiver, the job scheduler, the outbox relay and the outbound
+delivery loop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import signal
 from taskiq.receiver import Receiver
 
 from domain import db, kv
+from domain.communication.providers import http as provider_http
+from domain.communication.providers import ses
 from tasks.broker import build_broker
+from tasks.delivery import DeliveryLoop
 from tasks.outbox_relay import Relay
 from tasks.runner import ensure_periodic
 from tasks.scheduler import run_scheduler
@@ -18,17 +22,20 @@ from tasks.scheduler import run_scheduler
 log = logging.getLogger("carewire.worker")
 
 
-async def run_worker(concurrency: int = 10) -> None:
+async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await db.engine().start_connection_pool(min_size=1, max_size=concurrency + 4)
+    pool = concurrency + min(delivery_concurrency, 20) + 4
+    await db.engine().start_connection_pool(min_size=1, max_size=pool)
     broker = build_broker()
     await broker.startup()
     await ensure_periodic()
     relay = Relay()
     relay.start()
+    delivery = DeliveryLoop(concurrency=delivery_concurrency)
+    delivery.start()
     receiver = Receiver(broker, max_async_tasks=concurrency, run_startup=False)
     tasks = [asyncio.create_task(receiver.listen(stop), name="receiver"),
              asyncio.create_task(run_scheduler(broker, stop), name="scheduler")]
@@ -40,7 +47,10 @@ async def run_worker(concurrency: int = 10) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=3)
+    await delivery.stop()
     await relay.stop()
+    await provider_http.close()
+    await ses.close()
     await broker.shutdown()
     await db.engine().close_connection_pool()
     await kv.close()

@@ -44,5 +44,13 @@ OPENAPI_OPERATIONS = {
     ("PUT", "/api/v1/clinics/{clinic_id}/communication/config"),
     ("POST", "/api/v1/clinics/{clinic_id}/communication/test/{channel}"),
     ("GET", "/api/v1/clinics/{clinic_id}/communication/health"),
+    ("GET", "/api/v1/users/me/devices"), ("POST", "/api/v1/users/me/devices"),
+    ("DELETE", "/api/v1/users/me/devices/{device_id}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/suppressions"),
+    ("POST", "/api/v1/clinics/{clinic_id}/communication/suppressions"),
+    ("DELETE", "/api/v1/clinics/{clinic_id}/communication/suppressions/{channel}/{address}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/messages"),
+    ("GET", "/api/v1/clinics/{clinic_id}/communication/messages/{message_id}"),
+    ("GET", "/api/v1/users/me/messages"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -152,3 +152,34 @@ def isolated_stack(base_env: dict[str, str]) -> Iterator[tuple[dict[str, str], E
             yield env, own
         finally:
             own.stop()
+
+
+@contextmanager
+def workers(env: dict[str, str], n: int, *args: str,
+            output: Path | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`carewire worker` processes (extra CLI arguments in `args`), killed however the test ends;
+    their output is appended to `output` when given."""
+    sink = output.open("ab") if output else None
+    procs = [subprocess.Popen([*CAREWIRE, "worker", "--concurrency", "4", *args], env=env,
+                              stdout=sink or subprocess.DEVNULL, stderr=sink or subprocess.DEVNULL)
+             for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        if sink:
+            sink.close()
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll a condition (the worker is another process) until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)  # polling another process's progress, bounded by the deadline
+    raise AssertionError(f"condition not met in {timeout}s")

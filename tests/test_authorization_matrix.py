@@ -800,3 +800,131 @@ def test_a_board_reads_with_its_own_token_only(world: World, standing, api, sa_t
     for elsewhere in ("theirs", "other"):
         r = api.as_(board, "GET", f"/boards/{standing[elsewhere][1]}/state")
         assert r.status_code == 404, r.text
+
+
+# --- communication: the suppression list, the delivery log, one's own devices and messages ---
+# A clinic's suppressions and messages are the clinic's (no owner, no location): * or nothing.
+# Devices and one's own messages belong to the person: any signed-in caller, their own only.
+
+COMMUNICATION_ROUTES = ["GET suppressions", "POST suppressions", "DELETE suppression",
+                        "GET messages", "GET message"]
+
+
+@dataclass
+class Comm:
+    messages: dict[str, str]  # clinic ("a" / "b") -> a message of it
+    b_secrets: list[str]
+
+
+@pytest.fixture(scope="module")
+def comm(world: World, api, sa_token, db) -> Comm:
+    from tests.communication.messages import insert_message
+
+    recipient = world.callers["PATIENT"]["user_id"]
+    messages = {"a": insert_message(db, world.a["id"], recipient, body="clinic A body"),
+                "b": insert_message(db, world.b["id"], None, body="clinic B secret body")}
+    b_address = f"b-secret-{uuid.uuid4().hex[:6]}@example.test"
+    r = api.as_(sa_token, "POST", f"/clinics/{world.b['id']}/communication/suppressions",
+                json={"channel": "email", "address": b_address})
+    assert r.status_code == 201, r.text
+    return Comm(messages, [*world.b_secrets, b_address, "clinic B secret body", messages["b"]])
+
+
+def communication_request(route: str, clinic: dict[str, Any], where: str, comm: Comm, api,
+                          sa_token: str) -> tuple[str, str, dict[str, Any] | None, str, int]:
+    """(method, path, body, permission, success)."""
+    base = f"/clinics/{clinic['id']}/communication"
+    match route:
+        case "GET suppressions":
+            return "GET", f"{base}/suppressions", None, "communication_settings:read", 200
+        case "POST suppressions":
+            return ("POST", f"{base}/suppressions",
+                    {"channel": "email", "address": unique_email("sup")},
+                    "communication_settings:manage", 201)
+        case "DELETE suppression":
+            address = unique_email("unsup")
+            r = api.as_(sa_token, "POST", f"{base}/suppressions",
+                        json={"channel": "email", "address": address})
+            assert r.status_code == 201, r.text
+            return ("DELETE", f"{base}/suppressions/email/{address}", None,
+                    "communication_settings:manage", 204)
+        case "GET messages":
+            return "GET", f"{base}/messages", None, "communication_messages:read", 200
+        case "GET message":
+            return ("GET", f"{base}/messages/{comm.messages[where]}", None,
+                    "communication_messages:read", 200)
+    raise AssertionError(route)
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", COMMUNICATION_ROUTES)
+def test_communication_route(world: World, comm: Comm, api, sa_token, db, route: str,
+                             caller: str, where: str) -> None:
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    method, path, body, permission, success = communication_request(
+        route, clinic, "a" if where == "own" else "b", comm, api, sa_token)
+    before = db.fetch("SELECT count(*) AS n FROM communication_suppressions")[0]["n"]
+    r = api.as_(who["token"], method, path, json=body)
+    if caller == "ANONYMOUS":
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    elif scope_of(permission, Role(caller)) is Scope.DENY:
+        expected = 403
+    else:
+        expected = success
+    assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if method != "GET":  # a refused write changes nothing
+            assert db.fetch("SELECT count(*) AS n FROM communication_suppressions")[0]["n"] == before
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in comm.b_secrets:
+            assert str(secret) not in r.text
+
+
+@pytest.mark.parametrize("caller", ROLES)
+def test_a_message_body_follows_its_field_row(world: World, comm: Comm, api, caller: str) -> None:
+    """`communication_messages:read_body` shows subject and body of one message; lists never
+    carry them."""
+    base = f"/clinics/{world.a['id']}/communication/messages"
+    token = world.callers[caller]["token"]
+    one = api.as_(token, "GET", f"{base}/{comm.messages['a']}")
+    listed = api.as_(token, "GET", base, params={"limit": 200})
+    if scope_of("communication_messages:read", Role(caller)) is Scope.DENY:
+        assert (one.status_code, listed.status_code) == (403, 403)
+        return
+    assert one.status_code == 200 and listed.status_code == 200, (one.text, listed.text)
+    shown = scope_of("communication_messages:read_body", Role(caller)) is not Scope.DENY
+    assert ("body" in one.json() and "subject" in one.json()) is shown, one.json()
+    assert ("clinic A body" in one.text) is shown
+    assert "clinic A body" not in listed.text
+    assert comm.messages["a"] in {m["id"] for m in listed.json()["items"]}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_own_devices_and_messages_need_only_a_login(world: World, comm: Comm, api,
+                                                    caller: str) -> None:
+    """Every role registers, lists and removes its own devices and reads its own messages; no
+    clinic permission is involved. Without a login, 401."""
+    token = world.callers.get(caller, {"token": None})["token"]
+    body = {"kind": "fcm", "platform": "android", "token": "m" + uuid.uuid4().hex * 2}
+    r = api.as_(token, "POST", "/users/me/devices", json=body)
+    if token is None:
+        assert r.status_code == 401
+        for method, path in (("GET", "/users/me/devices"), ("GET", "/users/me/messages"),
+                             ("DELETE", f"/users/me/devices/{uuid.uuid4()}")):
+            assert api.as_(None, method, path).status_code == 401
+        return
+    assert r.status_code == 201, r.text
+    device_id = r.json()["id"]
+    mine = api.as_(token, "GET", "/users/me/devices")
+    assert mine.status_code == 200 and device_id in {d["id"] for d in mine.json()["items"]}
+    assert api.as_(token, "DELETE", f"/users/me/devices/{device_id}").status_code == 204
+    messages = api.as_(token, "GET", "/users/me/messages", params={"limit": 200})
+    assert messages.status_code == 200, messages.text
+    ids = {m["id"] for m in messages.json()["items"]}
+    assert (comm.messages["a"] in ids) is (caller == "PATIENT")  # the recipient alone
+    assert comm.messages["b"] not in ids

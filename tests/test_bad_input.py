@@ -100,6 +100,9 @@ class Ctx:
     entry_id: str  # the visit's entry in it: the target of queue-entry writes
     doctor2_id: str  # another doctor: the target of transfers
     invitation_id: str  # another clinic's pending invitation of the nurse: the target of answers
+    device_id: str  # the super admin's push device: the target of device removal
+    message_id: str  # a delivery-log row of the clinic
+    suppressed: str  # an email address the clinic suppresses: the target of suppression removal
 
 
 RULE = {"weekday": 0, "start": "08:00", "end": "20:00"}
@@ -113,7 +116,7 @@ def book_now(api, sa_token: str, body: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def ctx(api, clinic_factory, member_factory, sa_token) -> Ctx:
+def ctx(api, db, clinic_factory, member_factory, sa_token) -> Ctx:
     clinic = clinic_factory(allow_self_registration=True)
     cid, loc = clinic["id"], clinic["locations"][0]["id"]
     nurse = member_factory(cid, "NURSE", tag="bad-input")
@@ -137,7 +140,21 @@ def ctx(api, clinic_factory, member_factory, sa_token) -> Ctx:
     assert r.status_code == 202, r.text
     return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
                doctor["user_id"], patient["user_id"], appointment_id, visit_id, queue_id, entry_id,
-               doctor2["user_id"], r.json()["invitation_id"])
+               doctor2["user_id"], r.json()["invitation_id"], *communication(api, db, cid, sa_token))
+
+
+def communication(api, db, clinic_id: str, sa_token: str) -> tuple[str, str, str]:
+    """The super admin's device, a message of the clinic and a suppressed address of it."""
+    from tests.communication.messages import insert_message
+
+    r = api.as_(sa_token, "POST", "/users/me/devices",
+                json={"kind": "fcm", "platform": "web", "token": "bad-input-" + "d" * 40})
+    assert r.status_code in (200, 201), r.text
+    address = unique_email("bad-input-suppressed")
+    s = api.as_(sa_token, "POST", f"/clinics/{clinic_id}/communication/suppressions",
+                json={"channel": "email", "address": address})
+    assert s.status_code == 201, s.text
+    return r.json()["id"], insert_message(db, clinic_id, None), address
 
 
 def snapshot(db, ctx: Ctx) -> dict[str, Any]:
@@ -170,15 +187,22 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                     WHERE k.clinic_id = $1::uuid) AS communication_config,
                   (SELECT count(*) FROM clinic_credentials) AS credentials,
                   (SELECT count(*) FROM communication_messages) AS messages,
+                  (SELECT count(*) FROM devices) AS devices,
+                  (SELECT json_agg(d ORDER BY d.id)::text FROM devices d
+                    WHERE d.id = $5::uuid AND d.retired_at IS NULL) AS device,
+                  (SELECT count(*) FROM communication_suppressions) AS suppressions,
+                  (SELECT json_agg(s ORDER BY s.id)::text FROM communication_suppressions s
+                    WHERE s.clinic_id = $1::uuid) AS suppression_rows,
                   (SELECT row_to_json(i)::text FROM invitations i
                     WHERE i.id = $4::uuid) AS invitation""",
-        ctx.clinic_id, ctx.user_id, ctx.doctor_id, ctx.invitation_id,
+        ctx.clinic_id, ctx.user_id, ctx.doctor_id, ctx.invitation_id, ctx.device_id,
     )
     state = rows[0]
     # the targets exist to be left alone
     assert state["clinic"] and state["member"] and state["schedule"] and state["booked"], state
     assert state["queue_rows"] and state["entry_rows"], state
     assert '"status":"pending"' in state["invitation"], state
+    assert state["device"] and ctx.suppressed in state["suppression_rows"], state
     return state
 
 
@@ -187,7 +211,8 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
     return {"clinic_id": ctx.clinic_id, "user_id": ctx.user_id, "doctor_id": ctx.doctor_id,
             "patient_id": ctx.patient_id, "location_id": ctx.location_id,
             "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
-            "invitation_id": ctx.invitation_id, "channel": "email",
+            "invitation_id": ctx.invitation_id, "device_id": ctx.device_id,
+            "message_id": ctx.message_id, "channel": "email", "address": ctx.suppressed,
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -284,6 +309,16 @@ WRITES: dict[str, Write] = {
         "POST", "/queue-entries/{entry_id}/priority",
         lambda c: {"priority": "urgent", "reason": "chest pain"}, "reason", 1000, "priority",
         ("priority", 2)),
+    "register_device": Write(
+        "POST", "/users/me/devices",
+        lambda c: {"kind": "fcm", "platform": "android", "token": "t" * 16 + uuid.uuid4().hex,
+                   "app_version": "1.0"},
+        "token", 4096, "kind", ("platform", 5)),
+    "add_suppression": Write(
+        "POST", "/clinics/{clinic_id}/communication/suppressions",
+        lambda c: {"channel": "email", "address": unique_email("sup"), "reason": "manual",
+                   "note": "asked"},
+        "address", 320, "channel", ("reason", 5)),
     "entry_transfer": Write(
         "POST", "/queue-entries/{entry_id}/transfer", lambda c: {"doctor_id": c.doctor2_id},
         None, 0, "doctor_id", ("doctor_id", 5)),
@@ -327,6 +362,15 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "communication_health": ("GET", "/clinics/{clinic_id}/communication/health", None),
     # a board's token, not a user's: any other bearer (a user's included) is 401
     "board_state": ("GET", "/boards/{queue_id}/state", None),
+    "my_devices": ("GET", "/users/me/devices", None),
+    "remove_device": ("DELETE", "/users/me/devices/{device_id}", None),
+    "my_messages": ("GET", "/users/me/messages", None),
+    "list_suppressions": ("GET", "/clinics/{clinic_id}/communication/suppressions", None),
+    "remove_suppression": ("DELETE",
+                           "/clinics/{clinic_id}/communication/suppressions/{channel}/{address}",
+                           None),
+    "list_messages": ("GET", "/clinics/{clinic_id}/communication/messages", None),
+    "get_message": ("GET", "/clinics/{clinic_id}/communication/messages/{message_id}", None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
 }
 
@@ -336,6 +380,8 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "list_appointments": lambda c: {"clinic_id": c.clinic_id},
     "history": lambda c: {"clinic_id": c.clinic_id},
     "list_queues": lambda c: {"date": later(5)[:10]},
+    "list_messages": lambda c: {"since": later(-3), "until": later(1)},
+    "list_suppressions": lambda c: {"channel": "email"},
 }
 
 
@@ -670,6 +716,31 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
     ("entry_priority", "empty_reason", lambda c: {"reason": ""}, 400, "reason"),
     ("entry_priority", "blank_reason", lambda c: {"reason": "   "}, 400, "reason"),
     ("entry_priority", "reason_missing", lambda c: {"reason": None}, 400, "reason"),
+    # devices: FCM tokens of URL-safe characters and colons, APNs tokens 64 hex digits
+    ("register_device", "fcm_token_short", lambda c: {"token": "short"}, 400, "token"),
+    ("register_device", "fcm_token_space", lambda c: {"token": "a token with spaces"},
+     400, "token"),
+    ("register_device", "fcm_token_too_long", lambda c: {"token": "t" * 4097}, 400, "token"),
+    ("register_device", "apns_token_not_hex", lambda c: {"kind": "apns", "token": "z" * 64},
+     400, "token"),
+    ("register_device", "apns_token_63", lambda c: {"kind": "apns", "token": "a" * 63},
+     400, "token"),
+    ("register_device", "unknown_kind", lambda c: {"kind": "sns"}, 400, "kind"),
+    ("register_device", "unknown_platform", lambda c: {"platform": "tizen"}, 400, "platform"),
+    ("register_device", "app_version_too_long", lambda c: {"app_version": "1" * 41},
+     400, "app_version"),
+    ("register_device", "app_version_blank", lambda c: {"app_version": "  "}, 400, "app_version"),
+    ("register_device", "user_id", lambda c: {"user_id": c.user_id}, 400, "user_id"),
+    # suppressions: a valid email or E.164 number; push is retired, not suppressed
+    ("add_suppression", "invalid_email", lambda c: {"address": "nobody"}, 400, "address"),
+    ("add_suppression", "sms_not_e164", lambda c: {"channel": "sms", "address": "0987"},
+     400, "address"),
+    ("add_suppression", "whatsapp_email", lambda c: {"channel": "whatsapp"}, 400, "address"),
+    ("add_suppression", "push", lambda c: {"channel": "push"}, 400, "channel"),
+    ("add_suppression", "unknown_channel", lambda c: {"channel": "fax"}, 400, "channel"),
+    ("add_suppression", "bounce_by_hand", lambda c: {"reason": "hard_bounce"}, 400, "reason"),
+    ("add_suppression", "note_too_long", lambda c: {"note": "n" * 501}, 400, "note"),
+    ("add_suppression", "created_by", lambda c: {"created_by": c.user_id}, 400, "created_by"),
     ("entry_transfer", "doctor_id_not_a_uuid", lambda c: {"doctor_id": "doc"}, 400, "doctor_id"),
     ("entry_transfer", "doctor_id_null", lambda c: {"doctor_id": None}, 400, "doctor_id"),
     ("entry_transfer", "same_doctor", lambda c: {"doctor_id": c.doctor_id}, 400, "doctor_id"),
@@ -739,6 +810,8 @@ SCHEDULING_PATH_ROUTES = [
 QUEUE_PATH_ROUTES = [
     "list_queues", "get_queue", *(name for name in PROTECTED if name.startswith(("queue_", "entry_"))),
     "appointment_code", "location_code"]
+COMMUNICATION_PATH_ROUTES = ["remove_device", "list_suppressions", "add_suppression",
+                             "remove_suppression", "list_messages", "get_message"]
 INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitations",
                      "revoke_invitation"]
 COMMUNICATION_ROUTES = ["communication_config", "put_communication_config", "communication_test",
@@ -746,8 +819,10 @@ COMMUNICATION_ROUTES = ["communication_config", "put_communication_config", "com
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
                *COMMUNICATION_ROUTES,
-               *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES]
+               *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES,
+               *COMMUNICATION_PATH_ROUTES]
 PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
+            "device_id", "message_id",
             "queue_id", "entry_id", "invitation_id")
 
 
@@ -783,7 +858,9 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
                          path_params([*SCHEDULING_PATH_ROUTES, *COMMUNICATION_ROUTES,
                                       # a list of an unknown clinic is empty, like the others
                                       *(r for r in QUEUE_PATH_ROUTES if r != "list_queues"),
-                                      *(r for r in INVITATION_ROUTES if r != "list_invitations")],
+                                      *(r for r in INVITATION_ROUTES if r != "list_invitations"),
+                                      "remove_device", "add_suppression", "remove_suppression",
+                                      "get_message"],
                                      {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
@@ -805,7 +882,10 @@ def test_an_unknown_path_is_a_problem_too(api, ctx):
 LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "members": "/clinics/{clinic_id}/members", "events": "/clinics/{clinic_id}/events",
          "invitations": "/clinics/{clinic_id}/invitations",
-         "appointments": "/appointments?clinic_id={clinic_id}"}
+         "appointments": "/appointments?clinic_id={clinic_id}",
+         "suppressions": "/clinics/{clinic_id}/communication/suppressions",
+         "messages": "/clinics/{clinic_id}/communication/messages",
+         "my_messages": "/users/me/messages"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}
 CURSORS = {"garbage": "garbage", "nul": "%00", "not_base64": "!!!!",
@@ -865,6 +945,16 @@ QUERY_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], str]] = [
     ("list_queues", "date_month_13", lambda c: {"date": "2030-13-01"}, "date"),
     ("list_queues", "date_year_0", lambda c: {"date": "0000-01-01"}, "date"),
     ("list_queues", "doctor_id_not_a_uuid", lambda c: {"doctor_id": "doc"}, "doctor_id"),
+    ("list_messages", "unknown_status", lambda c: {"status": "lost"}, "status"),
+    ("list_messages", "unknown_channel", lambda c: {"channel": "fax"}, "channel"),
+    ("list_messages", "user_id_not_a_uuid", lambda c: {"user_id": "me"}, "user_id"),
+    ("list_messages", "since_naive", lambda c: {"since": NAIVE}, "since"),
+    ("list_messages", "since_not_a_time", lambda c: {"since": "last week"}, "since"),
+    ("list_messages", "until_year_1", lambda c: {"until": YEAR_1}, "until"),
+    ("list_messages", "until_before_since", lambda c: {"until": later(-4)}, "until"),
+    ("list_suppressions", "unknown_channel", lambda c: {"channel": "pigeon"}, "channel"),
+    ("list_suppressions", "address_nul", lambda c: {"address": "a\u0000b@example.test"},
+     "address"),
 ]
 
 

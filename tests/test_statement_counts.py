@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from domain.access.roles import Role
+from domain.communication.commands import devices, messages, retention, suppressions
 from domain.communication.models import Sender
 from domain.errors import Conflict, Unauthenticated
 from domain.identity import commands as identity
@@ -581,6 +582,106 @@ def test_jobs_commands(domain_layer, pinned) -> None:
     pinned.verify()
 
 
+def test_communication_message_commands(domain_layer, house, pinned) -> None:
+    content = messages.Content(subject="Reminder", text="See you tomorrow")
+    send = lambda: messages.enqueue(  # noqa: E731
+        clinic_id=house["cid"], channel="email", kind="counted", content=content,
+        address=unique_email("counted"))
+    result, n, sent = measure(domain_layer, send, send)
+    assert isinstance(result, list) and len(result) == 1
+    pinned("ENQUEUE_MESSAGE", n, sent)
+    # LIMIT 0: the same statement, without taking the session's queued messages from anyone
+    claim = lambda: messages.claim_due(0, lease=timedelta(seconds=60))  # noqa: E731
+    result, n, sent = measure(domain_layer, claim, claim)
+    assert result == []
+    pinned("CLAIM_MESSAGES", n, sent)
+    # a claim that is not held (another worker's, or long gone): the same one statement
+    lost = messages.Claimed(id=result_id(domain_layer, house), claim_id=uuid.uuid4(),
+                            clinic_id=house["cid"], user_id=None, channel="email", kind="counted",
+                            address="x@example.test", tries=1, content=content, suppressed=False)
+    done = lambda: messages.finish(lost, status="sent", attempts=[  # noqa: E731
+        messages.AttemptRow(provider="local", outcome="sent", latency_ms=0.1)], provider="local")
+    result, n, sent = measure(domain_layer, done, done)
+    assert result is False
+    pinned("FINISH_MESSAGE", n, sent)
+    pinned.verify()
+
+
+def result_id(layer: Any, house: dict[str, Any]) -> uuid.UUID:
+    ids = layer.run(messages.enqueue(clinic_id=house["cid"], channel="email", kind="counted",
+                                     content=messages.Content(text="x"), address="x@example.test"))
+    return uuid.UUID(str(ids[0]))
+# communication -------------------------------------------------------------------------------
+
+def _token() -> str:
+    return "cnt" + uuid.uuid4().hex * 2
+
+
+def test_device_commands(domain_layer, house, member_factory, pinned) -> None:
+    me = domain_layer.principal(member_factory(house["id"], "PATIENT", tag="cnt-dev")["token"])
+    new = lambda: devices.register_device(me, kind="fcm", token=_token(),  # noqa: E731
+                                          platform="android")
+    (device, fresh), n, sent = measure(domain_layer, new, new)
+    assert device.kind == "fcm" and device.token_last4
+    assert fresh is True
+    pinned("REGISTER_DEVICE", n, sent)
+    token = _token()
+    domain_layer.run(devices.register_device(me, kind="fcm", token=token, platform="ios"))
+    again = lambda: devices.register_device(me, kind="fcm", token=token,  # noqa: E731
+                                            platform="ios", app_version="2.0")
+    (_, fresh), n, sent = measure(domain_layer, again, again)
+    assert fresh is False
+    pinned("REGISTER_DEVICE_AGAIN", n, sent)
+    ids = [domain_layer.run(new())[0].id for _ in range(4)]
+    remove = lambda i: (lambda: devices.remove_device(me, ids[i]))  # noqa: E731
+    _, n, sent = measure(domain_layer, remove(0), remove(1))
+    pinned("REMOVE_DEVICE", n, sent)
+    retire = lambda i: (lambda: devices.retire(ids[i], "unregistered"))  # noqa: E731
+    result, n, sent = measure(domain_layer, retire(2), retire(3))
+    assert result is True
+    pinned("RETIRE_DEVICE", n, sent)
+    pinned.verify()
+
+
+def test_suppression_commands(domain_layer, house, member_factory, pinned) -> None:
+    admin = domain_layer.principal(
+        member_factory(house["id"], "CLINIC_ADMIN", tag="cnt-sup")["token"])
+    cid = house["cid"]
+    address = lambda: unique_email("sup")  # noqa: E731
+    add = lambda: suppressions.add_suppression(admin, cid, channel="email",  # noqa: E731
+                                               address=address())
+    (_, added), n, sent = measure(domain_layer, add, add)
+    assert added is True
+    pinned("ADD_SUPPRESSION", n, sent)
+    there = address()
+    domain_layer.run(suppressions.add_suppression(admin, cid, channel="email", address=there))
+    again = lambda: suppressions.add_suppression(admin, cid, channel="email",  # noqa: E731
+                                                 address=there)
+    (_, added), n, sent = measure(domain_layer, again, again)
+    assert added is False
+    pinned("ADD_SUPPRESSION_EXISTING", n, sent)
+    gone = [address() for _ in range(2)]
+    for a in gone:
+        domain_layer.run(suppressions.add_suppression(admin, cid, channel="email", address=a))
+    remove = lambda a: (lambda: suppressions.remove_suppression(  # noqa: E731
+        admin, cid, channel="email", address=a))
+    _, n, sent = measure(domain_layer, remove(gone[0]), remove(gone[1]))
+    pinned("REMOVE_SUPPRESSION", n, sent)
+    hook = lambda: suppressions.suppress(cid, "email", address(), "hard_bounce",  # noqa: E731
+                                         "evt-counted")
+    result, n, sent = measure(domain_layer, hook, hook)
+    assert result is True
+    pinned("SUPPRESS", n, sent)
+    pinned.verify()
+
+
+def test_prune_bodies(domain_layer, pinned) -> None:
+    """With fewer due messages than a batch: one UPDATE (and its reset)."""
+    _, n, sent = measure(domain_layer, retention.prune_bodies, retention.prune_bodies)
+    pinned("PRUNE_BODIES", n, sent)
+    pinned.verify()
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -626,6 +727,18 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs.commands:claim_due": ("CLAIM_DUE",),
     "jobs.commands:claim_once": ("CLAIM_ONCE",),
     "jobs.commands:bury": ("BURY",),
+    "communication.commands.messages:enqueue": ("ENQUEUE_MESSAGE",),
+    "communication.commands.messages:claim_due": ("CLAIM_MESSAGES",),
+    "communication.commands.messages:finish": ("FINISH_MESSAGE",),
+    "communication.commands.devices:register_device": ("REGISTER_DEVICE",
+                                                       "REGISTER_DEVICE_AGAIN"),
+    "communication.commands.devices:remove_device": ("REMOVE_DEVICE",),
+    "communication.commands.devices:retire": ("RETIRE_DEVICE",),
+    "communication.commands.suppressions:add_suppression": ("ADD_SUPPRESSION",
+                                                            "ADD_SUPPRESSION_EXISTING"),
+    "communication.commands.suppressions:remove_suppression": ("REMOVE_SUPPRESSION",),
+    "communication.commands.suppressions:suppress": ("SUPPRESS",),
+    "communication.commands.retention:prune_bodies": ("PRUNE_BODIES",),
     "communication.commands.config:put_config": ("PUT_COMMUNICATION_CONFIG",),
     "communication.commands.config:send_test": ("SEND_TEST_MESSAGE",),
 }
@@ -745,7 +858,20 @@ SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
 CLAIM_DUE = 2
 CLAIM_ONCE = 2
 BURY = 2
+ENQUEUE_MESSAGE = 2  # one statement (insert and NOTIFY) and the pool's reset; in a caller's
+#                     transaction, the statement alone
+CLAIM_MESSAGES = 2  # a batch and all a send needs in one statement, and the reset
+FINISH_MESSAGE = 2  # status and every attempt of the round in one statement, and the reset
+REGISTER_DEVICE = 9  # the user's turn, the cap's count, the upsert, the audit row (3), ...
+REGISTER_DEVICE_AGAIN = 9  # the same statements: the upsert finds the row
+REMOVE_DEVICE = 7  # the UPDATE (owner in its WHERE) and the audit row
+RETIRE_DEVICE = 2  # the pipeline's: one UPDATE, no transaction, no audit
+ADD_SUPPRESSION = 7  # a clinic admin: the insert (the clinic is theirs) and the audit row
+ADD_SUPPRESSION_EXISTING = 5  # the insert finds it, one read of the entry, nothing audited
+REMOVE_SUPPRESSION = 7  # the DELETE and the audit row
+SUPPRESS = 2  # webhooks and the pipeline: one INSERT ... ON CONFLICT DO NOTHING
+PRUNE_BODIES = 2  # one batch (fewer due than BATCH)
 PUT_COMMUNICATION_CONFIG = 12  # one channel and one provider's credentials: the clinic, the
 #   clinic's turn, what is stored (masks, chains), the chains' one upsert, the credentials' upsert,
 #   the audit rows; the answer is built from those, not read again (+1 per provider given)
-SEND_TEST_MESSAGE = 13  # every read in the enqueue's transaction (one connection, one reset)
+SEND_TEST_MESSAGE = 11  # every read in the enqueue's transaction (one connection, one reset)

@@ -35,8 +35,18 @@ _factory: AsyncCircuitBreakerFactory | None = None
 _transitions: list[tuple[str, str]] = []
 
 
+_circuits: dict[str, tuple[uuid.UUID, str]] = {}
+
+
 def circuit(clinic_id: uuid.UUID, provider: str) -> str:
-    return kv.key("breaker", clinic_id, provider)
+    name = kv.key("breaker", clinic_id, provider)
+    _circuits[name] = (clinic_id, provider)
+    return name
+
+
+def owner(name: str) -> tuple[uuid.UUID, str] | None:
+    """The clinic and provider of a circuit this process has used."""
+    return _circuits.get(name)
 
 
 def _hook(name: str, event_name: str, event: Any) -> None:

@@ -96,5 +96,33 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     sent_at: datetime | None
     attempts: list[Attempt] = []
-    subject: str | None = None
-    body: str | None = None
+    #: The content fields are left out of lists, and out of a single message for roles without
+    #: `communication_messages:read_body`; null once pruned (`body_pruned_at` says when).
+    subject: str | msgspec.UnsetType | None = msgspec.UNSET
+    body: str | msgspec.UnsetType | None = msgspec.UNSET
+    body_pruned_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+
+
+DeviceKind = Literal["fcm", "apns"]
+Platform = Literal["android", "ios", "web"]
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's push registration as its owner sees it: never the token itself."""
+
+    id: uuid.UUID
+    kind: DeviceKind
+    platform: Platform
+    app_version: str | None
+    token_last4: str
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class Suppression(msgspec.Struct, frozen=True, kw_only=True):
+    channel: Channel
+    address: str
+    reason: SuppressionReason
+    note: str | None
+    created_at: datetime
+    created_by: uuid.UUID | None

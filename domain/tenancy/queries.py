@@ -46,6 +46,16 @@ def memberships_json(user_id: str) -> str:
                FROM memberships m WHERE m.user_id = {user_id}), '[]')"""
 
 
+def message_body_retention_days(clinic_id: str) -> str:
+    """An SQL expression: the clinic `clinic_id` (an SQL expression of the caller's statement)
+    keeps message bodies this many days (its `message_body_retention_days` setting, else the
+    default). Lent to communication, whose body pruning compares it with every message's age
+    in one statement."""
+    default = ClinicSettings().message_body_retention_days
+    return f"""coalesce((SELECT (c.settings->>'message_body_retention_days')::int
+                         FROM clinics c WHERE c.id = {clinic_id}), {int(default)})"""
+
+
 async def find_member(clinic_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
     """The user's membership of the clinic, if any (a user has at most one per clinic)."""
     rows = await db.fetch(

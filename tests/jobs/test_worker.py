@@ -6,42 +6,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from tests import servers
 from tests.conftest import Db
+from tests.servers import eventually, workers
 
 pytestmark = [pytest.mark.slow]  # starts, kills and retries real workers
-
-
-@contextmanager
-def workers(env: dict[str, str], n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [subprocess.Popen([*servers.CAREWIRE, "worker", "--concurrency", "4"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(n)]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30) -> Any:
-    """Poll a condition (the worker is another process) until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)  # polling another process's progress, bounded by the deadline
-    raise AssertionError(f"condition not met in {timeout}s")
 
 
 @pytest.fixture

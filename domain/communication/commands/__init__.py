@@ -1,1 +1,2 @@
-"""Communication commands, cut by what they do (messages; config, devices and suppressions)."""
+"""Changes to devices, the suppression list and the delivery log; one module per kind of
+change (the pipeline's sending lives beside them)."""

@@ -64,6 +64,9 @@ CREATE TABLE communication_messages (
     claim_id uuid,
     -- Sending rounds so far (each tries the whole chain); past the limit the message fails.
     tries integer NOT NULL DEFAULT 0,
+    -- A queued message is not claimed before this (the next round after a backoff, or the
+    -- rate limit's next free slot).
+    next_at timestamptz NOT NULL DEFAULT now(),
     provider text,
     provider_message_id text,
     error text,
@@ -84,6 +87,12 @@ CREATE INDEX communication_messages_by_clinic ON communication_messages (clinic_
 CREATE INDEX communication_messages_by_user ON communication_messages (user_id, created_at DESC, id);
 CREATE INDEX communication_messages_by_provider_id ON communication_messages (provider, provider_message_id)
     WHERE provider_message_id IS NOT NULL;
+-- This table is the delivery queue: workers claim due messages in batches (SKIP LOCKED),
+-- and messages whose worker died mid-send once their lease has run out.
+CREATE INDEX communication_messages_due ON communication_messages (next_at)
+    WHERE status = 'queued';
+CREATE INDEX communication_messages_leased ON communication_messages (lease_until)
+    WHERE status = 'sending';
 CREATE INDEX communication_messages_unpruned ON communication_messages (created_at)
     WHERE body_pruned_at IS NULL;
 

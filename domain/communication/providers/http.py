@@ -20,7 +20,7 @@ def client() -> httpx.AsyncClient:
         timeout = app_settings().provider_timeout_seconds
         _client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
             follow_redirects=False,
         )
     return _client

@@ -1,0 +1,97 @@
+"""The delivery loop: every worker claims due messages in batches and runs each through the
+pipeline, up to `concurrency` at once. It wakes on NOTIFY when a message is enqueued, and polls
+as the safety net (and for messages due later: the next round, a rate-limit slot)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+import asyncpg
+
+from domain import settings
+from domain.communication.commands.messages import CHANNEL, Claimed, claim_due
+from domain.communication.pipeline import Delivery, deliver
+from realtime import metrics
+
+log = logging.getLogger("carewire.delivery")
+
+
+def _count(delivery: Delivery) -> None:
+    for a in delivery.attempts:
+        metrics.MESSAGE_ATTEMPTS.labels(delivery.channel, a.provider, a.outcome).inc()
+        if a.latency_ms is not None:
+            metrics.PROVIDER_LATENCY.labels(a.provider).observe(a.latency_ms / 1000)
+    metrics.MESSAGES.labels(delivery.channel, delivery.status or "requeued").inc()
+
+
+class DeliveryLoop:
+    def __init__(self, concurrency: int, poll_seconds: float = 1.0) -> None:
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="delivery-loop")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let sends in flight finish (a cut-short one is reclaimed after its lease)."""
+        self._stop.set()
+        self._wake.set()
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=grace)
+        for t in self._inflight:
+            t.cancel()
+
+    async def _one(self, claimed: Claimed) -> None:
+        try:
+            _count(await deliver(claimed))
+        except Exception:  # the database went away mid-round: the lease hands it on
+            log.exception("delivery round failed for message %s", claimed.id)
+        finally:
+            self._wake.set()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        try:
+            conn = await asyncpg.connect(settings.get().database_url)
+            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+            return conn
+        except Exception:
+            log.exception("delivery loop cannot LISTEN; polling only")
+            return None
+
+    async def run(self) -> None:
+        lease = timedelta(seconds=settings.get().message_lease_seconds)
+        conn = await self._listen()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                free = self.concurrency - len(self._inflight)
+                claimed: list[Claimed] = []
+                if free > 0:
+                    try:
+                        claimed = await claim_due(free, lease=lease)
+                    except Exception:
+                        log.exception("claiming messages failed")
+                for c in claimed:
+                    task = asyncio.create_task(self._one(c))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+                if claimed and len(claimed) == free:
+                    continue  # more may be due: claim again as soon as a slot frees
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                if conn is not None and conn.is_closed():
+                    conn = await self._listen()
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
