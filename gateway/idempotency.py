@@ -167,7 +167,21 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 except RedisError:  # the request goes on; at worst its marker lapses early
                     log.warning("could not renew an idempotency marker", exc_info=True)
 
-        response: dict[str, Any] = {"status": 500, "headers": [], "body": []}
+        response: dict[str, Any] = {"status": 500, "headers": [], "body": [], "kept": False}
+
+        async def keep() -> None:
+            """Store the answer (or free the key after a 5xx), once."""
+            if response["kept"]:
+                return
+            response["kept"] = True
+            if response["status"] >= 500:
+                await redis.eval(_IF_OURS, 1, key, marker, "delete")
+            else:
+                stored = Stored(fingerprint, response["status"], response["headers"],
+                                b"".join(response["body"]))
+                await redis.eval(_IF_OURS, 1, key, marker, "store",
+                                 cfg.idempotency_ttl_seconds * 1000,
+                                 msgspec.msgpack.encode(stored))
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -179,6 +193,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 ]
             elif message["type"] == "http.response.body":
                 response["body"].append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # stored before the client can see the end of the answer: a repeat sent the
+                    # moment it arrives is replayed, never refused as still running
+                    await keep()
             await send(message)
 
         renewing = asyncio.create_task(renew())
@@ -188,13 +206,6 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
-            if response["status"] >= 500:
-                await redis.eval(_IF_OURS, 1, key, marker, "delete")
-            else:
-                stored = Stored(fingerprint, response["status"], response["headers"],
-                                b"".join(response["body"]))
-                await redis.eval(_IF_OURS, 1, key, marker, "store",
-                                 cfg.idempotency_ttl_seconds * 1000,
-                                 msgspec.msgpack.encode(stored))
+            await keep()
 
     return middleware

@@ -5,9 +5,11 @@ webhook/pipeline `suppress`, permissions and another clinic's list."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from domain.communication.commands.suppressions import suppress
@@ -172,3 +174,26 @@ def test_suppress_for_webhooks_is_idempotent(api, db, clinic, domain_layer):
     assert rows == [{"reason": "hard_bounce", "source_event_id": "evt-1", "created_by": None}]
     r = add(api, clinic, address=address)
     assert r.status_code == 200 and r.json()["reason"] == "hard_bounce", r.text
+
+
+def test_adding_one_address_at_once_makes_one_entry(server, db, clinic):
+    """Twelve admins' requests for one address at once: one 201, the rest 200 with that same
+    entry, no 5xx, one row, one audit row."""
+    address = f"race-{uuid.uuid4().hex[:6]}@example.test"
+
+    def post(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.base_url + "/api/v1", timeout=30) as client:
+            return client.post(base(clinic), json={"channel": "email", "address": address},
+                               headers={"Authorization": f"Bearer {clinic['admin']['token']}"})
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(post, range(12)))
+    assert sorted(r.status_code for r in answers) == [200] * 11 + [201], [r.text for r in answers]
+    assert len({r.text for r in answers}) == 1  # the same entry every time
+    assert db.fetch("""SELECT count(*) AS n FROM communication_suppressions
+                       WHERE clinic_id = $1::uuid AND address = $2""",
+                    clinic["id"], address)[0]["n"] == 1
+    assert db.fetch("""SELECT count(*) AS n FROM audit_log WHERE clinic_id = $1::uuid
+                       AND action = 'communication_suppressions:create'
+                       AND detail->>'address' = 'r***@example.test'""",
+                    clinic["id"])[0]["n"] == 1

@@ -55,7 +55,8 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
     tries: int
     content: Content
     suppressed: bool
-    #: Push: the device's token and kind; None when the device is gone or retired.
+    #: Push: the device's token and kind; None when the device is gone, retired, or now
+    #: registered to someone else (a phone that changed hands).
     device_id: uuid.UUID | None = None
     token: str | None = None
     token_kind: str | None = None
@@ -136,6 +137,7 @@ async def claim_due(limit: int, *, lease: timedelta) -> list[Claimed]:
                           AND s.channel = c.channel AND s.address = c.address) AS suppressed,
                   cfg.providers, cfg.sender, cfg.rate_per_second, cfg.retry_unknown
            FROM c LEFT JOIN devices d ON d.id = c.device_id AND d.retired_at IS NULL
+                                    AND d.user_id = c.user_id
                   LEFT JOIN communication_configs cfg ON cfg.clinic_id = c.clinic_id
                                                      AND cfg.channel = c.channel""",
         limit, lease)
