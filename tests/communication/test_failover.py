@@ -127,20 +127,22 @@ def test_the_breaker_is_shared_by_two_workers_and_opens_half_opens_and_closes(ri
     clinic = rig.stack.clinic()
     env = rig.env()
     rig.zepto.mode = "500"
-    tos = [address() for _ in range(12)]
+    tos = [address() for _ in range(30)]
     ids = [i for to in tos for i in rig.stack.enqueue(clinic, to=to, env=env)]
     # two sends at a time per worker: the breaker can only stop what is not yet in flight
     with workers(env, 2, "--delivery-concurrency", "2", output=rig.log):
         eventually(lambda: rig.stack.settled(ids))
         # every message went out once, through the fallback
         assert {r["status"] for r in rig.stack.messages(ids)} == {"sent"}
-        assert [rig.by_relay(to) for to in tos] == [1] * 12
+        assert [rig.by_relay(to) for to in tos] == [1] * 30
         attempts = rig.stack.attempts(ids)
         failed = [a for a in attempts if a["provider"] == "zeptomail" and a["outcome"] == "unavailable"]
         skipped = [a for a in attempts if a["provider"] == "zeptomail" and a["outcome"] == "skipped"]
-        # the breaker opened after THRESHOLD failures counted across both workers (the calls
-        # already in flight when it opened, at most 3, may fail too); the rest never reached it
-        assert THRESHOLD <= len(failed) <= THRESHOLD + 3 and len(failed) + len(skipped) == 12
+        # the breaker opened after THRESHOLD failures counted across both workers. Calls already
+        # in flight may fail too: each worker's breaker reads the shared count when its call
+        # starts, so with 4 calls at a time up to two rounds of them can overshoot (purgatory's
+        # counting is per call, not a distributed lock). The rest never reached ZeptoMail.
+        assert THRESHOLD <= len(failed) <= THRESHOLD + 8 and len(failed) + len(skipped) == 30
         assert all(a["error"] == "circuit breaker open" for a in skipped)
         assert len(rig.zepto.requests) == len(failed)
         state = _breaker(rig.stack, clinic)
