@@ -599,10 +599,11 @@ def test_communication_message_commands(domain_layer, house, pinned) -> None:
     lost = messages.Claimed(id=result_id(domain_layer, house), claim_id=uuid.uuid4(),
                             clinic_id=house["cid"], user_id=None, channel="email", kind="counted",
                             address="x@example.test", tries=1, content=content, suppressed=False)
-    done = lambda: messages.finish(lost, status="sent", attempts=[  # noqa: E731
-        messages.AttemptRow(provider="local", outcome="sent", latency_ms=0.1)], provider="local")
+    done = lambda: messages.finish([messages.finished(  # noqa: E731
+        lost, "sent", [messages.AttemptRow(provider="local", outcome="sent", latency_ms=0.1)],
+        provider="local")])
     result, n, sent = measure(domain_layer, done, done)
-    assert result is False
+    assert result == set()
     pinned("FINISH_MESSAGE", n, sent)
     pinned.verify()
 
@@ -861,7 +862,8 @@ BURY = 2
 ENQUEUE_MESSAGE = 2  # one statement (insert and NOTIFY) and the pool's reset; in a caller's
 #                     transaction, the statement alone
 CLAIM_MESSAGES = 2  # a batch and all a send needs in one statement, and the reset
-FINISH_MESSAGE = 2  # status and every attempt of the round in one statement, and the reset
+FINISH_MESSAGE = 2  # a batch of rounds, each status and every attempt, in one statement, and
+#                    the reset
 REGISTER_DEVICE = 9  # the user's turn, the cap's count, the upsert, the audit row (3), ...
 REGISTER_DEVICE_AGAIN = 9  # the same statements: the upsert finds the row
 REMOVE_DEVICE = 7  # the UPDATE (owner in its WHERE) and the audit row

@@ -16,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from domain import clock
 from domain.communication import breakers, config, throttle
 from domain.communication.commands import devices
-from domain.communication.commands.messages import AttemptRow, Claimed, finish
+from domain.communication.commands.messages import AttemptRow, Claimed, Finish, finished
 from domain.communication.events import announce
 from domain.communication.models import Outbound, Sender, Status
 from domain.communication.providers import PROVIDERS
@@ -56,12 +55,10 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """What one round did (for metrics and tests); status None: back in the queue."""
+    """What one round did; its caller records `finish` (delivery loops batch them)."""
 
-    message_id: uuid.UUID
     channel: str
-    status: Status | None
-    attempts: list[AttemptRow]
+    finish: Finish
 
 
 def chain(claimed: Claimed) -> list[Step]:
@@ -133,18 +130,17 @@ def _backoff(rounds: int) -> timedelta:
 
 
 async def deliver(claimed: Claimed) -> Delivery:
-    """One sending round for one claimed message."""
+    """One sending round for one claimed message; what it did is returned for the caller to
+    record (`commands.messages.finish`), not written here."""
     cfg = app_settings()
 
-    async def done(status: Status | None, attempts: list[AttemptRow], **kw: object) -> Delivery:
-        await finish(claimed, status=status, attempts=attempts, **kw)  # type: ignore[arg-type]
-        return Delivery(message_id=claimed.id, channel=claimed.channel, status=status,
-                        attempts=attempts)
+    def done(status: Status | None, attempts: list[AttemptRow], **kw: Any) -> Delivery:
+        return Delivery(channel=claimed.channel, finish=finished(claimed, status, attempts, **kw))
 
     if claimed.suppressed:
-        return await done("suppressed", [], error="the address is on the suppression list")
+        return done("suppressed", [], error="the address is on the suppression list")
     if claimed.channel == "push" and claimed.token is None:
-        return await done("failed", [], error="the device was removed or its token retired")
+        return done("failed", [], error="the device was removed or its token retired")
 
     attempts: list[AttemptRow] = []
     factory = await breakers.factory()
@@ -173,7 +169,7 @@ async def deliver(claimed: Claimed) -> Delivery:
             claimed.clinic_id, step.provider, max_wait=MAX_THROTTLE_SLEEP,
             rate_per_second=step.rate_per_second or adapter.default_rate_per_second)
         if later is not None:
-            return await done(None, attempts, retry_in=timedelta(seconds=later),
+            return done(None, attempts, retry_in=timedelta(seconds=later),
                               counts_as_round=False, error=f"waiting for {step.provider}'s rate limit")
         started, began = time.perf_counter(), clock.now()
         try:
@@ -192,12 +188,12 @@ async def deliver(claimed: Claimed) -> Delivery:
                                            status_code=exc.status_code, latency_ms=ms, error=str(exc)))
                 if exc.retire_token and claimed.device_id is not None:
                     await devices.retire(claimed.device_id, reason=str(exc)[:200])
-                return await done("failed", attempts, provider=step.provider, error=str(exc))
+                return done("failed", attempts, provider=step.provider, error=str(exc))
             if isinstance(exc, MaybeSent):
                 attempts.append(AttemptRow(provider=step.provider, outcome="unknown", at=began,
                                            status_code=exc.status_code, latency_ms=ms, error=str(exc)))
                 if not step.retry_unknown:
-                    return await done("unknown", attempts, provider=step.provider, error=str(exc))
+                    return done("unknown", attempts, provider=step.provider, error=str(exc))
                 continue
             attempts.append(AttemptRow(provider=step.provider, outcome="unavailable", at=began,
                                        status_code=exc.status_code, latency_ms=ms, error=str(exc)))
@@ -206,11 +202,12 @@ async def deliver(claimed: Claimed) -> Delivery:
         await _announce_transitions()
         attempts.append(AttemptRow(provider=step.provider, outcome="sent", at=began,
                                    status_code=sent.status_code, latency_ms=ms))
-        return await done("sent", attempts, provider=step.provider,
-                          provider_message_id=sent.provider_message_id)
+        ref = sent.provider_message_id
+        return done("sent", attempts, provider=step.provider,
+                    provider_message_id=None if ref is None else str(ref))
 
     if claimed.tries >= cfg.message_max_rounds:
-        return await done("failed", attempts,
+        return done("failed", attempts,
                           error=f"no provider took it in {claimed.tries} rounds")
-    return await done(None, attempts, retry_in=_backoff(claimed.tries),
+    return done(None, attempts, retry_in=_backoff(claimed.tries),
                       error="no provider could take it; retrying")

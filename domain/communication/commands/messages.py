@@ -164,36 +164,63 @@ def _claimed(r: dict[str, Any]) -> Claimed:
         token_kind=r["token_kind"], config=config)
 
 
-async def finish(claimed: Claimed, *, status: Status | None, attempts: list[AttemptRow],
-                 provider: str | None = None, provider_message_id: str | None = None,
-                 error: str | None = None, retry_in: timedelta | None = None,
-                 counts_as_round: bool = True) -> bool:
-    """Record this round's attempts and the message's new status, in one statement.
-    `status=None` puts it back in the queue, due after `retry_in` (no provider could take it;
-    or a rate-limit slot further away than a worker should sleep: `counts_as_round=False`).
-    False when the claim was lost (the lease ran out and another worker took the message):
-    then nothing is written."""
+class Finish(msgspec.Struct, frozen=True, kw_only=True):
+    """How one sending round ended for one message. `status=None` puts it back in the queue,
+    due after `retry_in` (no provider could take it; or a rate-limit slot further away than a
+    worker should sleep, which `counts_as_round=False` does not count as a round)."""
+
+    id: uuid.UUID
+    claim_id: uuid.UUID
+    status: Status | None
+    attempts: list[AttemptRow] = []
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    retry_ms: int = 0
+    counts_as_round: bool = True
+
+
+def finished(claimed: Claimed, status: Status | None, attempts: list[AttemptRow], *,
+             provider: str | None = None, provider_message_id: str | None = None,
+             error: str | None = None, retry_in: timedelta | None = None,
+             counts_as_round: bool = True) -> Finish:
+    return Finish(id=claimed.id, claim_id=claimed.claim_id, status=status, attempts=attempts,
+                  provider=provider, provider_message_id=provider_message_id,
+                  error=error[:500] if error else None,
+                  retry_ms=int((retry_in or timedelta(0)) / timedelta(milliseconds=1)),
+                  counts_as_round=counts_as_round)
+
+
+async def finish(rounds: list[Finish]) -> set[uuid.UUID]:
+    """Record sending rounds, each message's status and every attempt, for a batch of messages
+    in one statement (a delivery loop gathers the rounds that end together). Returns the ids
+    written; a message whose claim was lost (its lease ran out and another worker took it) is
+    left alone."""
+    if not rounds:
+        return set()
     rows = await db.fetch(
-        """WITH m AS (
-               UPDATE communication_messages SET status = COALESCE($3, 'queued'),
-                   provider = COALESCE($4, provider),
-                   provider_message_id = COALESCE($5, provider_message_id),
-                   error = $6, lease_until = NULL, claim_id = NULL, updated_at = now(),
-                   sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,
-                   next_at = now() + $9::interval,
-                   tries = tries - CASE WHEN $8 THEN 0 ELSE 1 END
-               WHERE id = $1 AND claim_id = $2 AND status = 'sending'
-               RETURNING id, clinic_id),
+        """WITH x AS (
+               SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, claim_id uuid,
+                   status text, attempts jsonb, provider text, provider_message_id text,
+                   error text, retry_ms bigint, counts_as_round boolean)),
+           m AS (
+               UPDATE communication_messages c SET status = COALESCE(x.status, 'queued'),
+                   provider = COALESCE(x.provider, c.provider),
+                   provider_message_id = COALESCE(x.provider_message_id, c.provider_message_id),
+                   error = x.error, lease_until = NULL, claim_id = NULL, updated_at = now(),
+                   sent_at = CASE WHEN x.status = 'sent' THEN now() ELSE c.sent_at END,
+                   next_at = now() + x.retry_ms * interval '1 millisecond',
+                   tries = c.tries - CASE WHEN x.counts_as_round THEN 0 ELSE 1 END
+               FROM x WHERE c.id = x.id AND c.claim_id = x.claim_id AND c.status = 'sending'
+               RETURNING c.id, c.clinic_id, x.attempts),
            a AS (
                INSERT INTO communication_attempts (message_id, clinic_id, provider, outcome,
                                                    status_code, latency_ms, error, at)
-               SELECT m.id, m.clinic_id, x.provider, x.outcome, x.status_code, x.latency_ms, x.error,
-                      COALESCE(x.at, now())
-               FROM m, jsonb_to_recordset($7::jsonb) AS x(provider text, outcome text,
+               SELECT m.id, m.clinic_id, y.provider, y.outcome, y.status_code, y.latency_ms,
+                      y.error, COALESCE(y.at, now())
+               FROM m, jsonb_to_recordset(m.attempts) AS y(provider text, outcome text,
                    status_code integer, latency_ms double precision, error text, at timestamptz)
                RETURNING 1)
-           SELECT (SELECT count(*) FROM m) AS done""",
-        claimed.id, claimed.claim_id, status, provider, provider_message_id,
-        error[:500] if error else None, msgspec.json.encode(attempts).decode(), counts_as_round,
-        retry_in or timedelta(0))
-    return bool(rows[0]["done"])
+           SELECT id FROM m""",
+        msgspec.json.encode(rounds).decode())
+    return {r["id"] for r in rows}

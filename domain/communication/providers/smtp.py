@@ -103,7 +103,7 @@ class SMTP:
                 raise MaybeSent(f"smtp: {type(exc).__name__} after the message was sent") from None
         finally:
             await _close(client)
-        return Sent(provider_message_id=msg["Message-ID"], status_code=250)
+        return Sent(provider_message_id=str(msg["Message-ID"]), status_code=250)
 
     @staticmethod
     async def _before_data(client: aiosmtplib.SMTP, sender: str, to: str) -> None:
