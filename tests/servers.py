@@ -95,8 +95,7 @@ def run(coro: Any) -> Any:
 class Server:
     """`carewire serve` in a subprocess, on a free port."""
 
-    def __init__(self, env: dict[str, str], command: list[str] | None = None) -> None:
-        self.command = command or CAREWIRE
+    def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="carewire-server-", suffix=".log")[1])
@@ -106,7 +105,7 @@ class Server:
     def start(self, timeout: float = 30) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*self.command, "serve", "--port", str(self.port)], env=self.env, stdout=log,
+                [*CAREWIRE, "serve", "--port", str(self.port)], env=self.env, stdout=log,
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

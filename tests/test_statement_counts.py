@@ -468,18 +468,16 @@ def test_tenancy_invitations_and_members(domain_layer, house, pinned) -> None:
 
 def test_communication_config_commands(domain_layer, house, env, pinned) -> None:
     from domain.communication.commands import config as communication
-    from tests.communication.registered import install
     from tests.tenancy.test_credentials import keys_in_process
 
-    install()  # an adapter with credential fields, as the real ones have
     sa, cid = house["sa_p"], house["cid"]
 
     def put(n: int) -> Command:
         return lambda: communication.put_config(
             sa, cid, channels={"email": communication.ChannelSettings(
-                providers=["configmail", "local"], sender=Sender(from_address="desk@count.test"),
+                providers=["zeptomail", "local"], sender=Sender(from_address="desk@count.test"),
                 rate_per_second=n), "sms": None},
-            credentials={"configmail": {"api_key": f"counted-key-{n:04d}"}})
+            credentials={"zeptomail": {"api_key": f"counted-key-{n:04d}"}})
 
     with keys_in_process(env["CAREWIRE_CREDENTIALS_KEY"]):
         result, n, sent = measure(domain_layer, put(1), put(2))

@@ -47,7 +47,7 @@ def _stored(db, clinic_id: str) -> tuple[list[dict[str, Any]], list[dict[str, An
     return configs, creds
 
 
-EMAIL = {"providers": ["configmail", "local"],
+EMAIL = {"providers": ["zeptomail", "local"],
          "sender": {"from_address": "Desk@Clinic.test", "from_name": "Clinic desk"},
          "rate_per_second": 10, "retry_unknown": False}
 
@@ -64,45 +64,50 @@ def test_a_fresh_clinic_shows_the_global_default(capi, clinic_factory, sa_token)
 
 def test_put_then_get_round_trip_and_null_goes_back_to_the_default(capi, db, place):
     key = "cfg-" + secrets.token_hex(12)
+    smtp = {"host": "smtp.clinic.test", "username": "desk-account", "password": key,
+            "port": "587"}  # three required fields and an optional one, too short to show
     r = _put(capi, place["admin"]["token"], place["a"],
-             {"channels": {"email": EMAIL, "sms": {"providers": ["local"],
-                                                   "sender": {"sms_sender_id": "CLINIC1"}}},
-              "credentials": {"configmail": {"api_key": key, "region": "eu"}}})
+             {"channels": {"email": {**EMAIL, "providers": ["smtp", "local"]},
+                           "sms": {"providers": ["local"], "sender": {"sms_sender_id": "CLINIC1"}}},
+              "credentials": {"smtp": smtp}})
     assert r.status_code == 200, r.text
     assert key not in r.text
     shown = _config(capi, place["admin"]["token"], place["a"])
     assert shown == r.json()
     email = shown["channels"]["email"]
-    assert email["source"] == "clinic" and email["providers"] == ["configmail", "local"]
+    assert email["source"] == "clinic" and email["providers"] == ["smtp", "local"]
     assert email["sender"]["from_address"] == "desk@clinic.test"  # stored as validated
     assert email["rate_per_second"] == 10 and email["retry_unknown"] is False
     assert shown["channels"]["sms"]["sender"]["sms_sender_id"] == "CLINIC1"
     assert shown["channels"]["push"]["source"] == "default"
-    assert shown["credentials"]["configmail"] == {"api_key": "****" + key[-4:], "region": "****"}
+    assert shown["credentials"] == {"smtp": {"host": "****test", "username": "****ount",
+                                             "password": "****" + key[-4:], "port": "****"}}
     # a chain naming a provider whose credentials are stored needs none given again
     r = _put(capi, place["admin"]["token"], place["a"], {"channels": {"email": {
-        **EMAIL, "providers": ["configmail"]}}})
+        **EMAIL, "providers": ["smtp"]}}})
     assert r.status_code == 200, r.text
-    assert r.json()["channels"]["email"]["providers"] == ["configmail"]
+    assert r.json()["channels"]["email"]["providers"] == ["smtp"]
     assert r.json()["channels"]["sms"]["source"] == "clinic"  # a channel left out stays
     # null: the clinic's row goes, the default applies; its credentials stay stored
     r = _put(capi, place["admin"]["token"], place["a"], {"channels": {"sms": None}})
     assert r.status_code == 200, r.text
     assert r.json()["channels"]["sms"] == {**r.json()["channels"]["sms"], "source": "default",
                                            "providers": ["local"]}
-    assert "configmail" in r.json()["credentials"]
+    assert "smtp" in r.json()["credentials"]
     audit = db.fetch("""SELECT detail::text AS detail FROM audit_log WHERE clinic_id = $1
                         AND resource_type = 'communication_config' ORDER BY id""",
                      uuid.UUID(place["a"]))
-    assert len(audit) == 3 and '"configmail"' in audit[0]["detail"]
+    assert len(audit) == 3 and '"smtp"' in audit[0]["detail"]
     assert all(key not in row["detail"] for row in audit)
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
     ("unknown provider", {"channels": {"email": {**EMAIL, "providers": ["nope"]}}},
      "channels.email.providers.0"),
-    ("provider of another channel", {"channels": {"sms": {"providers": ["local", "configmail"]}}},
+    ("provider of another channel", {"channels": {"sms": {"providers": ["local", "zeptomail"]}}},
      "channels.sms.providers.1"),
+    ("a push-only provider for sms", {"channels": {"sms": {"providers": ["fcm"]}}},
+     "channels.sms.providers.0"),
     ("duplicate provider", {"channels": {"email": {**EMAIL, "providers": ["local", "local"]}}},
      "channels.email.providers.1"),
     ("empty chain", {"channels": {"email": {**EMAIL, "providers": []}}},
@@ -110,18 +115,29 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("chain too long", {"channels": {"email": {**EMAIL, "providers": ["local"] * 6}}},
      "channels.email.providers"),
     ("required credential neither given nor stored",
-     {"channels": {"whatsapp": {"providers": ["configtext"]}}}, "credentials.configtext"),
+     {"channels": {"whatsapp": {"providers": ["whatsapp"]}}}, "credentials.whatsapp"),
+    ("required credentials neither given nor stored, sms",
+     {"channels": {"sms": {"providers": ["sns", "local"]}}}, "credentials.sns"),
+    ("required credentials of a second email provider neither given nor stored",
+     {"channels": {"email": {**EMAIL, "providers": ["zeptomail", "ses"]}}}, "credentials.ses"),
     ("unknown credential field",
-     {"credentials": {"configmail": {"api_key": "k" * 12, "bogus": "x" * 12}}},
-     "credentials.configmail.bogus"),
+     {"credentials": {"zeptomail": {"api_key": "k" * 12, "bogus": "x" * 12}}},
+     "credentials.zeptomail.bogus"),
+    ("a field of another provider",
+     {"credentials": {"zeptomail": {"api_key": "k" * 12, "region": "eu-west-1"}}},
+     "credentials.zeptomail.region"),
     ("credentials of an unknown provider", {"credentials": {"nope": {"api_key": "k" * 12}}},
      "credentials.nope"),
     ("credentials of the local sink", {"credentials": {"local": {"api_key": "k" * 12}}},
      "credentials.local"),
     ("a required field missing from the given credentials",
-     {"credentials": {"configmail": {"region": "eu"}}}, "credentials.configmail.api_key"),
-    ("an empty credential value", {"credentials": {"configmail": {"api_key": " "}}},
-     "credentials.configmail.api_key"),
+     {"credentials": {"ses": {"access_key_id": "AKIA" + "K" * 16, "region": "eu-west-1",
+                              "configuration_set": "clinic-set"}}},
+     "credentials.ses.secret_access_key"),
+    ("only an optional field given",
+     {"credentials": {"smtp": {"port": "587"}}}, "credentials.smtp.host"),
+    ("an empty credential value", {"credentials": {"zeptomail": {"api_key": " "}}},
+     "credentials.zeptomail.api_key"),
     ("bad from address", {"channels": {"email": {**EMAIL, "sender": {"from_address": "nope"}}}},
      "channels.email.sender.from_address"),
     ("no from address for a real email provider",
@@ -148,10 +164,14 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
      "channels.email.sender.from"),
     ("providers not a list", {"channels": {"email": {**EMAIL, "providers": "local"}}},
      "channels.email.providers"),
-    ("a NUL in a credential value", {"credentials": {"configmail": {"api_key": "k" * 8 + "\x00"}}},
-     "credentials.configmail.api_key"),
-    ("credential value not a string", {"credentials": {"configmail": {"api_key": 12345678}}},
-     "credentials.configmail.api_key"),
+    ("a NUL in a credential value", {"credentials": {"zeptomail": {"api_key": "k" * 8 + "\x00"}}},
+     "credentials.zeptomail.api_key"),
+    ("credential value not a string", {"credentials": {"zeptomail": {"api_key": 12345678}}},
+     "credentials.zeptomail.api_key"),
+    ("an optional credential value not a string",
+     {"credentials": {"smtp": {"host": "smtp.clinic.test", "username": "desk-account",
+                               "password": "p" * 12, "port": 587}}},
+     "credentials.smtp.port"),
 ]
 
 
@@ -160,12 +180,12 @@ def test_bad_input_names_the_field_and_changes_nothing(capi, db, clinic_factory,
                                                        bad, field):
     clinic = clinic_factory()["id"]
     r = _put(capi, sa_token, clinic, {"channels": {"email": EMAIL, "sms": {"providers": ["local"]}},
-                                      "credentials": {"configmail": {"api_key": "first-" + "k" * 8}}})
+                                      "credentials": {"zeptomail": {"api_key": "first-" + "k" * 8}}})
     assert r.status_code == 200, r.text
     before = _stored(db, clinic)
     # the bad field rides along with valid changes to a chain and to credentials
     body = {"channels": {"push": {"providers": ["local"]}, **bad.get("channels", {})},
-            "credentials": {"configmail": {"api_key": "second-" + "k" * 8},
+            "credentials": {"zeptomail": {"api_key": "second-" + "k" * 8},
                             **bad.get("credentials", {})}}
     r = _put(capi, sa_token, clinic, body)
     assert r.status_code == 400, r.text
@@ -186,7 +206,7 @@ def test_a_failure_after_the_writes_rolls_all_of_them_back(domain_layer, db, cli
             domain_layer.run(put_config(
                 sa, uuid.UUID(clinic),
                 channels={"email": ChannelSettings(providers=["local"]), "sms": None},
-                credentials={"configmail": {"api_key": "k" * 12}}))
+                credentials={"zeptomail": {"api_key": "k" * 12}}))
         assert _stored(db, clinic) == before == ([], [])
 
 
@@ -213,7 +233,7 @@ def _valid_body(i: int) -> dict[str, Any]:
                      "sender": {"whatsapp_number_id": str(1000 + i)}},
         "sms": None if i % 3 == 0 else {"providers": ["local"], "rate_per_second": i,
                                         "sender": {"sms_sender_id": f"CLINIC{i}"}}},
-        "credentials": {"configmail": {"api_key": f"concurrent-key-{i:04d}"}}}
+        "credentials": {"zeptomail": {"api_key": f"concurrent-key-{i:04d}"}}}
 
 
 def _invalid_body(i: int) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from domain.communication.providers.base import Unavailable
 def clinic(capi, clinic_factory, member_factory, sa_token) -> dict[str, Any]:
     c = clinic_factory()
     r = capi.as_(sa_token, "PUT", f"/clinics/{c['id']}/communication/config", json={
-        "channels": {"email": {"providers": ["configmail", "local"],
+        "channels": {"email": {"providers": ["zeptomail", "local"],
                                "sender": {"from_address": "desk@health.test"}}},
-        "credentials": {"configmail": {"api_key": "health-key-0001"}}})
+        "credentials": {"zeptomail": {"api_key": "health-key-0001"}}})
     assert r.status_code == 200, r.text
     return {"id": c["id"], "admin": member_factory(c["id"], "CLINIC_ADMIN", tag="health-admin"),
             "doctor": member_factory(c["id"], "DOCTOR", tag="health-doc"),
@@ -56,23 +56,23 @@ def test_every_provider_in_use_with_its_breaker_and_last_five_minutes(capi, db, 
                                                                       domain_layer):
     shown = _health(capi, clinic["admin"]["token"], clinic["id"])
     assert shown["_"]["window_seconds"] == 300
-    assert set(shown) - {"_"} == {"configmail", "local"}
-    assert shown["configmail"]["channels"] == ["email"]
+    assert set(shown) - {"_"} == {"zeptomail", "local"}
+    assert shown["zeptomail"]["channels"] == ["email"]
     assert sorted(shown["local"]["channels"]) == ["email", "push", "sms", "whatsapp"]
-    for name in ("configmail", "local"):
+    for name in ("zeptomail", "local"):
         assert shown[name]["breaker"] == {"state": "closed", "failure_count": 0, "opened_at": None}
         assert (shown[name]["attempts"], shown[name]["errors"]) == (0, 0)
         assert shown[name]["error_rate"] is None and shown[name]["p95_latency_ms"] is None
 
     recent = [float(10 * i) for i in range(1, 21)]  # 10 .. 200 ms
     outcomes = ["unavailable"] * 3 + ["unknown"] + ["rejected"] + ["sent"] * 15
-    _attempts(db, clinic["id"], "configmail",
+    _attempts(db, clinic["id"], "zeptomail",
               [(o, lat, "1 second") for o, lat in zip(outcomes, recent, strict=True)]
               + [("skipped", 9999.0, "1 second")] * 2  # no request made: not an attempt
               + [("unavailable", 9999.0, "6 minutes")] * 5)  # outside the window
     _attempts(db, clinic["id"], "local", [("sent", 1.0, "2 seconds"), ("sent", 3.0, "2 seconds")])
     shown = _health(capi, clinic["admin"]["token"], clinic["id"])
-    mail = shown["configmail"]
+    mail = shown["zeptomail"]
     assert (mail["attempts"], mail["errors"]) == (20, 4)
     assert mail["error_rate"] == 0.2
     assert mail["p95_latency_ms"] == pytest.approx(p95(recent)) == pytest.approx(190.5)
@@ -85,7 +85,7 @@ def test_every_provider_in_use_with_its_breaker_and_last_five_minutes(capi, db, 
 
     async def trip() -> None:
         factory = await breakers.factory()
-        breaker = await factory.get_breaker(breakers.circuit(uuid.UUID(clinic["id"]), "configmail"))
+        breaker = await factory.get_breaker(breakers.circuit(uuid.UUID(clinic["id"]), "zeptomail"))
         for _ in range(threshold):
             try:
                 async with breaker:
@@ -95,8 +95,8 @@ def test_every_provider_in_use_with_its_breaker_and_last_five_minutes(capi, db, 
 
     domain_layer.run(trip())
     shown = _health(capi, clinic["admin"]["token"], clinic["id"])
-    assert shown["configmail"]["breaker"]["state"] == "opened"
-    assert shown["configmail"]["breaker"]["opened_at"] is not None
+    assert shown["zeptomail"]["breaker"]["state"] == "opened"
+    assert shown["zeptomail"]["breaker"]["opened_at"] is not None
     assert shown["local"]["breaker"]["state"] == "closed"  # per provider
     other = _health(capi, clinic["other"]["token"], _other_clinic(clinic))
     assert all(p["breaker"]["state"] == "closed" for k, p in other.items() if k != "_")

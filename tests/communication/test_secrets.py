@@ -15,7 +15,7 @@ from domain.tenancy.credentials import get_credentials
 from tests import servers
 from tests.tenancy.test_credentials import keys_in_process
 
-CHAIN = {"email": {"providers": ["configmail", "local"],
+CHAIN = {"email": {"providers": ["zeptomail", "local"],
                    "sender": {"from_address": "desk@secret.test"}}}
 
 
@@ -28,37 +28,45 @@ def test_a_canary_credential_appears_nowhere(capi, db, comm_server, clinic_facto
     clinic = clinic_factory()["id"]
     admin = member_factory(clinic, "CLINIC_ADMIN", tag="canary-admin")["token"]
     body = "CANARY" + secrets.token_hex(16).upper()  # what must appear nowhere
-    canary, second = body + "ZZZZ", body + "-REGION-YYYY"
+    canary, second = body + "ZZZZ", body + "-SECRET-YYYY"
+    # two providers in the chain, so the test send reads (decrypts) every canary stored
+    chain = {"email": {**CHAIN["email"], "providers": ["ses", "zeptomail", "local"]}}
     answers = []
 
     def keep(r: Any) -> Any:
         answers.append(r)
         return r
 
-    r = keep(_put(capi, admin, clinic, {"channels": CHAIN, "credentials": {
-        "configmail": {"api_key": canary, "region": second}}},
+    r = keep(_put(capi, admin, clinic, {"channels": chain, "credentials": {
+        "ses": {"access_key_id": canary, "secret_access_key": second, "region": "eu-west-1",
+                "configuration_set": body + "-SET-WWWW"},
+        "zeptomail": {"api_key": body + "-ZEPTO-XXXX"}}},
         headers={"Idempotency-Key": "canary-" + secrets.token_hex(4)}))
     assert r.status_code == 200, r.text
-    assert r.json()["credentials"]["configmail"] == {"api_key": "****ZZZZ", "region": "****YYYY"}
+    assert r.json()["credentials"] == {
+        "ses": {"access_key_id": "****ZZZZ", "secret_access_key": "****YYYY",
+                "region": "****st-1", "configuration_set": "****WWWW"},
+        "zeptomail": {"api_key": "****XXXX"}}
     path = f"/clinics/{clinic}/communication"
     keep(capi.as_(admin, "GET", f"{path}/config"))
     keep(capi.as_(admin, "GET", f"{path}/health"))
     keep(capi.as_(admin, "GET", f"/clinics/{clinic}/events"))
     assert keep(capi.as_(admin, "POST", f"{path}/test/email")).status_code == 202
-    for bad in ({"configmail": {"api_key": canary, "bogus": canary}},
-                {"configmail": {"region": canary}},
+    for bad in ({"zeptomail": {"api_key": canary, "bogus": canary}},
+                {"ses": {"configuration_set": canary}},
+                {"ses": {"access_key_id": canary, "region": "eu-west-1"}},
                 {"nope": {"api_key": canary}},
-                {"configmail": {"api_key": canary, "region": 7}},
-                {"configmail": {"api_key": canary + "\x00"}},
-                {"configmail": {"api_key": canary * 1000}}):
-        r = keep(_put(capi, admin, clinic, {"channels": CHAIN, "credentials": bad}))
+                {"ses": {"access_key_id": canary, "secret_access_key": second, "region": 7}},
+                {"zeptomail": {"api_key": canary + "\x00"}},
+                {"zeptomail": {"api_key": canary * 1000}}):
+        r = keep(_put(capi, admin, clinic, {"channels": chain, "credentials": bad}))
         assert r.status_code == 400, r.text
     r = keep(_put(capi, admin, clinic, {"channels": {"email": {**CHAIN["email"],
                                                                "providers": [canary]}}}))
     assert r.status_code == 400  # a "provider name" that is the canary: named by position
     # a caller who may not manage the settings, and one of another clinic
     doctor = member_factory(clinic, "DOCTOR", tag="canary-doc")["token"]
-    keep(_put(capi, doctor, clinic, {"credentials": {"configmail": {"api_key": canary}}}))
+    keep(_put(capi, doctor, clinic, {"credentials": {"zeptomail": {"api_key": canary}}}))
     assert all(r.status_code < 500 for r in answers)
     for r in answers:
         assert body not in r.text, r.text
@@ -79,7 +87,7 @@ def pair(capi, clinic_factory, sa_token) -> dict[str, str]:
     a, b = clinic_factory()["id"], clinic_factory()["id"]
     for clinic in (a, b):
         r = _put(capi, sa_token, clinic, {"channels": CHAIN, "credentials": {
-            "configmail": {"api_key": f"own-key-of-{clinic}"}}})
+            "zeptomail": {"api_key": f"own-key-of-{clinic}"}}})
         assert r.status_code == 200, r.text
     return {"a": a, "b": b}
 
@@ -89,8 +97,8 @@ def test_ciphertext_copied_to_another_clinic_is_a_clean_error(capi, db, pair, sa
     db.fetch("""UPDATE clinic_credentials t SET key_id = s.key_id, nonce = s.nonce,
                     ciphertext = s.ciphertext
                 FROM clinic_credentials s
-                WHERE s.clinic_id = $1 AND s.provider = 'configmail'
-                  AND t.clinic_id = $2 AND t.provider = 'configmail'""", a, b)
+                WHERE s.clinic_id = $1 AND s.provider = 'zeptomail'
+                  AND t.clinic_id = $2 AND t.provider = 'zeptomail'""", a, b)
     try:
         r = capi.as_(sa_token, "POST", f"/clinics/{b}/communication/test/email")
         assert r.status_code == 409, r.text
@@ -99,17 +107,17 @@ def test_ciphertext_copied_to_another_clinic_is_a_clean_error(capi, db, pair, sa
         assert not db.fetch("SELECT 1 FROM communication_messages WHERE clinic_id = $1", b)
         # the settings still show (masks are stored, nothing is decrypted to show them)
         r = capi.as_(sa_token, "GET", f"/clinics/{b}/communication/config")
-        assert r.status_code == 200 and "configmail" in r.json()["credentials"]
+        assert r.status_code == 200 and "zeptomail" in r.json()["credentials"]
         # the clinic whose ciphertext it is still sends
         r = capi.as_(sa_token, "POST", f"/clinics/{a}/communication/test/email")
         assert r.status_code == 202, r.text
         # storing fresh credentials repairs it
-        r = _put(capi, sa_token, str(b), {"credentials": {"configmail": {"api_key": "fresh-key-1"}}})
+        r = _put(capi, sa_token, str(b), {"credentials": {"zeptomail": {"api_key": "fresh-key-1"}}})
         assert r.status_code == 200, r.text
         r = capi.as_(sa_token, "POST", f"/clinics/{b}/communication/test/email")
         assert r.status_code == 202, r.text
     finally:  # an unreadable row would fail `keys rotate` for the rest of the run
-        db.fetch("DELETE FROM clinic_credentials WHERE clinic_id = $1 AND provider = 'configmail'",
+        db.fetch("DELETE FROM clinic_credentials WHERE clinic_id = $1 AND provider = 'zeptomail'",
                  b)
 
 
@@ -127,14 +135,14 @@ def test_after_keys_rotate_every_clinics_credentials_still_decrypt(capi, db, pai
     old = env["CAREWIRE_CREDENTIALS_KEY"]
     new = f"cfgrot:{base64.b64encode(secrets.token_bytes(32)).decode()}"
     rows = db.fetch("SELECT clinic_id, provider FROM clinic_credentials")
-    assert {(uuid.UUID(pair[k]), "configmail") for k in "ab"} <= {
+    assert {(uuid.UUID(pair[k]), "zeptomail") for k in "ab"} <= {
         (r["clinic_id"], r["provider"]) for r in rows}
     try:
         assert "unreadable: 0" in _rotate(env, f"{new},{old}")
         with keys_in_process(new):  # the old key could go now
             for r in rows:
                 domain_layer.run(get_credentials(r["clinic_id"], r["provider"]))
-            assert domain_layer.run(get_credentials(uuid.UUID(pair["a"]), "configmail")) == {
+            assert domain_layer.run(get_credentials(uuid.UUID(pair["a"]), "zeptomail")) == {
                 "api_key": f"own-key-of-{pair['a']}"}
         assert {r["key_id"] for r in db.fetch("SELECT key_id FROM clinic_credentials")} == {"cfgrot"}
     finally:
