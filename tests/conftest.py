@@ -36,6 +36,11 @@ def env() -> Iterator[Env]:
             CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
             CAREWIRE_REGISTER_ATTEMPTS_PER_IP="100000",
             CAREWIRE_LOG_LEVEL="WARNING",
+            # No test reaches a real provider: a worker on this database (some tests start
+            # them) would otherwise send the test sends queued here to the internet. Port 9
+            # (discard) refuses; tests that deliver point these at their local servers.
+            **{f"CAREWIRE_{name}": "http://127.0.0.1:9" for name in (
+                "ZEPTOMAIL_URL", "FCM_URL", "GOOGLE_TOKEN_URL", "WHATSAPP_URL", "AWS_ENDPOINT_URL")},
         )
         done = servers.cli(e, "migrate")
         assert done.returncode == 0, done.stdout + done.stderr
