@@ -21,7 +21,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
@@ -168,7 +167,7 @@ async def _grant(url: str, account: ServiceAccount) -> tuple[str, float]:
     return token, lifetime
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: http.Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -195,7 +194,7 @@ def payload(message: Outbound) -> dict[str, Any]:
     return body
 
 
-def _fcm_error(response: httpx.Response) -> tuple[str, str, str, list[dict[str, Any]]]:
+def _fcm_error(response: http.Answer) -> tuple[str, str, str, list[dict[str, Any]]]:
     """(status, FcmError errorCode, what to say, details) of an error answer. What we say names
     the fields FCM refused, never its message: that can quote a data value we sent."""
     error = _json(response).get("error")
@@ -221,7 +220,7 @@ def _token_is_invalid(details: list[dict[str, Any]]) -> bool:
                for d in details)
 
 
-def _failure(response: httpx.Response) -> Exception:
+def _failure(response: http.Answer) -> Exception:
     status, code, text, details = _fcm_error(response)
     sc = response.status_code
     what = f"{NAME}: {sc} {code or status or 'error'}" + (f": {text}" if text else "")

@@ -17,8 +17,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from domain.communication.models import Channel, Outbound
 from domain.communication.providers import http
 from domain.communication.providers.base import Rejected, Sent, Unavailable
@@ -60,7 +58,7 @@ def body(message: Outbound) -> dict[str, Any]:
     return out
 
 
-def _error(response: httpx.Response) -> tuple[int | None, int | None, str]:
+def _error(response: http.Answer) -> tuple[int | None, int | None, str]:
     """(code, error_subcode, message) of a Graph error answer."""
     try:
         doc = response.json()
@@ -74,7 +72,7 @@ def _error(response: httpx.Response) -> tuple[int | None, int | None, str]:
             str(error.get("message", ""))[:200])
 
 
-def _failure(response: httpx.Response) -> Exception:
+def _failure(response: http.Answer) -> Exception:
     sc = response.status_code
     code, subcode, text = _error(response)
     what = f"{NAME}: {sc} error {code if code is not None else '?'}" + (f": {text}" if text else "")

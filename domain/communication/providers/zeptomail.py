@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
 import msgspec
 
 from domain.communication.models import Channel, Outbound
@@ -70,7 +69,7 @@ def body(message: Outbound) -> dict[str, Any]:
     return payload
 
 
-def _error(response: httpx.Response) -> tuple[str | None, list[dict[str, Any]]]:
+def _error(response: http.Answer) -> tuple[str | None, list[dict[str, Any]]]:
     try:
         data = msgspec.json.decode(response.content)
     except msgspec.DecodeError:
@@ -92,7 +91,7 @@ def _about_recipient(details: list[dict[str, Any]]) -> bool:
     return False
 
 
-def classify(response: httpx.Response) -> Sent:
+def classify(response: http.Answer) -> Sent:
     """Sent for an accepted message; otherwise raise the failure class its answer means. The
     exception text carries status and codes only (never the address, a header or the token)."""
     status = response.status_code
@@ -137,7 +136,7 @@ class ZeptoMail:
             raise Unavailable("zeptomail: no api_key stored")
         url = app_settings().zeptomail_url.rstrip("/") + "/v1.1/email"
         response = await http.request(
-            "zeptomail", "POST", url, content=msgspec.json.encode(body(message)),
+            "zeptomail", "POST", url, data=msgspec.json.encode(body(message)),
             headers={"Authorization": f"Zoho-enczapikey {token}", "Accept": "application/json",
                      "Content-Type": "application/json"})
         return classify(response)
