@@ -103,7 +103,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: SigningCertURL must match this pattern, or the notification is refused without fetching it.
     sns_signing_cert_url_pattern: str = (
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]*\.pem$")
-    #: A verified SNS SubscriptionConfirmation's SubscribeURL is visited only when it matches this.
+    #: A verified SNS SubscriptionConfirmation's SubscribeURL is visited only when it starts with a
+    #: match of this (the certificate pattern must match the whole URL).
     sns_subscribe_url_pattern: str = (
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\?Action=ConfirmSubscription&")
     #: SNS topic ARNs whose messages (SES bounces, complaints, deliveries) are accepted; empty:

@@ -93,7 +93,7 @@ async def _confirm_subscription(message: dict[str, Any]) -> None:
     """Visit SubscribeURL (only an address matching `sns_subscribe_url_pattern`, no redirects):
     that is how SNS learns we want its messages. A failure is a 503, so SNS sends it again."""
     url = message["SubscribeURL"]
-    if re.fullmatch(settings.get().sns_subscribe_url_pattern, url) is None:
+    if re.match(settings.get().sns_subscribe_url_pattern, url) is None:  # a prefix
         raise Refused(400, "subscribe_url", "SubscribeURL is not an SNS address")
     try:
         async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:

@@ -178,15 +178,15 @@ def verify_zeptomail(header: str | None, body: bytes) -> None:
     if parts.get("s-algorithm", "HmacSHA256").lower() != "hmacsha256" or "s" not in parts:
         raise forged("producer-signature must carry s=... with s-algorithm=HmacSHA256")
     try:
-        ts = int(parts.get("ts", ""))
-    except ValueError:
-        raise malformed("producer-signature ts must be milliseconds since the epoch") from None
-    try:
         signature = base64.b64decode(unquote(parts["s"]), validate=True)
     except (binascii.Error, ValueError):
         raise forged("producer-signature s is not base64") from None
     if not hmac.compare_digest(signature, hmac.new(key, body, hashlib.sha256).digest()):
         raise forged()
+    try:
+        ts = int(parts.get("ts", ""))
+    except ValueError:
+        raise malformed("producer-signature ts must be milliseconds since the epoch") from None
     try:
         when = datetime.fromtimestamp(ts / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
