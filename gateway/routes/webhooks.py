@@ -7,10 +7,10 @@ id and answered at once; a job processes it. Refusals are problem+json, counted 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, Router, get, post
-from litestar.params import QueryParameter
+from litestar.params import HeaderParameter, QueryParameter
 
 from domain.audit import refusals
 from domain.inbox import intake
@@ -47,19 +47,35 @@ async def _receive(request: Request[Any, Any, Any], provider: str,
 
 @post("/communication/ses", permission=PUBLIC, self_audited=True, status_code=200,
       summary="SES bounces, complaints and deliveries through SNS (signature-verified)")
-async def ses_events(request: Request[Any, Any, Any]) -> Response[Any]:
+async def ses_events(
+    request: Request[Any, Any, Any],
+    message_type: Annotated[Literal["Notification", "SubscriptionConfirmation",
+                                    "UnsubscribeConfirmation"] | None,
+                            HeaderParameter(header="x-amz-sns-message-type")] = None,
+) -> Response[Any]:
+    """The body is SNS's JSON (sent as text/plain), its signature inside it."""
     return await _receive(request, "ses", intake.sns)
 
 
 @post("/communication/zeptomail", permission=PUBLIC, self_audited=True, status_code=200,
       summary="ZeptoMail bounce webhooks (producer-signature verified)")
-async def zeptomail_events(request: Request[Any, Any, Any]) -> Response[Any]:
+async def zeptomail_events(
+    request: Request[Any, Any, Any],
+    signature: Annotated[str | None, HeaderParameter(header="producer-signature",
+                                                     max_length=1000)] = None,
+) -> Response[Any]:
+    """`producer-signature: ts=<ms>;s=<base64 HMAC-SHA256 of the body>;s-algorithm=HmacSHA256`."""
     return await _receive(request, "zeptomail", intake.zeptomail)
 
 
 @post("/communication/whatsapp", permission=PUBLIC, self_audited=True, status_code=200,
       summary="WhatsApp status webhooks (X-Hub-Signature-256 verified)")
-async def whatsapp_events(request: Request[Any, Any, Any]) -> Response[Any]:
+async def whatsapp_events(
+    request: Request[Any, Any, Any],
+    signature: Annotated[str | None, HeaderParameter(header="x-hub-signature-256",
+                                                     max_length=200)] = None,
+) -> Response[Any]:
+    """`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body under the app secret>`."""
     return await _receive(request, "whatsapp", intake.whatsapp)
 
 
