@@ -4,7 +4,8 @@ transaction, once per event (domain/inbox/handlers.py names them).
 
 - A hard bounce marks the message `bounced` and suppresses its address at once; a complaint
   marks it `complained` and suppresses (SES's `not-spam` feedback retracts one: nothing
-  happens); a soft bounce is counted and suppresses after SOFT_BOUNCE_LIMIT within
+  happens); a soft bounce (SES Transient or Undetermined, ZeptoMail softbounce; SES's
+  content-related subtypes excepted) is counted and suppresses after SOFT_BOUNCE_LIMIT within
   SOFT_BOUNCE_DAYS (a delivery does not reset the count: not built); a delivery, WhatsApp's
   `read` and `failed` move the message forward only (commands/delivery_status.py).
 - Messages are matched by the provider's id for them (`provider_message_id`: SES's MessageId,
@@ -33,6 +34,9 @@ from domain.inbox.models import Event, Handled
 
 #: WhatsApp's statuses and what the delivery log makes of them (`sent` we knew already).
 WHATSAPP_STATUS: dict[str, Status] = {"delivered": "delivered", "read": "read", "failed": "failed"}
+#: SES transient (and undetermined) bounce subtypes about the message, not the address: they
+#: do not count towards the soft-bounce suppression (PROVIDERS.md).
+CONTENT_BOUNCES = ("ContentRejected", "AttachmentRejected", "MessageTooLarge")
 #: Meta's error codes worth naming in the log's error (PROVIDERS.md).
 WHATSAPP_ERRORS = {131026: "undeliverable", 131047: "outside the 24 h window",
                    131049: "not delivered to maintain ecosystem health"}
@@ -134,6 +138,8 @@ async def handle_ses(event: Event) -> Handled:
             subtype = str(bounce.get("bounceSubType") or "General")[:40]
             return await hard_bounce("ses", message_id, recipients, source,
                                      f"ses: permanent bounce ({subtype})")
+        if bounce.get("bounceSubType") in CONTENT_BOUNCES:  # the message, not the mailbox
+            return Handled(result="soft_bounce_of_content")
         return await soft_bounce("ses", message_id, recipients, source)
     if kind == "Complaint":
         report = _dict(ses.get("complaint"))

@@ -51,7 +51,7 @@ async def ses_events(
     request: Request[Any, Any, Any],
     message_type: Annotated[Literal["Notification", "SubscriptionConfirmation",
                                     "UnsubscribeConfirmation"] | None,
-                            HeaderParameter(header="x-amz-sns-message-type")] = None,
+                            HeaderParameter(name="x-amz-sns-message-type")] = None,
 ) -> Response[Any]:
     """The body is SNS's JSON (sent as text/plain), its signature inside it."""
     return await _receive(request, "ses", intake.sns)
@@ -61,7 +61,7 @@ async def ses_events(
       summary="ZeptoMail bounce webhooks (producer-signature verified)")
 async def zeptomail_events(
     request: Request[Any, Any, Any],
-    signature: Annotated[str | None, HeaderParameter(header="producer-signature",
+    signature: Annotated[str | None, HeaderParameter(name="producer-signature",
                                                      max_length=1000)] = None,
 ) -> Response[Any]:
     """`producer-signature: ts=<ms>;s=<base64 HMAC-SHA256 of the body>;s-algorithm=HmacSHA256`."""
@@ -72,7 +72,7 @@ async def zeptomail_events(
       summary="WhatsApp status webhooks (X-Hub-Signature-256 verified)")
 async def whatsapp_events(
     request: Request[Any, Any, Any],
-    signature: Annotated[str | None, HeaderParameter(header="x-hub-signature-256",
+    signature: Annotated[str | None, HeaderParameter(name="x-hub-signature-256",
                                                      max_length=200)] = None,
 ) -> Response[Any]:
     """`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body under the app secret>`."""
@@ -83,9 +83,9 @@ async def whatsapp_events(
      summary="Meta's webhook verification handshake: echoes hub.challenge")
 async def whatsapp_handshake(
     request: Request[Any, Any, Any],
-    mode: Annotated[str | None, QueryParameter(query="hub.mode", max_length=20)] = None,
-    token: Annotated[str | None, QueryParameter(query="hub.verify_token", max_length=200)] = None,
-    challenge: Annotated[str | None, QueryParameter(query="hub.challenge", max_length=200)] = None,
+    mode: Annotated[str | None, QueryParameter(name="hub.mode", max_length=20)] = None,
+    token: Annotated[str | None, QueryParameter(name="hub.verify_token", max_length=200)] = None,
+    challenge: Annotated[str | None, QueryParameter(name="hub.challenge", max_length=200)] = None,
 ) -> Response[Any]:
     answer = intake.handshake(mode, token, challenge)
     if answer is None:

@@ -174,6 +174,19 @@ def test_soft_bounces_suppress_at_three_within_seven_days(http, db, domain_layer
     assert suppression(db, clinic, old) is None
 
 
+def test_a_content_bounce_is_not_counted(http, db, domain_layer, sns_host, clinic) -> None:
+    """ContentRejected is about the message, not the mailbox: three of them suppress nothing."""
+    _, ses_id, address = sent(db, clinic, "ses")
+    for _ in range(3):
+        note = sns_host.notification(fake.ses_event("Bounce", ses_id, address,
+                                                    bounce_type="Transient",
+                                                    subtype="ContentRejected"))
+        assert post_sns(http, note).status_code == 200
+        assert domain_layer.run(process("ses", note["MessageId"])).result == \
+            "soft_bounce_of_content"
+    assert suppression(db, clinic, address) is None
+
+
 def test_an_event_about_no_message_of_ours_changes_nothing(http, db, domain_layer, sns_host,
                                                            clinic) -> None:
     address = f"nobody-{uuid.uuid4().hex[:8]}@example.test"

@@ -142,7 +142,7 @@ def ses_event(kind: str, message_id: str, address: str, **detail: Any) -> dict[s
                                       "timestamp": datetime.now(UTC).isoformat()}}
     if kind == "Bounce":
         event["bounce"] = {"bounceType": detail.get("bounce_type", "Permanent"),
-                           "bounceSubType": "General",
+                           "bounceSubType": detail.get("subtype", "General"),
                            "bouncedRecipients": [{"emailAddress": address,
                                                   "diagnosticCode": "smtp; 550 no such user"}]}
     elif kind == "Complaint":
