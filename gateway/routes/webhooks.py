@@ -6,6 +6,7 @@ id and answered at once; a job processes it. Refusals are problem+json, counted 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -21,15 +22,20 @@ from gateway.problems import problem
 from gateway.routes import PUBLIC
 from realtime import metrics
 
+log = logging.getLogger("carewire.webhooks")
+
 Intake = Callable[[bytes, Mapping[str, str]], Awaitable[Receipt]]
 _CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 503: "unavailable"}
 
 
 async def refuse(request: Request[Any, Any, Any], provider: str, exc: Refused) -> Response[bytes]:
     metrics.AUTH_REFUSALS.labels("webhook", exc.reason).inc()
-    await refusals.record_refusal(transport="webhook", reason=exc.reason, message=exc.message,
-                                  meta=request_meta(request),
-                                  detail={"provider": provider, "path": request.url.path[:200]})
+    try:
+        await refusals.record_refusal(transport="webhook", reason=exc.reason, message=exc.message,
+                                      meta=request_meta(request),
+                                      detail={"provider": provider, "path": request.url.path[:200]})
+    except Exception:  # an audit outage must not turn a refusal into a 500
+        log.exception("could not audit a refused webhook")
     return problem(_CODES.get(exc.status, "invalid"), exc.message, status=exc.status,
                    request=request)
 
