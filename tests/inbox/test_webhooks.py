@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from domain.inbox.commands import process
+from tests import servers
 from tests.communication.fakes import webhooks as fake
 from tests.communication.fakes.webhooks import keypair
 
@@ -454,3 +455,28 @@ def test_a_bad_whatsapp_webhook_is_refused_and_stores_nothing(http, db, clinic, 
     refused(post_whatsapp(http, body, signature), 401)
     assert db.fetch("SELECT 1 FROM webhook_inbox WHERE event_id LIKE $1", wamid + "%") == []
     assert status_of(db, mid)["status"] == "sent"
+
+
+def test_without_secrets_every_webhook_is_refused(env, db, sns_host, clinic) -> None:
+    """A gateway whose webhook settings are empty refuses even correctly signed webhooks (and
+    answers no handshake): nothing is accepted that nothing could verify."""
+    bare = servers.Server({**env, "CAREWIRE_SNS_TOPIC_ARNS": "", "CAREWIRE_ZEPTOMAIL_WEBHOOK_KEY": "",
+                           "CAREWIRE_WHATSAPP_APP_SECRET": "", "CAREWIRE_WHATSAPP_VERIFY_TOKEN": ""})
+    bare.start()
+    try:
+        with httpx.Client(base_url=bare.base_url + "/api/v1", timeout=30) as client:
+            _, ses_id, address = sent(db, clinic, "ses")
+            note = sns_host.notification(fake.ses_event("Bounce", ses_id, address))
+            refused(post_sns(client, note), 401)
+            hook = uuid.uuid4().hex
+            body = fake.zeptomail_body("hardbounce", "r", address, webhook_request_id=hook)
+            refused(post_zepto(client, body, fake.zeptomail_signature(body)), 401)
+            wamid = "wamid." + uuid.uuid4().hex
+            body = fake.whatsapp_body((wamid, "delivered"))
+            refused(post_whatsapp(client, body, fake.whatsapp_signature(body)), 401)
+            refused(client.get(WHATSAPP, params={"hub.mode": "subscribe", "hub.challenge": "1",
+                                                 "hub.verify_token": ""}), 403)
+    finally:
+        bare.stop()
+    assert inbox(db, "ses", note["MessageId"]) == [] and inbox(db, "zeptomail", hook) == []
+    assert audited(db, "not_configured") and audited(db, "unknown_topic")
