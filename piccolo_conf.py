@@ -18,5 +18,6 @@ APP_REGISTRY = AppRegistry(
         "domain.scheduling.piccolo_app",
         "domain.queueing.piccolo_app",
         "domain.communication.piccolo_app",
+        "domain.inbox.piccolo_app",
     ]
 )

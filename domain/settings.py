@@ -98,6 +98,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     whatsapp_api_version: str = "v21.0"
     #: An AWS endpoint for SES and SNS (a moto server in tests); empty: AWS itself.
     aws_endpoint_url: str = ""
+    #: Provider webhooks (`/api/v1/webhooks/communication/...`) verify with these; they are the
+    #: deployment's own provider accounts (per-clinic webhook secrets are not built). An SNS
+    #: SigningCertURL must match this pattern, or the notification is refused without fetching it.
+    sns_signing_cert_url_pattern: str = (
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]*\.pem$")
+    #: A verified SNS SubscriptionConfirmation's SubscribeURL is visited only when it starts with a
+    #: match of this (the certificate pattern must match the whole URL).
+    sns_subscribe_url_pattern: str = (
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\?Action=ConfirmSubscription&")
+    #: SNS topic ARNs whose messages (SES bounces, complaints, deliveries) are accepted; empty:
+    #: every SNS message is refused.
+    sns_topic_arns: tuple[str, ...] = ()
+    #: ZeptoMail's webhook authentication key (HMAC-SHA256 of the body); empty: refuse all.
+    zeptomail_webhook_key: str = ""
+    #: The Meta app secret that signs WhatsApp webhooks (X-Hub-Signature-256); empty: refuse all.
+    whatsapp_app_secret: str = ""
+    #: The token Meta echoes in the webhook's GET verification handshake; empty: refuse it.
+    whatsapp_verify_token: str = ""
     #: The global provider chain per channel, used where a clinic configured none: a JSON file's
     #: path, or the JSON itself (`{"email": {"providers": ["smtp"], "sender": {...}},
     #: "credentials": {"smtp": {...}}}`). Empty: every channel goes to the local sink, which
@@ -122,7 +140,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
 
-_LISTS = ("allowed_origins", "credentials_key", "gc_thresholds", "trusted_proxies")
+_LISTS = ("allowed_origins", "credentials_key", "gc_thresholds", "sns_topic_arns",
+          "trusted_proxies")
 
 
 class SettingsError(RuntimeError):

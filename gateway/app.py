@@ -45,6 +45,7 @@ from gateway.routes import (
     queues,
     scheduling,
     users,
+    webhooks,
 )
 from realtime.hub import Hub
 from tasks.outbox_relay import Relay
@@ -53,7 +54,8 @@ log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
                scheduling.router, queues.router, devices.router, communication_log.router,
-               communication_log.my_router, communication.router]
+               communication_log.my_router, communication.router,
+               webhooks.router]
 
 
 def tune_gc() -> None:

@@ -18,7 +18,7 @@ DELIVERY_LATENCY = Histogram("carewire_delivery_latency_seconds",
                              "Event occurred_at to emit by this hub", buckets=LATENCY_BUCKETS)
 JOBS = Counter("carewire_jobs_total", "Background jobs by final state", ["task", "state"])
 AUTH_REFUSALS = Counter("carewire_auth_refusals_total",
-                        "Unauthenticated refusals: REST 401s and refused socket connects "
+                        "Unauthenticated refusals: REST 401s, refused socket connects and refused webhooks "
                         "(reason: one of domain.audit.refusals.REASONS)", ["transport", "reason"])
 SOCKETS_EVICTED = Counter("carewire_sockets_evicted_total",
                           "Sockets this process closed because their user opened more than "

@@ -24,7 +24,17 @@ class Env(dict[str, str]):
 
 
 @pytest.fixture(scope="session")
-def env() -> Iterator[Env]:
+def sns_host() -> Iterator[Any]:
+    """SNS's certificate host for the run (tests/communication/fakes/webhooks.py): the server's
+    webhook settings point at it."""
+    from tests.communication.fakes import webhooks
+
+    with webhooks.sns_host() as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def env(sns_host: Any) -> Iterator[Env]:
     with servers.database() as dsn, servers.redis() as redis_url:
         e = Env(os.environ)
         e.update(
@@ -41,6 +51,7 @@ def env() -> Iterator[Env]:
             # (discard) refuses; tests that deliver point these at their local servers.
             **{f"CAREWIRE_{name}": "http://127.0.0.1:9" for name in (
                 "ZEPTOMAIL_URL", "FCM_URL", "GOOGLE_TOKEN_URL", "WHATSAPP_URL", "AWS_ENDPOINT_URL")},
+            **sns_host.settings(),
         )
         done = servers.cli(e, "migrate")
         assert done.returncode == 0, done.stdout + done.stderr

@@ -52,5 +52,9 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/clinics/{clinic_id}/communication/messages"),
     ("GET", "/api/v1/clinics/{clinic_id}/communication/messages/{message_id}"),
     ("GET", "/api/v1/users/me/messages"),
+    ("POST", "/api/v1/webhooks/communication/ses"),
+    ("POST", "/api/v1/webhooks/communication/zeptomail"),
+    ("POST", "/api/v1/webhooks/communication/whatsapp"),
+    ("GET", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }

@@ -10,6 +10,7 @@ reach is 403."""
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pytest
 from domain.access.matrix import Scope, load, scope_of
 from domain.access.roles import Role
 from domain.scheduling.lifecycle import PATIENT_ACTIONS
+from tests.communication.fakes import webhooks as fake
 from tests.conftest import unique_email
 from tests.operations import OPENAPI_OPERATIONS
 
@@ -928,3 +930,55 @@ def test_own_devices_and_messages_need_only_a_login(world: World, comm: Comm, ap
     ids = {m["id"] for m in messages.json()["items"]}
     assert (comm.messages["a"] in ids) is (caller == "PATIENT")  # the recipient alone
     assert comm.messages["b"] not in ids
+
+
+# --- provider webhooks: public, the signature decides -----------------------------------------
+
+WEBHOOK_POSTS = ["ses", "zeptomail", "whatsapp"]
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("provider", WEBHOOK_POSTS)
+def test_webhooks_need_no_login_and_no_login_helps(world: World, api, db, sns_host,
+                                                   provider: str, caller: str) -> None:
+    """Providers cannot log in: a webhook's signature alone decides, the same for every role
+    and for no token at all (an unsigned one is 401 even for the super admin; a signed one is
+    stored, whoever's token rides along)."""
+    token = world.callers.get(caller, {"token": None})["token"]
+    path = f"/webhooks/communication/{provider}"
+    if provider == "ses":
+        note = sns_host.notification(fake.ses_event("Delivery", "x-" + uuid.uuid4().hex,
+                                                    "a@example.test"))
+        body, event_id = json.dumps(note).encode(), note["MessageId"]
+        unsigned = json.dumps({**note, "Signature": "AAAA"}).encode()
+        signed_headers: dict[str, str] = {}
+    elif provider == "zeptomail":
+        event_id = uuid.uuid4().hex
+        body = fake.zeptomail_body("hardbounce", "r-" + event_id, "a@example.test",
+                                   webhook_request_id=event_id)
+        unsigned, signed_headers = body, {"producer-signature": fake.zeptomail_signature(body)}
+    else:
+        wamid = "wamid." + uuid.uuid4().hex
+        body, event_id = fake.whatsapp_body((wamid, "delivered")), f"{wamid}:delivered"
+        unsigned, signed_headers = body, {"x-hub-signature-256": fake.whatsapp_signature(body)}
+    r = api.as_(token, "POST", path, content=unsigned, headers={"content-type": "application/json"})
+    assert r.status_code == 401, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = api.as_(token, "POST", path, content=body,
+                headers={"content-type": "application/json", **signed_headers})
+    assert r.status_code == 200, r.text
+    stored = db.fetch("SELECT count(*) AS n FROM webhook_inbox WHERE provider = $1 "
+                      "AND event_id = $2", provider, event_id)
+    assert stored[0]["n"] == 1
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_the_whatsapp_handshake_needs_its_verify_token_not_a_login(world: World, api,
+                                                                   caller: str) -> None:
+    token = world.callers.get(caller, {"token": None})["token"]
+    path = "/webhooks/communication/whatsapp"
+    ok = api.as_(token, "GET", path, params={"hub.mode": "subscribe", "hub.challenge": "42",
+                                             "hub.verify_token": fake.WHATSAPP_VERIFY})
+    assert (ok.status_code, ok.text) == (200, "42")
+    no = api.as_(token, "GET", path, params={"hub.mode": "subscribe", "hub.challenge": "42"})
+    assert no.status_code == 403

@@ -30,6 +30,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
+from tests.communication.fakes import webhooks as fake
 from tests.conftest import SA_EMAIL, SA_PASSWORD, unique_email
 from tests.operations import OPENAPI_OPERATIONS
 
@@ -1029,6 +1030,73 @@ def test_a_bad_idempotency_key_does_not_remove_a_member(api, db, ctx, key):
     assert snapshot(db, ctx) == before
 
 
+# --- provider webhooks: raw bodies, verified before they are read -----------------------------
+
+WEBHOOKS = {"ses": ("POST", "/webhooks/communication/ses"),
+            "zeptomail": ("POST", "/webhooks/communication/zeptomail"),
+            "whatsapp": ("POST", "/webhooks/communication/whatsapp"),
+            "whatsapp_handshake": ("GET", "/webhooks/communication/whatsapp")}
+WEBHOOK_BODIES = {
+    "empty": b"", "malformed": b'{"a": ', "array": b"[{}]", "string": b'"hello"', "null": b"null",
+    "deeply_nested": raw_with({"a": 1}, "x", deep(100_000)),
+    "invalid_utf8": b'{"a": "\xff\xfe"}',
+    "nul_char": b'{"webhook_request_id": "a\\u0000b", "MessageId": "a\\u0000b", "entry": '
+                b'[{"changes": [{"value": {"statuses": [{"id": "a\\u0000b", "status": "read"}]}}]}]}',
+    "no_event_id": b'{"event_name": ["hardbounce"], "entry": [{"changes": [{"value": '
+                   b'{"statuses": [{"status": "read"}]}}]}], "Type": "Notification"}',
+    "wrong_types": b'{"webhook_request_id": [1], "entry": {"a": 1}, "Type": 5}',
+}
+
+
+def _signed(provider: str, body: bytes) -> dict[str, str]:
+    """The provider's signature over `body`: the body is read only after it verifies, so
+    what is tested here is what an authentic but malformed webhook gets."""
+    if provider == "zeptomail":
+        return {"producer-signature": fake.zeptomail_signature(body)}
+    if provider == "whatsapp":
+        return {"x-hub-signature-256": fake.whatsapp_signature(body)}
+    return {}
+
+
+@pytest.mark.parametrize("spoil", list(WEBHOOK_BODIES))
+@pytest.mark.parametrize("provider", ["ses", "zeptomail", "whatsapp"])
+def test_a_malformed_webhook_is_400_and_stores_nothing(api, db, provider, spoil):
+    body = WEBHOOK_BODIES[spoil]
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    method, path = WEBHOOKS[provider]
+    r = api.as_(None, method, path, content=body,
+                headers={"content-type": "application/json", **_signed(provider, body)})
+    assert_problem(r, 400)
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before
+
+
+@pytest.mark.parametrize("provider", ["ses", "zeptomail", "whatsapp"])
+def test_a_huge_webhook_is_413_and_an_unsigned_one_401(api, db, provider):
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    method, path = WEBHOOKS[provider]
+    huge = json.dumps({"x": "x" * (MIB + 1)}).encode()
+    r = api.as_(None, method, path, content=huge,
+                headers={"content-type": "application/json", **_signed(provider, huge)})
+    assert_problem(r, 413)
+    if provider != "ses":  # SES's signature is inside the body: its absence is malformed
+        r = api.as_(None, method, path, content=b'{"entry": []}',
+                    headers={"content-type": "application/json"})
+        assert_problem(r, 401, code="unauthenticated")
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"hub.mode": "subscribe"}, {"hub.mode": "x" * 21, "hub.challenge": "1"},
+    {"hub.mode": "subscribe", "hub.verify_token": "t" * 201, "hub.challenge": "1"},
+    {"hub.mode": "subscribe", "hub.verify_token": "\x00", "hub.challenge": "\x00"},
+], ids=["none", "mode_only", "long_mode", "long_token", "nul"])
+def test_a_bad_handshake_is_refused(api, params):
+    method, path = WEBHOOKS["whatsapp_handshake"]
+    r = api.as_(None, method, path, params=params)
+    assert r.status_code in (400, 403), r.text
+    check_problem(r.status_code, r.headers, r.json())
+
+
 # --- every route of the OpenAPI, and schemathesis against it ---------------------------------
 
 
@@ -1040,7 +1108,8 @@ def test_this_file_covers_every_route_of_the_openapi(server):
               if method.upper() in {"GET", "POST", "PUT", "PATCH", "DELETE"}}
     assert listed == OPENAPI_OPERATIONS
     covered = {(w.method, "/api/v1" + w.path) for w in WRITES.values()} | {
-        (m, "/api/v1" + p) for m, p, _ in PROTECTED.values()}
+        (m, "/api/v1" + p) for m, p, _ in PROTECTED.values()} | {
+        (m, "/api/v1" + p) for m, p in WEBHOOKS.values()}
     assert covered == {op for op in OPENAPI_OPERATIONS if op[1].startswith("/api/v1")}
 
 

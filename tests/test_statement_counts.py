@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -23,10 +24,17 @@ from typing import Any
 import pytest
 
 from domain.access.roles import Role
-from domain.communication.commands import devices, messages, retention, suppressions
+from domain.communication.commands import (
+    delivery_status,
+    devices,
+    messages,
+    retention,
+    suppressions,
+)
 from domain.communication.models import Sender
 from domain.errors import Conflict, Unauthenticated
 from domain.identity import commands as identity
+from domain.inbox import commands as inbox
 from domain.jobs import commands as jobs
 from domain.principal import RequestMeta
 from domain.queueing import commands as queueing
@@ -681,6 +689,68 @@ def test_prune_bodies(domain_layer, pinned) -> None:
     pinned.verify()
 
 
+# webhooks ------------------------------------------------------------------------------------
+
+def _sent_by_ses(db: Any, clinic_id: uuid.UUID) -> tuple[str, str]:
+    """A message SES took: (SES's id for it, its address)."""
+    ses_id, address = f"ses-{uuid.uuid4().hex}", unique_email("hook")
+    db.fetch("""INSERT INTO communication_messages (id, clinic_id, channel, kind, address, status,
+                    provider, provider_message_id, body)
+                VALUES (gen_random_uuid(), $1, 'email', 'counted', $2, 'sent', 'ses', $3, 'x')""",
+             clinic_id, address, ses_id)
+    return ses_id, address
+
+
+def _ses_body(kind: str, ses_id: str, address: str) -> bytes:
+    event: dict[str, Any] = {"notificationType": kind, "mail": {"messageId": ses_id}}
+    if kind == "Bounce":
+        event["bounce"] = {"bounceType": "Permanent",
+                           "bouncedRecipients": [{"emailAddress": address}]}
+    return json.dumps({"Type": "Notification", "MessageId": str(uuid.uuid4()),
+                       "Message": json.dumps(event)}).encode()
+
+
+def test_webhook_inbox_commands(domain_layer, house, db, pinned) -> None:
+    def store(body: bytes) -> Command:
+        return lambda: inbox.receive(provider="ses", event_ids=[json.loads(body)["MessageId"]],
+                                     body=body, headers={"x-amz-sns-message-type": "Notification"})
+
+    bodies = [_ses_body("Bounce", *_sent_by_ses(db, house["cid"])) for _ in range(4)]
+    receipt, n, sent = measure(domain_layer, store(bodies[0]), store(bodies[1]))
+    assert receipt.stored == 1
+    pinned("RECEIVE_WEBHOOK", n, sent)
+    receipt, n, sent = measure(domain_layer, store(bodies[0]), store(bodies[1]))
+    assert (receipt.stored, receipt.duplicates) == (0, 1)
+    pinned("RECEIVE_WEBHOOK_DUPLICATE", n, sent)
+    for body in bodies[2:]:
+        domain_layer.run(store(body)())
+    run = lambda b: (lambda: inbox.process("ses", json.loads(b)["MessageId"]))  # noqa: E731
+    handled, n, sent = measure(domain_layer, run(bodies[0]), run(bodies[1]))
+    assert handled is not None and handled.result == "bounced"
+    pinned("PROCESS_WEBHOOK_HARD_BOUNCE", n, sent)
+    handled, n, sent = measure(domain_layer, run(bodies[2]), run(bodies[2]))
+    assert handled is None  # processed before: nothing again
+    pinned("PROCESS_WEBHOOK_DONE", n, sent)
+    pinned.verify()
+
+
+def test_delivery_status_commands(domain_layer, house, db, pinned) -> None:
+    cid = house["cid"]
+    ids = [_sent_by_ses(db, cid) for _ in range(2)]
+    move = lambda i: (lambda: delivery_status.report_status(  # noqa: E731
+        "ses", ids[i][0], "delivered"))
+    reported, n, sent = measure(domain_layer, move(0), move(1))
+    assert reported is not None and reported.moved
+    pinned("REPORT_STATUS", n, sent)
+    address = unique_email("soft")
+    soft = lambda: delivery_status.record_soft_bounce(  # noqa: E731
+        cid, "email", address, f"counted-{uuid.uuid4().hex}")
+    count, n, sent = measure(domain_layer, soft, soft)
+    assert count == 2
+    pinned("SOFT_BOUNCE", n, sent)
+    pinned.verify()
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -740,6 +810,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "communication.commands.retention:prune_bodies": ("PRUNE_BODIES",),
     "communication.commands.config:put_config": ("PUT_COMMUNICATION_CONFIG",),
     "communication.commands.config:send_test": ("SEND_TEST_MESSAGE",),
+    "communication.commands.delivery_status:report_status": ("REPORT_STATUS",),
+    "communication.commands.delivery_status:record_soft_bounce": ("SOFT_BOUNCE",),
+    "inbox.commands:receive": ("RECEIVE_WEBHOOK", "RECEIVE_WEBHOOK_DUPLICATE"),
+    "inbox.commands:process": ("PROCESS_WEBHOOK_HARD_BOUNCE", "PROCESS_WEBHOOK_DONE"),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -875,3 +949,9 @@ PUT_COMMUNICATION_CONFIG = 12  # one channel and one provider's credentials: the
 #   clinic's turn, what is stored (masks, chains), the chains' one upsert, the credentials' upsert,
 #   the audit rows; the answer is built from those, not read again (+1 per provider given)
 SEND_TEST_MESSAGE = 11  # every read in the enqueue's transaction (one connection, one reset)
+RECEIVE_WEBHOOK = 6  # the row, its job (and the job's NOTIFY), in one transaction
+RECEIVE_WEBHOOK_DUPLICATE = 4  # the INSERT finds the row: no job
+PROCESS_WEBHOOK_HARD_BOUNCE = 7  # the guarded mark, the status, the suppression, the result
+PROCESS_WEBHOOK_DONE = 4  # the guarded mark finds it processed: nothing else
+REPORT_STATUS = 2  # one statement (the forward-only rule in its WHERE) and the reset
+SOFT_BOUNCE = 2  # the insert and the count in one statement, and the reset

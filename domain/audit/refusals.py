@@ -36,7 +36,11 @@ _REASONS = {
     "the board's queue no longer exists": "unknown_board",
     "wrong email or password": "bad_credentials",
 }
-REASONS = frozenset({*_REASONS.values(), "other"})
+#: Why a provider webhook was refused (domain/inbox/signatures.py, gateway/routes/webhooks.py).
+WEBHOOK_REASONS = frozenset({"malformed", "stale", "bad_signature", "bad_certificate",
+                             "cert_url", "cert_unavailable", "unknown_topic", "not_configured",
+                             "subscribe_url", "subscribe_failed", "bad_verify_token"})
+REASONS = frozenset({*_REASONS.values(), *WEBHOOK_REASONS, "other"})
 #: A pending count outlives a quiet address this long, then the tail is left to the metrics.
 _COUNT_TTL_SECONDS = 24 * 3600
 

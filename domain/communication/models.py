@@ -11,14 +11,14 @@ import msgspec
 Channel = Literal["email", "push", "whatsapp", "sms"]
 CHANNELS: tuple[Channel, ...] = ("email", "push", "whatsapp", "sms")
 
-Status = Literal["queued", "sending", "sent", "delivered", "bounced", "complained", "failed",
-                 "suppressed", "unknown"]
+Status = Literal["queued", "sending", "sent", "delivered", "read", "bounced", "complained",
+                 "failed", "suppressed", "unknown"]
 #: Statuses a message does not leave by sending (webhooks may still move sent → delivered...).
-FINAL: frozenset[str] = frozenset({"sent", "delivered", "bounced", "complained", "failed",
-                                   "suppressed", "unknown"})
+FINAL: frozenset[str] = frozenset({"sent", "delivered", "read", "bounced", "complained",
+                                   "failed", "suppressed", "unknown"})
 
 Outcome = Literal["sent", "rejected", "unavailable", "unknown", "skipped"]
-SuppressionReason = Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
+SuppressionReason = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual"]
 
 
 class Sender(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -20,7 +20,7 @@ from domain.tenancy.queries import load_clinic
 
 #: What staff may record by hand; bounces and complaints come from the providers.
 MANUAL_REASONS = ("manual", "unsubscribe")
-REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
+REASONS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual")
 
 
 def normalize(channel: str, address: str) -> str:
