@@ -21,9 +21,10 @@ import boto3
 import pytest
 
 from domain.communication.models import Outbound, Sender
-from domain.communication.providers import PROVIDERS, http, ses
+from domain.communication.providers import PROVIDERS, ses
 from domain.communication.providers.base import MaybeSent, Rejected, Sent, Unavailable
 from tests import servers
+from tests.communication.adapter_loop import run
 from tests.communication.fakes import aws, smtp, zeptomail
 
 T = TypeVar("T")
@@ -53,18 +54,6 @@ def settings_env(**values: str) -> Iterator[None]:
         finally:
             settings.get.cache_clear()
     settings.get.cache_clear()
-
-
-def run(coro: Awaitable[T]) -> T:
-    """One event loop per call; the pooled HTTP and SES clients die with it."""
-    async def go() -> T:
-        try:
-            return await coro
-        finally:
-            await http.close()
-            await ses.close()
-
-    return asyncio.run(go())
 
 
 def outbound(to: str = "patient@example.test", **over: Any) -> Outbound:

@@ -18,12 +18,13 @@ import pytest
 
 from domain import settings
 from domain.communication.models import Outbound, Sender, WhatsAppTemplate
-from domain.communication.providers import PROVIDERS, http
+from domain.communication.providers import PROVIDERS
 from domain.communication.providers.base import MaybeSent, Rejected, Sent, Unavailable
 from domain.communication.providers.fcm import FCM
 from domain.communication.providers.sns import SNS
 from domain.communication.providers.whatsapp import WhatsApp
 from tests import servers
+from tests.communication.adapter_loop import run
 from tests.communication.fakes import aws
 from tests.communication.fakes.fcm import FcmFake, fcm_server, service_account
 from tests.communication.fakes.sns_faults import sns_faults
@@ -54,17 +55,6 @@ def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     apply(provider_timeout_seconds=TIMEOUT)
     yield apply
     settings.get.cache_clear()
-
-
-def run(coro: Awaitable[T]) -> T:
-    """One event loop per test; the shared HTTP client is closed with it (it is bound to it)."""
-    async def go() -> T:
-        try:
-            return await coro
-        finally:
-            await http.close()
-
-    return asyncio.run(go())
 
 
 def attempt(coro: Awaitable[Sent]) -> Sent | Exception:
