@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
@@ -27,7 +27,6 @@ from tests import servers
 from tests.communication.adapter_loop import run
 from tests.communication.fakes import aws, smtp, zeptomail
 
-T = TypeVar("T")
 TIMEOUT = 1.0
 TOKEN = "zepto-token-canary-0003"
 FROM = "clinic@mail.carewire.test"

@@ -11,7 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
@@ -30,7 +30,6 @@ from tests.communication.fakes.fcm import FcmFake, fcm_server, service_account
 from tests.communication.fakes.sns_faults import sns_faults
 from tests.communication.fakes.whatsapp import WhatsAppFake, whatsapp_server
 
-T = TypeVar("T")
 #: Generous, so that no answer from a loopback server is ever late on a loaded CI box...
 TIMEOUT = "2.0"
 #: ...and short where a test waits for a server that never answers.
