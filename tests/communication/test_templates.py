@@ -199,6 +199,11 @@ def test_a_typo_in_a_variable_is_refused_at_save_time() -> None:
     refused("template", render, "test", "sms", "en", sample_context(), override="{{ clinc_name }}")
 
 
+def test_an_empty_optional_field_prints_as_nothing() -> None:
+    ctx = msgspec.structs.replace(sample_context(), room=None, ticket=None)
+    assert render("test", "sms", "en", ctx, override="[{{ room }}|{{ ticket }}]").text == "[|]"
+
+
 def test_the_unsubscribe_link_is_an_email_variable_only() -> None:
     refused("template", validate, "Stop: {{ unsubscribe_url }}", "sms")
     validate("{% block subject %}s{% endblock %}{% block text %}{{ unsubscribe_url }}{% endblock %}"
@@ -226,6 +231,9 @@ def test_the_unsubscribe_link_is_an_email_variable_only() -> None:
     "{{ clinic_name.center(1000000000) }}",
     "{{ 'x' * 1000000000 }}",
     "{{ 9 ** 9 ** 9 }}",
+    "{{ '%0999999999d' % 1 }}",
+    "{{ [clinic_name] * 100000 }}",
+    "{{ clinic_name | replace('', clinic_name) | replace('', clinic_name) | replace('', clinic_name) }}",
     "{% set x = clinic_name ~ clinic_name %}{{ x }}",
     "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
     "{% include '/etc/passwd' %}",

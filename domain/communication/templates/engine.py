@@ -59,8 +59,8 @@ LIMITS: Final[dict[tuple[str, str], int]] = {
 }
 #: Longest template source we accept.
 MAX_SOURCE: Final = 20_000
-#: Longest string or list a `*` in a template may build.
-_MAX_PRODUCT: Final = 10_000
+#: Longest string a `*` in a template may build.
+_MAX_PRODUCT: Final = 5_000
 DEFAULT_LOCALE: Final = "en"
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 _DATE_FORMATS = frozenset({"short", "medium", "long", "full"})
@@ -90,20 +90,24 @@ class Rendered(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with `*` and `**` bounded (a one-line `{{ 'x' * 10**9 }}` would otherwise
-    allocate gigabytes)."""
+    """The sandbox, with the operators that can build a large value from a short source bounded:
+    `{{ 'x' * 10**9 }}`, `{{ '%0999999999d' % 1 }}` or `{{ 9 ** 9 ** 9 }}` would otherwise cost
+    gigabytes or minutes in one line."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and not (isinstance(right, int) and -64 <= right <= 64
                                      and isinstance(left, int | float) and abs(left) <= 10**6):
             raise SecurityError("`**` is limited to small numbers in templates")
+        if operator == "%" and isinstance(left, str):
+            raise SecurityError("`%` formatting is not available in templates")
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) \
-                        and len(seq) * n > _MAX_PRODUCT:
-                    raise SecurityError("`*` may not build a value this long in templates")
+                if isinstance(seq, list | tuple) and isinstance(n, int):
+                    raise SecurityError("lists cannot be repeated in templates")
+                if isinstance(seq, str) and isinstance(n, int) and len(seq) * n > _MAX_PRODUCT:
+                    raise SecurityError("`*` may not build a string this long in templates")
         return super().call_binop(context, operator, left, right)
 
 
@@ -157,14 +161,21 @@ def _time_filter(ctx: Context, value: object, form: str = "short") -> str:
 
 
 #: Jinja's own filters a template may use (none of them can build output much longer than its
-#: input); `safe` is left out so nothing can turn escaping off for a value.
-_KEPT_FILTERS = ("capitalize", "default", "d", "e", "escape", "length", "lower", "replace",
-                 "striptags", "title", "trim", "truncate", "upper")
+#: input: `replace('', name)` squares it, so it is out); `safe` is left out so nothing can turn
+#: escaping off for a value.
+_KEPT_FILTERS = ("capitalize", "default", "d", "e", "escape", "length", "lower", "striptags",
+                 "title", "trim", "truncate", "upper")
+
+
+def _blank_none(value: object) -> object:
+    """An empty optional field (no room yet) prints as nothing, never as "None"."""
+    return "" if value is None else value
 
 
 def _environment(autoescape: bool) -> _Sandbox:
     env = _Sandbox(autoescape=autoescape, undefined=StrictUndefined, trim_blocks=True,
-                   lstrip_blocks=True, keep_trailing_newline=False, auto_reload=False)
+                   lstrip_blocks=True, keep_trailing_newline=False, auto_reload=False,
+                   finalize=_blank_none)
     env.globals.clear()  # no range, cycler, joiner, namespace, lipsum, dict
     kept = {name: env.filters[name] for name in _KEPT_FILTERS}
     env.filters.clear()
