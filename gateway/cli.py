@@ -75,7 +75,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("  Demo logins (POST /api/v1/auth/login):")
         for email, password, role in seed.logins:
             print(f"    {role:<18} {email:<34} {password}")
-        print("  A worker (jobs, scheduler, relay) runs alongside.", flush=True)
+        print("  A worker (jobs, scheduler, relay, outbound delivery) runs alongside; with no\n"
+              "  providers configured, messages go to the local sink: see them in\n"
+              "  GET /api/v1/clinics/{id}/communication/messages.", flush=True)
         print(flush=True)
         worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker",
                                    "--data-dir", str(args.data_dir)])
