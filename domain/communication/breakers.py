@@ -87,8 +87,3 @@ async def state(clinic_id: uuid.UUID, provider: str) -> BreakerState:
     return BreakerState(state=name, failure_count=int(ctx.failure_count or 0),
                         opened_at=ctx.opened_at)
 
-
-async def reset() -> None:
-    """Forget the process's factory (tests and worker shutdown)."""
-    global _factory
-    _factory = None

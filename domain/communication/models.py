@@ -13,9 +13,6 @@ CHANNELS: tuple[Channel, ...] = ("email", "push", "whatsapp", "sms")
 
 Status = Literal["queued", "sending", "sent", "delivered", "read", "bounced", "complained",
                  "failed", "suppressed", "unknown"]
-#: Statuses a message does not leave by sending (webhooks may still move sent → delivered...).
-FINAL: frozenset[str] = frozenset({"sent", "delivered", "read", "bounced", "complained",
-                                   "failed", "suppressed", "unknown"})
 
 Outcome = Literal["sent", "rejected", "unavailable", "unknown", "skipped"]
 SuppressionReason = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual"]
@@ -60,15 +57,6 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
     template: WhatsAppTemplate | None = None
     sender: Sender = Sender()
     idempotency_key: str
-
-
-class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
-    channel: Channel
-    #: Primary first, then fallbacks in order.
-    providers: list[str]
-    sender: Sender = Sender()
-    rate_per_second: int | None = None
-    retry_unknown: bool = False
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):

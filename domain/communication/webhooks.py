@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -69,16 +69,25 @@ def _named(address: str, recipients: list[Any]) -> bool:
     return any(isinstance(r, str) and r.strip().lower() == address for r in recipients)
 
 
-async def hard_bounce(provider: str, message_id: str, recipients: list[Any], source: str,
-                      error: str) -> Handled:
-    reported = await report_status(provider, message_id, "bounced", error=error)
+async def _final(provider: str, message_id: str, recipients: list[Any], source: str, *,
+                 status: Literal["bounced", "complained"], error: str | None = None) -> Handled:
+    """A hard bounce or a complaint: the message takes the final status and, when the report
+    names its own address, that address is suppressed at once."""
+    reported = await report_status(provider, message_id, status, error=error)
     if reported is None:
         return Handled(result="unknown_message")
+    what = "bounce" if status == "bounced" else "complaint"
     if reported.channel != "email" or not _named(reported.address, recipients):
-        return Handled(result="bounce_of_another_address", clinic_id=reported.clinic_id)
-    await suppress(reported.clinic_id, "email", reported.address, "hard_bounce", source)
-    return Handled(result="bounced" if reported.moved else f"bounced_was_{reported.before}",
+        return Handled(result=f"{what}_of_another_address", clinic_id=reported.clinic_id)
+    reason: Literal["hard_bounce", "complaint"] = "hard_bounce" if status == "bounced" else "complaint"
+    await suppress(reported.clinic_id, "email", reported.address, reason, source)
+    return Handled(result=status if reported.moved else f"{status}_was_{reported.before}",
                    clinic_id=reported.clinic_id)
+
+
+async def hard_bounce(provider: str, message_id: str, recipients: list[Any], source: str,
+                      error: str) -> Handled:
+    return await _final(provider, message_id, recipients, source, status="bounced", error=error)
 
 
 async def soft_bounce(provider: str, message_id: str, recipients: list[Any],
@@ -98,14 +107,7 @@ async def soft_bounce(provider: str, message_id: str, recipients: list[Any],
 
 async def complaint(provider: str, message_id: str, recipients: list[Any],
                     source: str) -> Handled:
-    reported = await report_status(provider, message_id, "complained")
-    if reported is None:
-        return Handled(result="unknown_message")
-    if reported.channel != "email" or not _named(reported.address, recipients):
-        return Handled(result="complaint_of_another_address", clinic_id=reported.clinic_id)
-    await suppress(reported.clinic_id, "email", reported.address, "complaint", source)
-    return Handled(result="complained" if reported.moved else f"complained_was_{reported.before}",
-                   clinic_id=reported.clinic_id)
+    return await _final(provider, message_id, recipients, source, status="complained")
 
 
 async def delivered(provider: str, message_id: str) -> Handled:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from domain.communication.commands.config import TEST_CONTENT
 from tests import servers
 from tests.communication.fakes.fcm import FcmFake, fcm_server, service_account
 from tests.communication.fakes.zeptomail import FakeZeptoMail, zeptomail_server
@@ -77,8 +78,12 @@ def world(env) -> Iterator[World]:
 
 def test_unsubscribing_an_address_stops_its_mail(world: World) -> None:
     (first,) = world.settled(world.test_send("email"))
-    assert (first["status"], first["provider"]) == ("sent", "zeptomail")
+    assert (first["status"], first["provider"], first["kind"]) == ("sent", "zeptomail", "test")
     assert first["attempts"][0]["outcome"] == "sent" and len(world.zepto.accepted) == 1
+    mail = world.zepto.accepted[0]["body"]  # under the clinic's token (the server checks it)
+    assert mail["to"][0]["email_address"]["address"] == "root@isolated.test"
+    assert mail["from"]["address"] == "desk@e2e.test"
+    assert mail["subject"] == TEST_CONTENT.subject
 
     r = world.call("POST", f"/clinics/{world.clinic}/communication/suppressions",
                    json={"channel": "email", "address": "ROOT@isolated.test", "reason": "unsubscribe"})

@@ -3,7 +3,6 @@ speaks its provider's real protocol (see ../shared/PROVIDERS.md)."""
 
 from __future__ import annotations
 
-from domain.communication.models import Channel
 from domain.communication.providers.base import Provider
 from domain.communication.providers.fcm import FCM
 from domain.communication.providers.local import LocalSink
@@ -23,6 +22,3 @@ PROVIDERS: dict[str, Provider] = {p.name: p for p in (
     WhatsApp(),
 )}
 
-
-def for_channel(channel: Channel) -> list[str]:
-    return sorted(name for name, p in PROVIDERS.items() if channel in p.channels)
