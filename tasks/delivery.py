@@ -52,13 +52,15 @@ class DeliveryLoop:
         """Let sends in flight finish (a cut-short one is reclaimed after its lease)."""
         self._stop.set()
         self._wake.set()
-        if self._task:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task:  # bounded: a stop must never hang on a claim in progress
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=grace)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=grace)
-        for t in self._inflight:
+        for t in list(self._inflight):
             t.cancel()
+        if self._inflight:  # let the cancelled ones give their connections back
+            await asyncio.wait(self._inflight, timeout=grace)
         if self._recorder:
             self._recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,8 +27,8 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pool = concurrency + min(delivery_concurrency, 20) + 4
-    await db.engine().start_connection_pool(min_size=1, max_size=pool)
+    pool_size = concurrency + min(delivery_concurrency, 20) + 4
+    await db.engine().start_connection_pool(min_size=1, max_size=pool_size)
     broker = build_broker()
     await broker.startup()
     await ensure_periodic()
@@ -47,11 +47,21 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=3)
+    log.info("stopping: delivery")
     await delivery.stop()
+    log.info("stopping: relay")
     await relay.stop()
     await provider_http.close()
     await ses.close()
+    log.info("stopping: broker")
     await broker.shutdown()
-    await db.engine().close_connection_pool()
+    log.info("stopping: database pool")
+    pool = db.engine().pool
+    try:  # a connection still held would make close() wait for ever
+        await asyncio.wait_for(db.engine().close_connection_pool(), timeout=5)
+    except TimeoutError:
+        log.warning("database connections still held after 5 s; terminating them")
+        if pool is not None:
+            pool.terminate()
     await kv.close()
     log.info("carewire worker stopped")
