@@ -19,5 +19,6 @@ APP_REGISTRY = AppRegistry(
         "domain.queueing.piccolo_app",
         "domain.communication.piccolo_app",
         "domain.inbox.piccolo_app",
+        "domain.notifications.piccolo_app",
     ]
 )

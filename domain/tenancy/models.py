@@ -42,6 +42,13 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: Days a sent message's subject and body stay in the delivery log before they are cleared
     #: (the log row itself stays).
     message_body_retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+    #: Appointment reminders go this many seconds before the start (default: a day and an hour).
+    reminder_offsets_seconds: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)]], msgspec.Meta(max_length=5)
+    ] = msgspec.field(default_factory=lambda: [86400, 3600])
+    #: The clinic's default channels per notification kind, for users who chose none for it
+    #: (a kind left out keeps the built-in default; see domain/notifications/models.py).
+    notification_channels: dict[str, list[Literal["push", "email", "whatsapp", "sms", "in_app"]]] = {}
 
 
 class Clinic(msgspec.Struct, frozen=True):

@@ -76,11 +76,13 @@ class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
 
 async def enqueue(*, clinic_id: uuid.UUID, channel: Channel, kind: str, content: Content,
                   address: str | None = None, user_id: uuid.UUID | None = None,
-                  dedupe_key: str | None = None) -> list[uuid.UUID]:
+                  dedupe_key: str | None = None,
+                  not_before: datetime | None = None) -> list[uuid.UUID]:
     """Log the message(s) for sending, in the caller's transaction (or one of its own), so a
     change and the messages it implies commit together. Push goes to each of the
     user's active devices (one log row each); other channels to `address`, which the caller has
-    validated. A `dedupe_key` seen before for this clinic enqueues nothing again. One statement
+    validated. A `dedupe_key` seen before for this clinic enqueues nothing again; `not_before`
+    holds the message back (quiet hours). One statement
     (the NOTIFY that wakes the delivery loops rides it; PostgreSQL sends it at COMMIT, once)."""
     body = msgspec.json.encode({"push_data": content.push_data, "headers": content.headers,
                                 "template": content.template}).decode()
@@ -90,28 +92,30 @@ async def enqueue(*, clinic_id: uuid.UUID, channel: Channel, kind: str, content:
         rows = await db.fetch(
             """WITH m AS (
                    INSERT INTO communication_messages (id, clinic_id, user_id, channel, kind,
-                       address, device_id, subject, body, html, data, dedupe_key)
+                       address, device_id, subject, body, html, data, dedupe_key, next_at)
                    SELECT gen_random_uuid(), $1, $2, 'push', $3, d.id::text, d.id, $4, $5, $6,
-                          $7::jsonb, CASE WHEN $8::text IS NULL THEN NULL ELSE $8 || ':' || d.id END
+                          $7::jsonb, CASE WHEN $8::text IS NULL THEN NULL ELSE $8 || ':' || d.id END,
+                          coalesce($10, now())
                    FROM devices d WHERE d.user_id = $2 AND d.retired_at IS NULL
                    ON CONFLICT (clinic_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
                    RETURNING id)
                SELECT id, pg_notify($9, '') FROM m""",
             clinic_id, user_id, kind, content.subject, content.text, content.html, body,
-            dedupe_key, CHANNEL)
+            dedupe_key, CHANNEL, not_before)
     else:
         if address is None:
             raise ValueError(f"{channel} needs an address")
         rows = await db.fetch(
             """WITH m AS (
                    INSERT INTO communication_messages (id, clinic_id, user_id, channel, kind,
-                       address, subject, body, html, data, dedupe_key)
-                   VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+                       address, subject, body, html, data, dedupe_key, next_at)
+                   VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10,
+                           coalesce($12, now()))
                    ON CONFLICT (clinic_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
                    RETURNING id)
                SELECT id, pg_notify($11, '') FROM m""",
             clinic_id, user_id, channel, kind, address, content.subject, content.text,
-            content.html, body, dedupe_key, CHANNEL)
+            content.html, body, dedupe_key, CHANNEL, not_before)
     return [r["id"] for r in rows]
 
 
