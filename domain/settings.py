@@ -84,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_backoff_seconds: float = 5.0
     #: How often the job scheduler looks for due jobs when nothing wakes it sooner.
     scheduler_poll_seconds: float = 1.0
+    #: A reminder run more than this long after its due time (workers were down) is marked late.
+    reminder_late_seconds: float = 60.0
     #: Where each HTTP provider is reached; tests point them at loopback servers speaking
     #: the same protocol. ZeptoMail's data centre is chosen here (`https://api.zeptomail.eu`).
     zeptomail_url: str = "https://api.zeptomail.com"

@@ -1,5 +1,7 @@
 """Moves due scheduled jobs onto the broker. Every worker runs one; SKIP LOCKED shares the
-table between them, and a hand-off that fails rolls back, so the job stays due."""
+table between them, and a hand-off that fails rolls back, so the job stays due. Between passes
+it sleeps until the next job falls due (a reminder leaves within milliseconds of its time),
+at most `scheduler_poll_seconds`, and wakes early on NOTIFY when a job due sooner is planned."""
 
 from __future__ import annotations
 
@@ -13,12 +15,19 @@ from taskiq_redis import RedisStreamBroker
 
 from domain import db, settings
 from domain.jobs.commands import CHANNEL, claim_due
+from domain.jobs.queries import seconds_to_next_due
 from tasks.broker import EXECUTE, TICK
 
 log = logging.getLogger("carewire.scheduler")
 
 
-async def enqueue_due(broker: RedisStreamBroker, limit: int = 100) -> int:
+#: Jobs handed over per pass (one transaction); a full batch is followed at once by the next.
+BATCH = 100
+#: Added to the sleep until the next due job, so the claim's `now()` has passed its run_at.
+_MARGIN = 0.001
+
+
+async def enqueue_due(broker: RedisStreamBroker, limit: int = BATCH) -> int:
     execute = broker.find_task(EXECUTE)
     assert execute is not None
     async with db.transaction():
@@ -45,9 +54,12 @@ async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
             if time.monotonic() - last_tick > cfg.job_reclaim_seconds / 2:
                 await tick.kiq()
                 last_tick = time.monotonic()
-            if sent < 100:
+            if sent < BATCH:
+                wait = await seconds_to_next_due()
+                timeout = cfg.scheduler_poll_seconds if wait is None else \
+                    min(max(wait, 0.0) + _MARGIN, cfg.scheduler_poll_seconds)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=cfg.scheduler_poll_seconds)
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -585,6 +585,17 @@ def test_jobs_commands(domain_layer, pinned) -> None:
                              error="counted")
     _, n, sent = measure(domain_layer, bury, bury)
     pinned("BURY", n, sent)
+    many = lambda: jobs.schedule_many(  # noqa: E731
+        [jobs.Planned(task="counted.noop", job_key=key(), run_at=later) for _ in range(3)])
+    result, n, sent = measure(domain_layer, many, many)
+    assert result == 3
+    pinned("SCHEDULE_MANY", n, sent)
+    gone = key()
+    domain_layer.run(jobs.schedule(task="counted.noop", job_key=f"{gone}:a", run_at=later))
+    drop = lambda: jobs.unschedule(prefix=f"{gone}:")  # noqa: E731
+    result, n, sent = measure(domain_layer, drop, drop)
+    assert result == 0  # the warm run took it
+    pinned("UNSCHEDULE", n, sent)
     pinned.verify()
 
 
@@ -796,6 +807,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs.commands:claim_due": ("CLAIM_DUE",),
     "jobs.commands:claim_once": ("CLAIM_ONCE",),
     "jobs.commands:bury": ("BURY",),
+    "jobs.commands:schedule_many": ("SCHEDULE_MANY",),
+    "jobs.commands:unschedule": ("UNSCHEDULE",),
     "communication.commands.messages:enqueue": ("ENQUEUE_MESSAGE",),
     "communication.commands.messages:claim_due": ("CLAIM_MESSAGES",),
     "communication.commands.messages:finish": ("FINISH_MESSAGE",),
@@ -931,6 +944,8 @@ SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
 CLAIM_DUE = 2
 CLAIM_ONCE = 2
 BURY = 2
+SCHEDULE_MANY = 2  # one INSERT for them all (its NOTIFY rides it when one is due soon)
+UNSCHEDULE = 2  # one DELETE, by the pending-key index
 ENQUEUE_MESSAGE = 2  # one statement (insert and NOTIFY) and the pool's reset; in a caller's
 #                     transaction, the statement alone
 CLAIM_MESSAGES = 2  # a batch and all a send needs in one statement, and the reset
