@@ -12,7 +12,8 @@ import asyncpg
 
 from domain import settings
 from domain.events.commands import CHANNEL
-from domain.notifications.consumer import BATCH, pending, process_clinic
+from domain.notifications.commands.consume import pending, process_clinic
+from domain.notifications.consumer import BATCH
 
 log = logging.getLogger("carewire.notifications")
 

@@ -16,12 +16,10 @@ from typing import Any, Final
 from domain import db
 from domain.errors import NotFound
 from domain.events.envelope import Envelope
-from domain.events.queries import heads, outgoing_after
 from domain.notifications.dispatch import Facts, load_facts, notify
 from domain.scheduling.lifecycle import ACTIVE
 from domain.scheduling.models import Appointment, Status
 from domain.tenancy.models import Clinic
-from domain.tenancy.queries import load_clinic
 
 log = logging.getLogger("carewire.notifications")
 
@@ -118,41 +116,3 @@ async def handle(tx: db.Transaction, clinic: Clinic, env: Envelope) -> None:
         except Exception:
             log.exception("notification %s for event %s (seq %s) failed; skipped", kind, env.id,
                           env.seq)
-
-
-async def pending() -> list[uuid.UUID]:
-    """Clinics whose log is ahead of their cursor (one with no cursor yet starts at 0)."""
-    head = await heads()
-    rows = await db.fetch("SELECT clinic_id, last_seq FROM notification_cursors")
-    done = {r["clinic_id"]: r["last_seq"] for r in rows}
-    return [c for c, seq in head.items() if seq > done.get(c, 0)]
-
-
-async def process_clinic(clinic_id: uuid.UUID) -> int:
-    """Read one batch of a clinic's events and act on them; returns how many were read (0 when
-    another worker holds the clinic). An event whose handling fails is logged and skipped (its
-    savepoint rolled back), so one bad event cannot stop a clinic's notifications."""
-    read = 0
-    async with db.transaction() as tx:
-        await db.fetch("INSERT INTO notification_cursors (clinic_id) VALUES ($1) "
-                       "ON CONFLICT (clinic_id) DO NOTHING", clinic_id)
-        rows = await db.fetch("SELECT last_seq FROM notification_cursors WHERE clinic_id = $1 "
-                              "FOR UPDATE SKIP LOCKED", clinic_id)
-        if not rows:
-            return 0
-        batch = await outgoing_after(clinic_id, rows[0]["last_seq"], limit=BATCH)
-        if not batch:
-            return 0
-        clinic = await load_clinic(clinic_id)
-        for out in batch:
-            env = out.envelope
-            try:
-                async with tx.savepoint():
-                    await handle(tx, clinic, env)
-            except Exception:
-                log.exception("notifications for event %s (%s, seq %s) failed; skipped",
-                              env.id, env.type, env.seq)
-        await db.fetch("UPDATE notification_cursors SET last_seq = $2, updated_at = now() "
-                       "WHERE clinic_id = $1", clinic_id, batch[-1].envelope.seq)
-        read = len(batch)
-    return read
