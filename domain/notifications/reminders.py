@@ -62,11 +62,15 @@ def planned(appointment: Appointment, offsets: Sequence[int], now: datetime) -> 
 async def sync(appointment: Appointment, offsets: list[int]) -> None:
     """Make the appointment's pending reminders exactly one per offset still ahead (none when it
     is not going to happen), in the caller's transaction: one DELETE of the pending ones not
-    wanted any more (a reschedule's old start, a cancelled visit's), and one INSERT of those
-    missing (already planned ones are left as they are). Idempotent: the consumer may call it
-    for every event of the appointment."""
+    wanted any more (a reschedule's old start, a cancelled visit's, an offset the clinic
+    dropped), and one INSERT of those missing (already planned ones are left as they are).
+    Idempotent: the consumer may call it for every event of the appointment."""
     jobs = planned(appointment, offsets, clock.now())
-    await unschedule(prefix=_prefix(appointment.id), keep=[j.job_key for j in jobs])
+    # A pending job of this very appointment version whose time has come stays, even though it
+    # would not be planned now: after downtime the consumer's backlog and the scheduler race,
+    # and the job itself decides (late, or dropped once the appointment has started).
+    keep = [job_key(appointment, o) for o in offsets] if appointment.status in REMINDED else []
+    await unschedule(prefix=_prefix(appointment.id), keep=keep)
     if jobs:
         await schedule_many(jobs, wake_within=settings.get().scheduler_poll_seconds)
 

@@ -153,3 +153,20 @@ def test_a_reminder_whose_appointment_has_started_is_dropped_once(domain_layer, 
                                          "kind": "appointment.reminder"}]
     assert db.fetch("SELECT count(*) AS n FROM communication_messages WHERE dedupe_key LIKE $1",
                     f"{key}:%")[0]["n"] == 0
+
+
+def test_an_overdue_job_not_yet_run_survives_a_later_event(domain_layer, house, db) -> None:
+    """After downtime the consumer's backlog (each event calls sync) and the scheduler race: a
+    reminder whose time came while it waited must not be swept away; the job decides."""
+    day = fresh_day()
+    a = _book(domain_layer, house, datetime(day.year, day.month, day.day, 14, 0, tzinfo=TZ))
+    passed = int((a.start - datetime.now(UTC)).total_seconds()) + 600  # due 10 minutes ago
+    overdue = f"reminder:{a.id}:{passed}:0"
+    db.fetch("INSERT INTO scheduled_jobs (id, task, job_key, schedule_key, run_at) VALUES "
+             "(gen_random_uuid(), $1, $2, $2 || '#1', now() - interval '10 minutes')",
+             reminders.TASK, overdue)  # planned in time; no worker ran since
+    confirmed = domain_layer.run(scheduling.transition(house["desk_p"], a.id, "confirm"))
+    _sync(domain_layer, confirmed, [passed, 3600])
+    assert set(_pending(db, a.id)) == {overdue, f"reminder:{a.id}:3600:0"}
+    _sync(domain_layer, confirmed, [3600])  # the clinic dropped that offset: it goes
+    assert set(_pending(db, a.id)) == {f"reminder:{a.id}:3600:0"}
