@@ -15,7 +15,6 @@ from taskiq_redis import RedisStreamBroker
 
 from domain import db, settings
 from domain.jobs.commands import CHANNEL, claim_due
-from domain.jobs.queries import seconds_to_next_due
 from tasks.broker import EXECUTE, TICK
 
 log = logging.getLogger("carewire.scheduler")
@@ -27,14 +26,17 @@ BATCH = 100
 _MARGIN = 0.001
 
 
-async def enqueue_due(broker: RedisStreamBroker, limit: int = BATCH) -> int:
+async def enqueue_due(broker: RedisStreamBroker, limit: int = BATCH) -> tuple[int, float | None]:
+    """Hands the due jobs over; returns how many, and the seconds until the next one is due."""
     execute = broker.find_task(EXECUTE)
     assert execute is not None
     async with db.transaction():
-        due = await claim_due(limit)
-        for item in due:
+        claim = await claim_due(limit)
+        claimed_at = time.monotonic()
+        for item in claim.due:
             await execute.kiq(item.task, item.job_key, item.payload, item.attempt)
-    return len(due)
+    wait = None if claim.next_in is None else claim.next_in - (time.monotonic() - claimed_at)
+    return len(claim.due), wait
 
 
 async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
@@ -50,12 +52,11 @@ async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
                 conn = await asyncpg.connect(cfg.database_url)
                 await conn.add_listener(CHANNEL, lambda *_: wake.set())
             wake.clear()
-            sent = await enqueue_due(broker)
+            sent, wait = await enqueue_due(broker)
             if time.monotonic() - last_tick > cfg.job_reclaim_seconds / 2:
                 await tick.kiq()
                 last_tick = time.monotonic()
             if sent < BATCH:
-                wait = await seconds_to_next_due()
                 timeout = cfg.scheduler_poll_seconds if wait is None else \
                     min(max(wait, 0.0) + _MARGIN, cfg.scheduler_poll_seconds)
                 with contextlib.suppress(TimeoutError):

@@ -575,7 +575,7 @@ def test_jobs_commands(domain_layer, pinned) -> None:
     # LIMIT 0: the same statement, without taking the session's real due jobs from anyone
     claim = lambda: jobs.claim_due(limit=0)  # noqa: E731
     result, n, sent = measure(domain_layer, claim, claim)
-    assert result == []
+    assert result.due == [] and result.next_in is not None  # the job planned above
     pinned("CLAIM_DUE", n, sent)
     once = lambda: jobs.claim_once(job_key=key(), task="counted.noop")  # noqa: E731
     result, n, sent = measure(domain_layer, once, once)
@@ -972,7 +972,7 @@ LOGOUT = 7
 REVOKE_SESSION = 2
 ENSURE_SUPER_ADMIN = 7
 SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
-CLAIM_DUE = 2
+CLAIM_DUE = 2  # the due jobs and when the next one is, in one statement
 CLAIM_ONCE = 2
 BURY = 2
 SCHEDULE_MANY = 2  # one INSERT for them all (its NOTIFY rides it when one is due soon)

@@ -90,19 +90,36 @@ async def unschedule(*, prefix: str, keep: Sequence[str] = ()) -> int:
     return int(rows[0]["n"])
 
 
-async def claim_due(limit: int = 100) -> list[Due]:
+class Claim(msgspec.Struct, frozen=True):
+    due: list[Due]
+    #: Seconds from the claim until the next job not yet due falls due (the database's clock,
+    #: the one the claim compares with); None when none is planned.
+    next_in: float | None
+
+
+async def claim_due(limit: int = 100) -> Claim:
     """Inside the scheduler's transaction: due jobs, marked enqueued (rolled back if the hand-off
-    to the broker fails). SKIP LOCKED lets several schedulers share the table."""
+    to the broker fails), and when the next one falls due, in one statement (the scheduler
+    sleeps until then). SKIP LOCKED lets several schedulers share the table; jobs due but held
+    by another scheduler are not "next" (the partial index `scheduled_jobs_due` serves both)."""
     rows = await db.fetch(
-        """UPDATE scheduled_jobs SET enqueued_at = now()
-           WHERE id IN (SELECT id FROM scheduled_jobs
-                        WHERE enqueued_at IS NULL AND run_at <= now()
-                        ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-           RETURNING task, job_key, payload, attempt""",
+        """WITH c AS (
+               UPDATE scheduled_jobs SET enqueued_at = now()
+               WHERE id IN (SELECT id FROM scheduled_jobs
+                            WHERE enqueued_at IS NULL AND run_at <= now()
+                            ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING task, job_key, payload, attempt)
+           SELECT task, job_key, payload, attempt, NULL::float8 AS next_in FROM c
+           UNION ALL
+           SELECT NULL, NULL, NULL, NULL,
+                  extract(epoch FROM min(run_at) - clock_timestamp())::float8
+           FROM scheduled_jobs WHERE enqueued_at IS NULL AND run_at > now()""",
         limit,
     )
-    return [Due(task=r["task"], job_key=r["job_key"], attempt=r["attempt"],
-                payload=msgspec.json.decode(r["payload"])) for r in rows]
+    due = [Due(task=r["task"], job_key=r["job_key"], attempt=r["attempt"],
+               payload=msgspec.json.decode(r["payload"])) for r in rows if r["task"] is not None]
+    wait = next((r["next_in"] for r in rows if r["task"] is None), None)
+    return Claim(due=due, next_in=None if wait is None else float(wait))
 
 
 async def claim_once(*, job_key: str, task: str) -> bool:
