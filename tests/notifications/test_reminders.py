@@ -170,3 +170,31 @@ def test_an_overdue_job_not_yet_run_survives_a_later_event(domain_layer, house, 
     assert set(_pending(db, a.id)) == {overdue, f"reminder:{a.id}:3600:0"}
     _sync(domain_layer, confirmed, [3600])  # the clinic dropped that offset: it goes
     assert set(_pending(db, a.id)) == {f"reminder:{a.id}:3600:0"}
+
+
+#: The reminder job, counted: BEGIN, claim_once, the appointment, dispatch.notify (its reads,
+#: the messages, the inbox row, the event), COMMIT, reset. Again: BEGIN, claim_once, COMMIT, reset.
+SEND = 15
+SEND_AGAIN = 4
+
+
+def test_the_reminder_job_sends_once(domain_layer, house, db) -> None:
+    day = fresh_day()
+    warm, a = (_book(domain_layer, house, datetime(day.year, day.month, day.day, h, 0, tzinfo=TZ))
+               for h in (16, 17))
+    for appointment in (warm, a):
+        _sync(domain_layer, appointment, [3600])
+    warm_key, warm_payload = _job(db, warm.id, 3600)
+    domain_layer.run(reminders.send(job_key=warm_key, payload=warm_payload))
+    key, payload = _job(db, a.id, 3600)
+    _, statements = domain_layer.count(reminders.send(job_key=key, payload=payload))
+    assert len(statements) == SEND, "\n".join(statements)
+    (row,) = _notifications(db, a.id)
+    assert (row["status"], row["late"], row["kind"]) == ("sent", False, "appointment.reminder")
+    assert "email" in row["channels"] and "in_app" in row["channels"]
+    _, statements = domain_layer.count(reminders.send(job_key=key, payload=payload))
+    assert len(statements) == SEND_AGAIN, "\n".join(statements)
+    assert len(_notifications(db, a.id)) == 1
+    messages = db.fetch("SELECT channel FROM communication_messages WHERE dedupe_key LIKE $1",
+                        f"{key}:%")
+    assert [m["channel"] for m in messages] == ["email"]
