@@ -28,7 +28,6 @@ from domain.errors import NotFound
 from domain.jobs.commands import Planned, claim_once, schedule_many, unschedule
 from domain.notifications import dispatch
 from domain.scheduling.models import Appointment, Status
-from domain.scheduling.queries import load_appointment
 
 TASK: Final = "notifications.reminder"
 KIND: Final = "appointment.reminder"
@@ -53,7 +52,8 @@ def planned(appointment: Appointment, offsets: Sequence[int], now: datetime) -> 
         due = appointment.start - timedelta(seconds=offset)
         if due > now:
             jobs.append(Planned(task=TASK, job_key=job_key(appointment, offset), run_at=due, payload={
-                "appointment_id": str(appointment.id), "offset": offset,
+                "appointment_id": str(appointment.id), "clinic_id": str(appointment.clinic_id),
+                "offset": offset,
                 "start": appointment.start.isoformat(), "version": appointment.reschedule_count,
                 "due": due.isoformat()}))
     return jobs
@@ -89,11 +89,13 @@ async def send(*, job_key: str, payload: dict[str, Any]) -> None:
     async with db.transaction():
         if not await claim_once(job_key=job_key, task=TASK):
             return
-        try:
-            appointment = await load_appointment(uuid.UUID(payload["appointment_id"]))
+        try:  # what the message is rendered from, read once (the appointment among it)
+            facts = await dispatch.load_facts(uuid.UUID(payload["clinic_id"]),
+                                              uuid.UUID(payload["appointment_id"]), [])
         except NotFound:
             return
-        if not _is_current(appointment, payload):
+        appointment = facts.appointment
+        if appointment is None or not _is_current(appointment, payload):
             return
         now = clock.now()
         if appointment.start <= now:
@@ -105,5 +107,5 @@ async def send(*, job_key: str, payload: dict[str, Any]) -> None:
             > settings.get().reminder_late_seconds
         await dispatch.notify(clinic_id=appointment.clinic_id, kind=KIND,
                               user_id=appointment.patient_id, appointment_id=appointment.id,
-                              key=job_key, late=late)
+                              key=job_key, late=late, facts=facts)
 
