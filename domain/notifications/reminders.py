@@ -50,12 +50,13 @@ def planned(appointment: Appointment, offsets: Sequence[int], now: datetime) -> 
     jobs = []
     for offset in sorted(set(offsets), reverse=True):
         due = appointment.start - timedelta(seconds=offset)
-        if due > now:
-            jobs.append(Planned(task=TASK, job_key=job_key(appointment, offset), run_at=due, payload={
-                "appointment_id": str(appointment.id), "clinic_id": str(appointment.clinic_id),
-                "offset": offset,
-                "start": appointment.start.isoformat(), "version": appointment.reschedule_count,
-                "due": due.isoformat()}))
+        if due > now:  # one already past is skipped (the booking confirmation said it all)
+            jobs.append(Planned(task=TASK, job_key=job_key(appointment, offset), run_at=due,
+                                payload={"appointment_id": str(appointment.id),
+                                         "clinic_id": str(appointment.clinic_id),
+                                         "offset": offset, "due": due.isoformat(),
+                                         "start": appointment.start.isoformat(),
+                                         "version": appointment.reschedule_count}))
     return jobs
 
 
