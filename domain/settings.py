@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     register_attempts_per_ip: int = 10
     #: The window of the registration limit; beyond it, 429 with `Retry-After`.
     register_window_seconds: int = 3600
+    #: Requests one source address may make per minute to one-click unsubscribe links (no
+    #: login there; a link cannot be guessed, this bounds what hammering costs); beyond, 429.
+    unsubscribe_attempts_per_ip: int = 60
     #: Proxies whose X-Forwarded-For we believe (IPs or CIDRs); empty: the peer is the client.
     trusted_proxies: tuple[str, ...] = ()
     #: Largest REST request body; a larger one is refused with 413.

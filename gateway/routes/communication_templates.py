@@ -27,7 +27,7 @@ class TemplatePut(Body):
 
 class PreviewBody(Body):
     #: An unsaved source to render; left out: the template GET shows.
-    source: Source | None = None
+    source: Source | msgspec.UnsetType = msgspec.UNSET
 
 
 @get(PATH, permission="communication_templates:read")
@@ -69,7 +69,8 @@ async def preview_template(principal: CurrentPrincipal, clinic_id: FromPath[uuid
     zone: `source` when given (unsaved; 400 naming `template` when it would not save), else
     what GET shows. Changes nothing."""
     return await queries.preview_template(principal, clinic_id, kind=kind, channel=channel,
-                                          locale=locale, source=data.source if data else None)
+                                          locale=locale,
+                                          source=data.source if data and data.source else None)
 
 
 router = Router(path="/clinics/{clinic_id:str}/communication",

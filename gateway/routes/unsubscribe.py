@@ -5,19 +5,16 @@ a button that POSTs the same. A GET never changes anything (link scanners fetch 
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath
+from litestar.params import PathParameter
 
-from domain import ratelimit
+from domain import ratelimit, settings
 from domain.communication import unsubscribe as links
 from gateway.context import request_meta
 from gateway.routes import PUBLIC
 
-#: Unsubscribe requests one source address may make per minute (a token is not guessable; this
-#: bounds what a script hammering the route costs).
-PER_MINUTE = 60
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <meta name="robots" content="noindex"><title>Unsubscribe</title></head>
@@ -26,18 +23,20 @@ _PAGE = """<!doctype html>
 <form method="post" action="{action}"><input type="hidden" name="List-Unsubscribe" value="One-Click">
 <button type="submit">Unsubscribe</button></form></main></body></html>
 """
+#: A JWT: base64url parts joined by dots.
+Token = Annotated[str, PathParameter(max_length=4096, pattern=r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")]
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'none'; form-action 'self'"}
 
 
 async def _limited(request: Request[Any, Any, Any]) -> None:
     await ratelimit.consume("unsubscribe-ip", request_meta(request).ip or "unknown",
-                            limit=PER_MINUTE, window_seconds=60)
+                            limit=settings.get().unsubscribe_attempts_per_ip, window_seconds=60)
 
 
 @get("/{token:str}", permission=PUBLIC, media_type="text/html",
      summary="The unsubscribe page: a button that POSTs to the same link; changes nothing")
-async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
+async def unsubscribe_page(request: Request[Any, Any, Any], token: Token) -> Response[str]:
     await _limited(request)
     links.read(token)  # a forged link gets a problem, not a page
     return Response(_PAGE.format(action=html.escape(request.url.path, quote=True)),
@@ -47,7 +46,7 @@ async def unsubscribe_page(request: Request[Any, Any, Any], token: FromPath[str]
 @post("/{token:str}", permission=PUBLIC, status_code=200,
       summary="One-click unsubscribe (RFC 8058): stops this kind of email to this address")
 async def unsubscribe(request: Request[Any, Any, Any],
-                      token: FromPath[str]) -> links.Unsubscribed:
+                      token: Token) -> links.Unsubscribed:
     """The body is whatever the mail client sends (`List-Unsubscribe=One-Click`, form-encoded),
     or nothing; only the token counts. Idempotent."""
     await _limited(request)

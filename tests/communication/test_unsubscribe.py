@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.slow]  # a stack, a server and a worker of its own
 TOKEN = "zepto-unsubscribe-token-77c1"
 PUBLIC_URL = "https://mail.carewire.test"
 K, OTHER_KIND = "appointment.reminder", "appointment.booked"
+PER_MINUTE = 12  # CAREWIRE_UNSUBSCRIBE_ATTEMPTS_PER_IP here (the tests above use 5)
 
 
 class World:
@@ -57,7 +58,8 @@ class World:
 @pytest.fixture(scope="module")
 def world(env) -> Iterator[World]:
     with zeptomail_server(TOKEN) as zepto, \
-            pipeline_stack(env, zeptomail_url=zepto.url, public_url=PUBLIC_URL) as stack:
+            pipeline_stack(env, zeptomail_url=zepto.url, public_url=PUBLIC_URL,
+                           unsubscribe_attempts_per_ip=str(PER_MINUTE)) as stack:
         srv = servers.Server(stack.env)
         srv.start()
         try:
@@ -135,3 +137,14 @@ def test_a_staff_suppression_still_stops_every_kind(world: World) -> None:
     assert r.status_code == 201 and r.json()["kind"] is None, r.text
     assert {world.send(k, z)["status"] for k in (K, OTHER_KIND)} == {"suppressed"}
     assert world.received(z) == []
+
+
+def test_hammering_the_route_is_limited_per_address(world: World) -> None:
+    """Last in this module: the window is shared with the tests above (at most 5 requests)."""
+    forged = f"{PUBLIC_URL}/api/v1/unsubscribe/" + "x" * 40
+    answers = [world.anonymous("POST", forged) for _ in range(PER_MINUTE + 1)]
+    codes = [r.status_code for r in answers]
+    assert set(codes) == {400, 429} and codes[-1] == 429, codes
+    limited = next(r for r in answers if r.status_code == 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["content-type"].startswith("application/problem+json")
