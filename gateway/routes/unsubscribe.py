@@ -25,6 +25,11 @@ _PAGE = """<!doctype html>
 """
 #: A JWT: base64url parts joined by dots.
 Token = Annotated[str, PathParameter(max_length=4096, pattern=r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")]
+_DONE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="robots" content="noindex"><title>Unsubscribed</title></head>
+<body><main><h1>Unsubscribed</h1><p>You will not get these emails any more.</p></main></body></html>
+"""
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'none'; form-action 'self'"}
 
@@ -46,11 +51,15 @@ async def unsubscribe_page(request: Request[Any, Any, Any], token: Token) -> Res
 @post("/{token:str}", permission=PUBLIC, status_code=200,
       summary="One-click unsubscribe (RFC 8058): stops this kind of email to this address")
 async def unsubscribe(request: Request[Any, Any, Any],
-                      token: Token) -> links.Unsubscribed:
+                      token: Token) -> Response[links.Unsubscribed | str]:
     """The body is whatever the mail client sends (`List-Unsubscribe=One-Click`, form-encoded),
-    or nothing; only the token counts. Idempotent."""
+    or nothing; only the token counts. Idempotent. A browser (the page's button, `Accept:
+    text/html`) gets a page saying it is done; anyone else the JSON."""
     await _limited(request)
-    return await links.unsubscribe(token)
+    done = await links.unsubscribe(token)
+    if "text/html" in request.headers.get("accept", ""):
+        return Response(_DONE, media_type="text/html", headers=_HEADERS)
+    return Response(done)
 
 
 router = Router(path="/unsubscribe", tags=["communication"], security=[{}],
