@@ -38,12 +38,14 @@ from gateway.routes import (
     clinics,
     communication,
     communication_log,
+    communication_templates,
     devices,
     events,
     health,
     members,
     queues,
     scheduling,
+    unsubscribe,
     users,
     webhooks,
 )
@@ -55,7 +57,7 @@ log = logging.getLogger("carewire")
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
                scheduling.router, queues.router, devices.router, communication_log.router,
                communication_log.my_router, communication.router,
-               webhooks.router]
+               communication_templates.router, webhooks.router, unsubscribe.router]
 
 
 def tune_gc() -> None:

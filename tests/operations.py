@@ -52,6 +52,10 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/clinics/{clinic_id}/communication/messages"),
     ("GET", "/api/v1/clinics/{clinic_id}/communication/messages/{message_id}"),
     ("GET", "/api/v1/users/me/messages"),
+    *((method, "/api/v1/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}")
+      for method in ("GET", "PUT", "DELETE")),
+    ("POST", "/api/v1/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}/preview"),
+    ("GET", "/api/v1/unsubscribe/{token}"), ("POST", "/api/v1/unsubscribe/{token}"),
     ("POST", "/api/v1/webhooks/communication/ses"),
     ("POST", "/api/v1/webhooks/communication/zeptomail"),
     ("POST", "/api/v1/webhooks/communication/whatsapp"),
