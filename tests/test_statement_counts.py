@@ -996,7 +996,8 @@ DECLINE_INVITATION = 8  # no event
 UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
-CONSUME_BOOKING = 23  # cursor, events, clinic; the appointment, people, preferences, place
+CONSUME_BOOKING = 25  # cursor, events, clinic; the appointment, people, preferences, place;
+#   its reminders planned (2)
 #   once; per recipient the clinic's templates, its channels and its inbox row; in a
 #   savepoint; the cursor moved
 PRUNE_NOTIFICATION_TEXTS = 2  # as PRUNE_BODIES: one UPDATE and its reset
