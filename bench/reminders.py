@@ -5,16 +5,17 @@
     .venv/bin/python -m bench.reminders --reminders 2000 --spread 10
     .venv/bin/python -m bench.reminders --profile /tmp/r       # + py-spy of each worker
 
-The path measured is the production one from the job table on: the scheduler (sleeping until
-the next due job), Taskiq on Redis Streams, the reminder job (claim_once, the appointment read,
-dispatch: preferences, facts, templates, the messages enqueued with NOTIFY, the inbox row), the
-delivery loop and an HTTP server speaking ZeptoMail's API in this process, which stamps each
-arrival. Set-up goes around the slow parts: the clinic, its provider and its people over REST,
+The path measured is the production one from the job table on: each worker's reminder loop
+(sleeping until the next due reminder, then claiming due ones in batches and, in the claim's
+transaction, reading their appointments, people, preferences and templates once, enqueueing
+the messages with NOTIFY and writing the inbox rows), the delivery loop and an HTTP server
+speaking ZeptoMail's API in this process, which stamps each arrival. Set-up goes around the
+slow parts: the clinic, its provider and its people over REST,
 the appointments by one SQL statement (one doctor, 5 minutes apart, months ahead), and the
 reminders planned by `reminders.sync` in this process with an offset per appointment chosen so
 that the due times are spread evenly over `--spread` seconds starting `--lead` seconds after
 planning begins. Drift = arrival at the provider - due time (`scheduled_jobs.run_at`); the
-stages (due -> job started -> marked sent by the delivery loop -> arrival) show where it goes.
+stages (due -> claimed -> marked sent by the delivery loop -> arrival) show where it goes.
 """
 
 from __future__ import annotations
@@ -209,10 +210,9 @@ def _report(db: Any, accepted: list[dict[str, Any]], args: argparse.Namespace,
             pids: set[int]) -> None:
     rows = db.fetch(
         """SELECT m.id::text AS id, j.job_key, extract(epoch FROM j.run_at)::float8 AS due,
-                  extract(epoch FROM r.finished_at)::float8 AS started,
+                  extract(epoch FROM j.enqueued_at)::float8 AS started,
                   extract(epoch FROM m.sent_at)::float8 AS sent
            FROM scheduled_jobs j
-           JOIN job_runs r ON r.job_key = j.job_key
            JOIN communication_messages m  -- dedupe_key: {job_key}:{user}:{channel}
              ON m.kind = 'appointment.reminder'
             AND regexp_replace(m.dedupe_key, ':[^:]+:[^:]+$', '') = j.job_key
@@ -242,9 +242,9 @@ def _report(db: Any, accepted: list[dict[str, Any]], args: argparse.Namespace,
           f"(--concurrency {args.concurrency}): {planned} planned, {len(drift)} received, "
           f"{duplicates} duplicates, {planned - len(drift)} missing")
     print(_line("drift (due -> provider receipt)", drift))
-    print(_line("  due -> job started          ", to_job))
-    print(_line("  job started -> provider     ", to_provider))
-    print(_line("  job started -> marked sent  ", to_sent))
+    print(_line("  due -> claimed              ", to_job))
+    print(_line("  claimed -> provider         ", to_provider))
+    print(_line("  claimed -> marked sent      ", to_sent))
     print(f"workers' CPU {wcpu:.1f} s ({wcpu / max(len(drift), 1) * 1e6:,.0f} µs per reminder); "
           f"others: {other_cpu(before, after, pids | {os.getpid()})}")
 

@@ -15,6 +15,7 @@ from taskiq_redis import RedisStreamBroker
 
 from domain import db, settings
 from domain.jobs.commands import CHANNEL, claim_due
+from domain.notifications import reminders
 from tasks.broker import EXECUTE, TICK
 
 log = logging.getLogger("carewire.scheduler")
@@ -31,7 +32,7 @@ async def enqueue_due(broker: RedisStreamBroker, limit: int = BATCH) -> tuple[in
     execute = broker.find_task(EXECUTE)
     assert execute is not None
     async with db.transaction():
-        claim = await claim_due(limit)
+        claim = await claim_due(limit, skip=(reminders.TASK,))  # sent in batches by its own loop
         claimed_at = time.monotonic()
         for item in claim.due:
             await execute.kiq(item.task, item.job_key, item.payload, item.attempt)

@@ -1,5 +1,5 @@
 """`carewire worker`: the Taskiq receiver, the job scheduler, the outbox relay, the
-notifications consumer and the outbound delivery loop."""
+notifications consumer, the reminder loop and the outbound delivery loop."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tasks.broker import build_broker
 from tasks.delivery import DeliveryLoop
 from tasks.notifications import NotificationLoop
 from tasks.outbox_relay import Relay
+from tasks.reminders import ReminderLoop
 from tasks.runner import ensure_periodic
 from tasks.scheduler import run_scheduler
 
@@ -39,6 +40,8 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     delivery.start()
     notifications = NotificationLoop()
     notifications.start()
+    reminder_loop = ReminderLoop()
+    reminder_loop.start()
     receiver = Receiver(broker, max_async_tasks=concurrency, run_startup=False)
     tasks = [asyncio.create_task(receiver.listen(stop), name="receiver"),
              asyncio.create_task(run_scheduler(broker, stop), name="scheduler")]
@@ -50,6 +53,8 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=3)
+    log.info("stopping: reminders")
+    await reminder_loop.stop()
     log.info("stopping: notifications")
     await notifications.stop()
     log.info("stopping: delivery")

@@ -608,6 +608,15 @@ def test_communication_message_commands(domain_layer, house, pinned) -> None:
     result, n, sent = measure(domain_layer, send, send)
     assert isinstance(result, list) and len(result) == 1
     pinned("ENQUEUE_MESSAGE", n, sent)
+    patient = uuid.UUID(house["patients"][0]["user_id"])
+    many = lambda: messages.enqueue_many([  # noqa: E731
+        messages.Outgoing(clinic_id=house["cid"], channel=channel, kind="counted", content=content,
+                          address=None if channel == "push" else unique_email("many"),
+                          user_id=patient, dedupe_key=f"many-{uuid.uuid4()}-{channel}")
+        for channel in ("email", "email", "sms", "push")])
+    result, n, sent = measure(domain_layer, many, many)
+    assert [len(ids) for ids in result[:3]] == [1, 1, 1]
+    pinned("ENQUEUE_MANY", n, sent)
     # LIMIT 0: the same statement, without taking the session's queued messages from anyone
     claim = lambda: messages.claim_due(0, lease=timedelta(seconds=60))  # noqa: E731
     result, n, sent = measure(domain_layer, claim, claim)
@@ -868,6 +877,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs.commands:schedule_many": ("SCHEDULE_MANY",),
     "jobs.commands:unschedule": ("UNSCHEDULE",),
     "communication.commands.messages:enqueue": ("ENQUEUE_MESSAGE",),
+    "communication.commands.messages:enqueue_many": ("ENQUEUE_MANY",),
     "communication.commands.messages:claim_due": ("CLAIM_MESSAGES",),
     "communication.commands.messages:finish": ("FINISH_MESSAGE",),
     "communication.commands.devices:register_device": ("REGISTER_DEVICE",
@@ -908,6 +918,7 @@ NOT_COMMANDS: dict[str, str] = {
     # reads: they write nothing
     "queueing.commands:location_code": "read: a location's check-in code",
     "queueing.commands:appointment_code": "read: an appointment's check-in code",
+    "communication.commands.templates:load_templates": "read: a batch's clinic templates",
     "notifications.commands.consume:pending": "read: the clinics whose log is ahead of its cursor",
 }
 
@@ -996,10 +1007,11 @@ DECLINE_INVITATION = 8  # no event
 UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
-CONSUME_BOOKING = 25  # cursor, events, clinic; the appointment, people, preferences, place;
-#   its reminders planned (2)
-#   once; per recipient the clinic's templates, its channels and its inbox row; in a
-#   savepoint; the cursor moved
+ENQUEUE_MANY = 4  # one statement for those to an address, one for push, whatever their number;
+#   each with its pool reset (outside a transaction)
+CONSUME_BOOKING = 22  # cursor, events, clinic; in a savepoint: the appointments, people,
+#   preferences, places and templates of the whole batch once, its reminders planned (2), the
+#   messages (one statement per address or push), the inbox rows (one); the cursor moved
 PRUNE_NOTIFICATION_TEXTS = 2  # as PRUNE_BODIES: one UPDATE and its reset
 LOGIN = 10  # the user read outside the transaction (the password check must not hold one)
 LOGIN_WRONG_PASSWORD = 8  # the failure's audit row in a transaction of its own

@@ -97,24 +97,29 @@ class Claim(msgspec.Struct, frozen=True):
     next_in: float | None
 
 
-async def claim_due(limit: int = 100) -> Claim:
-    """Inside the scheduler's transaction: due jobs, marked enqueued (rolled back if the hand-off
-    to the broker fails), and when the next one falls due, in one statement (the scheduler
-    sleeps until then). SKIP LOCKED lets several schedulers share the table; jobs due but held
-    by another scheduler are not "next" (the partial index `scheduled_jobs_due` serves both)."""
+async def claim_due(limit: int = 100, *, task: str | None = None,
+                    skip: tuple[str, ...] = ()) -> Claim:
+    """Inside the claimer's transaction: due jobs (of `task` only, or of every task but `skip`),
+    marked enqueued (rolled back if what follows fails), and when the next one falls due, in
+    one statement (the claimer sleeps until then). The scheduler hands jobs to the broker; a
+    task with a claimer of its own (reminders, sent in batches) is skipped there. SKIP LOCKED
+    lets several claimers share the table; jobs due but held by another are not "next" (the
+    partial index `scheduled_jobs_due` serves both)."""
     rows = await db.fetch(
         """WITH c AS (
                UPDATE scheduled_jobs SET enqueued_at = now()
                WHERE id IN (SELECT id FROM scheduled_jobs
                             WHERE enqueued_at IS NULL AND run_at <= now()
+                              AND ($2::text IS NULL OR task = $2) AND task <> ALL($3::text[])
                             ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                RETURNING task, job_key, payload, attempt)
            SELECT task, job_key, payload, attempt, NULL::float8 AS next_in FROM c
            UNION ALL
            SELECT NULL, NULL, NULL, NULL,
                   extract(epoch FROM min(run_at) - clock_timestamp())::float8
-           FROM scheduled_jobs WHERE enqueued_at IS NULL AND run_at > now()""",
-        limit,
+           FROM scheduled_jobs WHERE enqueued_at IS NULL AND run_at > now()
+                                 AND ($2::text IS NULL OR task = $2) AND task <> ALL($3::text[])""",
+        limit, task, list(skip),
     )
     due = [Due(task=r["task"], job_key=r["job_key"], attempt=r["attempt"],
                payload=msgspec.json.decode(r["payload"])) for r in rows if r["task"] is not None]

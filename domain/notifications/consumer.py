@@ -13,12 +13,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-import asyncpg
-
-from domain.errors import NotFound
 from domain.events.envelope import Envelope
 from domain.notifications import reminders
-from domain.notifications.dispatch import Facts, load_facts, notify
+from domain.notifications.dispatch import Notice, load_facts, notify_many
 from domain.scheduling.lifecycle import ACTIVE
 from domain.scheduling.models import Appointment, Status
 from domain.tenancy.models import Clinic
@@ -97,25 +94,24 @@ def _key(env: Envelope, kind: str) -> str:
     return f"{env.id}:{kind}"
 
 
-async def handle(clinic: Clinic, env: Envelope) -> None:
-    """One recipient's notice failing before it wrote anything (a template: `notify` renders
-    first) is logged by ids and costs the others nothing; a database error fails the event."""
-    try:
-        facts: Facts = await load_facts(clinic, uuid.UUID(env.data["appointment_id"]), [])
-    except NotFound:
-        return  # gone with its clinic
-    a = facts.appointment
-    assert a is not None
-    if env.type.startswith("appointment."):
-        await reminders.sync(a, clinic.settings.reminder_offsets_seconds)
-    for kind, who in RULES[env.type](env.data, a):
-        try:
-            await notify(clinic_id=clinic.id, kind=kind,
-                         user_id=a.patient_id if who == "patient" else a.doctor_id,
-                         appointment_id=a.id, key=_key(env, kind),
-                         ticket=env.data.get("ticket"), facts=facts)
-        except asyncpg.PostgresError:
-            raise
-        except Exception:
-            log.exception("notification %s for event %s (seq %s) failed; skipped", kind, env.id,
-                          env.seq)
+async def act(clinic: Clinic, events: list[Envelope]) -> None:
+    """What `events` (relevant ones) mean, in the caller's transaction: each appointment's
+    reminders planned as it now stands, and every notice of the batch made at once (the
+    appointments, people, preferences and templates read once)."""
+    ids = [uuid.UUID(env.data["appointment_id"]) for env in events]
+    facts = await load_facts([clinic], ids, [])
+    notices: list[Notice] = []
+    synced: set[uuid.UUID] = set()
+    for env, appointment_id in zip(events, ids, strict=True):
+        a = facts.appointments.get(appointment_id)
+        if a is None:
+            continue  # gone with its clinic
+        if env.type.startswith("appointment.") and a.id not in synced:
+            synced.add(a.id)  # as it now stands: once per batch is enough
+            await reminders.sync(a, clinic.settings.reminder_offsets_seconds)
+        notices += [Notice(clinic_id=clinic.id, kind=kind,
+                           user_id=a.patient_id if who == "patient" else a.doctor_id,
+                           appointment_id=a.id, key=_key(env, kind),
+                           ticket=env.data.get("ticket"))
+                    for kind, who in RULES[env.type](env.data, a)]
+    await notify_many(notices, facts)

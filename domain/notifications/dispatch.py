@@ -18,12 +18,13 @@ import msgspec
 from domain import clock, db
 from domain.access import rooms
 from domain.communication import unsubscribe
-from domain.communication.commands.messages import Content, enqueue
-from domain.communication.commands.templates import render_for_send
+from domain.communication.commands.messages import Content, Outgoing, enqueue_many
+from domain.communication.commands.templates import load_templates, render_for_send
 from domain.communication.models import Channel
 from domain.communication.templates.context import TemplateContext
 from domain.communication.templates.engine import Rendered
-from domain.events.commands import record as record_event
+from domain.events.commands import record_many
+from domain.events.envelope import DomainEvent
 from domain.identity.people import Contact, contacts
 from domain.notifications.events import NotificationCreated
 from domain.notifications.models import (
@@ -35,9 +36,9 @@ from domain.notifications.models import (
     QuietHours,
 )
 from domain.scheduling.models import Appointment
-from domain.scheduling.queries import load_appointment
+from domain.scheduling.queries import load_appointments
 from domain.tenancy.models import Clinic
-from domain.tenancy.queries import load_clinic, location_name
+from domain.tenancy.queries import load_clinics, location_names
 
 log = logging.getLogger("carewire.notifications")
 
@@ -96,41 +97,59 @@ def _content(channel: Channel, rendered: Rendered, data: dict[str, str],
 
 
 class Facts(msgspec.Struct, frozen=True, kw_only=True):
-    """What a notification about an appointment is rendered from, loaded once."""
+    """What notifications are rendered from, loaded once for a batch: the clinics, the
+    appointments, their people and those people's preferences, the places, and (once the kinds
+    are known) the clinics' templates."""
 
-    clinic: Clinic
-    appointment: Appointment | None
+    clinics: dict[uuid.UUID, Clinic]
+    appointments: dict[uuid.UUID, Appointment]
     people: dict[uuid.UUID, Contact]
     preferences: dict[uuid.UUID, Preferences]
-    location: str | None
+    locations: dict[uuid.UUID, str]
+    templates: list[dict[str, Any]] | None = None
 
 
-async def load_facts(clinic: Clinic | uuid.UUID, appointment_id: uuid.UUID | None,
+class Notice(msgspec.Struct, frozen=True, kw_only=True):
+    """One notification to make: `key` makes it once for its recipient."""
+
+    clinic_id: uuid.UUID
+    kind: str
+    user_id: uuid.UUID
+    appointment_id: uuid.UUID | None
+    key: str
+    late: bool = False
+    ticket: str | None = None
+
+
+async def load_facts(clinics: list[Clinic | uuid.UUID], appointment_ids: list[uuid.UUID],
                      user_ids: list[uuid.UUID]) -> Facts:
-    """The clinic (unless the caller has it), the appointment, its people, their preferences
-    and the place: the PHI of the text, read now."""
-    found = clinic if isinstance(clinic, Clinic) else await load_clinic(clinic)
-    appointment = await load_appointment(appointment_id) if appointment_id else None
+    """The clinics (those not given already loaded), the appointments, their patients and
+    doctors (and `user_ids`), everyone's preferences and the places, a statement each whatever
+    the batch's size: the PHI of the text, read now."""
+    known = {c.id: c for c in clinics if isinstance(c, Clinic)}
+    wanted = [c for c in clinics if not isinstance(c, Clinic) and c not in known]
+    found = {**known, **(await load_clinics(wanted) if wanted else {})}
+    appointments = await load_appointments(appointment_ids) if appointment_ids else {}
     ids = list(user_ids)
-    if appointment is not None:
-        ids += [appointment.patient_id, appointment.doctor_id]
-    people = await contacts(ids)
-    preferences = await load_preferences(ids)
-    place = (await location_name(appointment.location_id)
-             if appointment is not None and appointment.location_id else None)
-    return Facts(clinic=found, appointment=appointment, people=people, preferences=preferences,
-                 location=place)
+    for a in appointments.values():
+        ids += [a.patient_id, a.doctor_id]
+    places = [a.location_id for a in appointments.values() if a.location_id]
+    return Facts(clinics=found, appointments=appointments, people=await contacts(ids),
+                 preferences=await load_preferences(ids),
+                 locations=await location_names(places) if places else {})
 
 
-def _context(facts: Facts, locale: str, ticket: str | None) -> TemplateContext:
-    a = facts.appointment
+def _context(facts: Facts, clinic: Clinic, appointment: Appointment | None, locale: str,
+             ticket: str | None, unsubscribe_url: str | None) -> TemplateContext:
+    a = appointment
     patient = facts.people.get(a.patient_id) if a else None
     doctor = facts.people.get(a.doctor_id) if a else None
     return TemplateContext(
-        clinic_name=facts.clinic.name, clinic_timezone=facts.clinic.timezone, locale=locale,
+        clinic_name=clinic.name, clinic_timezone=clinic.timezone, locale=locale,
         patient_first_name=(patient.name.split()[0] if patient and patient.name.split() else ""),
         doctor_name=doctor.name if doctor else None, starts_at=a.start if a else None,
-        location_name=facts.location, ticket=ticket)
+        location_name=facts.locations.get(a.location_id) if a and a.location_id else None,
+        ticket=ticket, unsubscribe_url=unsubscribe_url)
 
 
 def _address(channel: Channel, contact: Contact) -> str | None:
@@ -141,71 +160,130 @@ def _address(channel: Channel, contact: Contact) -> str | None:
     return None
 
 
-async def notify(*, clinic_id: uuid.UUID, kind: str, user_id: uuid.UUID,
-                 appointment_id: uuid.UUID | None, key: str, late: bool = False,
-                 ticket: str | None = None, facts: Facts | None = None
-                 ) -> NotificationStatus | None:
-    """Tell `user_id` about `kind`, once per `key`: None when it already happened. `facts`
-    lets a caller telling several people about one appointment load it once. Every channel is
-    rendered before anything is written (a clinic's template that fails is replaced by the
-    shipped default there), so nothing is left half done. Email carries the one-click
-    unsubscribe link for this kind and address."""
-    facts = facts or await load_facts(clinic_id, appointment_id, [user_id])
-    contact = facts.people.get(user_id)
+class _Made(msgspec.Struct, kw_only=True):
+    """A notice rendered: its messages (indexes into the batch's list) and inbox text."""
+
+    notice: Notice
+    messages: list[tuple[Channel, int]]
+    in_app: bool
+    title: str | None
+    body: str | None
+
+
+async def _render(notice: Notice, facts: Facts, outgoing: list[Outgoing]) -> _Made | None:
+    """The notice's messages, appended to `outgoing`; None when its recipient is gone. Every
+    channel is rendered before anything is written (a clinic's template that fails gives way
+    to the shipped default there), so a failure leaves nothing half done."""
+    contact = facts.people.get(notice.user_id)
+    clinic = facts.clinics[notice.clinic_id]
+    appointment = facts.appointments.get(notice.appointment_id) if notice.appointment_id else None
     if contact is None:  # the account is gone
         return None
-    preferences = facts.preferences.get(user_id) or Preferences()
-    wanted = channels_for(kind, preferences, facts.clinic)
+    preferences = facts.preferences.get(notice.user_id) or Preferences()
+    wanted = channels_for(notice.kind, preferences, clinic)
     locale = preferences.locale or "en"
-    hold = None if kind in URGENT_KINDS else quiet_until(
-        preferences.quiet_hours, preferences.timezone or facts.clinic.timezone, clock.now())
-    data = {"kind": kind, "clinic_id": str(clinic_id)}
-    if appointment_id:
-        data["appointment_id"] = str(appointment_id)
-    targets: list[tuple[Channel, str | None]] = []
-    for channel in wanted:
-        if channel == "in_app":
-            continue
-        address = _address(channel, contact)
-        if channel == "push" or address is not None:
-            targets.append((channel, address))
+    hold = None if notice.kind in URGENT_KINDS else quiet_until(
+        preferences.quiet_hours, preferences.timezone or clinic.timezone, clock.now())
+    targets = [(c, _address(c, contact)) for c in wanted if c != "in_app"]
+    targets = [(c, a) for c, a in targets if c == "push" or a is not None]
     in_app = "in_app" in wanted
     renders: list[Channel] = [c for c, _ in targets]
     if in_app and "push" not in renders:
         renders.append("push")  # the inbox shows the push title and body
-    url = unsubscribe.link(clinic_id=clinic_id, kind=kind, address=contact.email) \
+    url = unsubscribe.link(clinic_id=clinic.id, kind=notice.kind, address=contact.email) \
         if "email" in renders else None
     rendered = await render_for_send(
-        clinic_id=clinic_id, kind=kind, channels=renders, locale=locale,
-        context=msgspec.structs.replace(_context(facts, locale, ticket), unsubscribe_url=url))
+        clinic_id=clinic.id, kind=notice.kind, channels=renders, locale=locale,
+        context=_context(facts, clinic, appointment, locale, notice.ticket, url),
+        loaded=facts.templates)
+    data = {"kind": notice.kind, "clinic_id": str(clinic.id)}
+    if notice.appointment_id:
+        data["appointment_id"] = str(notice.appointment_id)
     headers = unsubscribe.headers(url) if url else {}
-    title = body = None
-    if in_app:
-        title, body = rendered["push"].subject, rendered["push"].text
-    sent: list[str] = []
+    made = _Made(notice=notice, messages=[], in_app=in_app, title=None, body=None)
     for channel, address in targets:
-        content = _content(channel, rendered[channel], data, headers)
-        if await enqueue(clinic_id=clinic_id, channel=channel, kind=kind, content=content,
-                         address=address, user_id=user_id,
-                         dedupe_key=f"{key}:{user_id}:{channel}", not_before=hold):
-            sent.append(channel)
+        made.messages.append((channel, len(outgoing)))
+        outgoing.append(Outgoing(
+            clinic_id=clinic.id, channel=channel, kind=notice.kind,
+            content=_content(channel, rendered[channel], data, headers), address=address,
+            user_id=notice.user_id, dedupe_key=f"{notice.key}:{notice.user_id}:{channel}",
+            not_before=hold))
     if in_app:
-        sent.append("in_app")
-    status: NotificationStatus = "sent" if sent else "no_channel"
-    rows = await db.fetch(
+        made.title, made.body = rendered["push"].subject, rendered["push"].text
+    return made
+
+
+async def notify_many(notices: list[Notice], facts: Facts | None = None
+                      ) -> list[NotificationStatus | None]:
+    """Make each notice, once per its `key` (None for one already made, or whose recipient is
+    gone), inside the caller's transaction: the channels its recipient chose for the kind, each
+    rendered and enqueued, the record of it (`no_channel` when nothing could go), and
+    `notification.created` to the recipient's room for an inbox item. A statement for each
+    kind of thing, whatever the batch's size (reminders falling due together come in
+    hundreds)."""
+    if not notices:
+        return []
+    facts = facts or await load_facts([n.clinic_id for n in notices],
+                                      [n.appointment_id for n in notices if n.appointment_id],
+                                      [n.user_id for n in notices])
+    if facts.templates is None:
+        facts = msgspec.structs.replace(facts, templates=await load_templates(
+            [n.clinic_id for n in notices], [n.kind for n in notices]))
+    outgoing: list[Outgoing] = []
+    made = [await _render(n, facts, outgoing) for n in notices]
+    written = await enqueue_many(outgoing)
+    rows: list[tuple[_Made, list[str]]] = []
+    for m in made:
+        if m is not None:
+            sent = [str(c) for c, i in m.messages if written[i]] + (["in_app"] if m.in_app else [])
+            rows.append((m, sent))
+    inserted = {r["dedupe_key"]: r["id"] for r in await db.fetch(
         """INSERT INTO notifications (id, clinic_id, user_id, kind, appointment_id, dedupe_key,
                status, late, channels, in_app, title, body)
-           VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-           ON CONFLICT (clinic_id, dedupe_key) DO NOTHING RETURNING id""",
-        clinic_id, user_id, kind, appointment_id, f"{key}:{user_id}", status, late, sent,
-        in_app, title, body)
-    if not rows:
-        return None
-    if in_app:
-        await record_event(None, clinic_id=clinic_id, audience=[rooms.user(user_id)],
-                           event=NotificationCreated(notification_id=rows[0]["id"], kind=kind))
-    if status == "no_channel":
-        log.info("notification %s for user %s: no usable channel", kind, user_id)
+           SELECT gen_random_uuid(), x.clinic_id, x.user_id, x.kind, x.appointment_id,
+                  x.dedupe_key, x.status, x.late, ARRAY(SELECT jsonb_array_elements_text(x.sent)),
+                  x.in_app, x.title, x.body
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[],
+                       $7::bool[], $8::jsonb[], $9::bool[], $10::text[], $11::text[])
+                AS x(clinic_id, user_id, kind, appointment_id, dedupe_key, status, late, sent,
+                     in_app, title, body)
+           ON CONFLICT (clinic_id, dedupe_key) DO NOTHING RETURNING id, dedupe_key""",
+        [m.notice.clinic_id for m, _ in rows], [m.notice.user_id for m, _ in rows],
+        [m.notice.kind for m, _ in rows], [m.notice.appointment_id for m, _ in rows],
+        [_key(m.notice) for m, _ in rows], ["sent" if sent else "no_channel" for _, sent in rows],
+        [m.notice.late for m, _ in rows], [msgspec.json.encode(sent).decode() for _, sent in rows],
+        [m.in_app for m, _ in rows], [m.title for m, _ in rows], [m.body for m, _ in rows])}
+    by_clinic: dict[uuid.UUID, list[tuple[DomainEvent, list[str]]]] = {}
+    statuses: dict[str, NotificationStatus] = {}
+    for m, sent in rows:
+        nid = inserted.get(_key(m.notice))
+        if nid is None:
+            continue
+        statuses[_key(m.notice)] = "sent" if sent else "no_channel"
+        if m.in_app:
+            by_clinic.setdefault(m.notice.clinic_id, []).append((
+                NotificationCreated(notification_id=nid, kind=m.notice.kind),
+                [rooms.user(m.notice.user_id)]))
+        if not sent:
+            log.info("notification %s for user %s: no usable channel", m.notice.kind,
+                     m.notice.user_id)
+    for clinic_id, events in by_clinic.items():
+        await record_many(None, clinic_id=clinic_id, events=events)
+    return [statuses.get(_key(n)) for n in notices]
+
+
+def _key(notice: Notice) -> str:
+    return f"{notice.key}:{notice.user_id}"
+
+
+async def notify(*, clinic_id: uuid.UUID, kind: str, user_id: uuid.UUID,
+                 appointment_id: uuid.UUID | None, key: str, late: bool = False,
+                 ticket: str | None = None, facts: Facts | None = None
+                 ) -> NotificationStatus | None:
+    """One notice (see `notify_many`)."""
+    (status,) = await notify_many([Notice(clinic_id=clinic_id, kind=kind, user_id=user_id,
+                                          appointment_id=appointment_id, key=key, late=late,
+                                          ticket=ticket)], facts)
     return status
 
 

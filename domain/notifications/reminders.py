@@ -1,7 +1,7 @@
 """Appointment reminders, kept in the job schedule (domain/jobs) next to the unpaid-booking
 expiry. `sync` plans them whenever an appointment changes (the consumer calls it in the
 transaction that reads the event); the job `notifications.reminder` (tasks/reminders.py) runs
-`send` when one falls due.
+`send_due` (the worker's reminder loop, tasks/reminders.py) sends those due in batches.
 
 Decisions:
 - Only a `scheduled` or `confirmed` appointment has reminders (`pending_payment` gets them when
@@ -24,8 +24,15 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from domain import clock, db, settings
-from domain.errors import NotFound
-from domain.jobs.commands import Planned, claim_once, schedule_many, unschedule
+from domain.jobs.commands import (
+    Claim,
+    Due,
+    Planned,
+    claim_due,
+    claim_once,
+    schedule_many,
+    unschedule,
+)
 from domain.notifications import dispatch
 from domain.scheduling.models import Appointment, Status
 
@@ -83,30 +90,42 @@ def _is_current(appointment: Appointment, payload: dict[str, Any]) -> bool:
 
 
 async def send(*, job_key: str, payload: dict[str, Any]) -> None:
-    """One reminder, once however many workers run it (claim_once in the same transaction as
-    its effect). A stale one (rescheduled, cancelled) does nothing; one whose appointment has
-    started is recorded as dropped; one run more than `reminder_late_seconds` after its due
-    time is sent marked late."""
+    """One reminder, once however often it is called (claim_once in the same transaction as
+    its effect): what `send_due` does for a batch, for a reminder named by its key."""
     async with db.transaction():
-        if not await claim_once(job_key=job_key, task=TASK):
-            return
-        try:  # what the message is rendered from, read once (the appointment among it)
-            facts = await dispatch.load_facts(uuid.UUID(payload["clinic_id"]),
-                                              uuid.UUID(payload["appointment_id"]), [])
-        except NotFound:
-            return
-        appointment = facts.appointment
-        if appointment is None or not _is_current(appointment, payload):
-            return
-        now = clock.now()
-        if appointment.start <= now:
-            await dispatch.record_dropped(clinic_id=appointment.clinic_id, kind=KIND,
-                                          user_id=appointment.patient_id,
-                                          appointment_id=appointment.id, key=job_key)
-            return
-        late = (now - datetime.fromisoformat(payload["due"])).total_seconds() \
-            > settings.get().reminder_late_seconds
-        await dispatch.notify(clinic_id=appointment.clinic_id, kind=KIND,
-                              user_id=appointment.patient_id, appointment_id=appointment.id,
-                              key=job_key, late=late, facts=facts)
+        if await claim_once(job_key=job_key, task=TASK):
+            await _send([Due(task=TASK, job_key=job_key, payload=payload, attempt=1)])
 
+
+async def send_due(limit: int) -> Claim:
+    """The reminders due now, up to `limit`, sent in one transaction with their claim (so each
+    once, however many workers run), and when the next one falls due. A stale one
+    (rescheduled, cancelled) does nothing; one whose appointment has started is recorded as
+    dropped; one sent more than `reminder_late_seconds` after its due time is marked late."""
+    async with db.transaction():
+        claim = await claim_due(limit, task=TASK)
+        await _send(claim.due)
+    return claim
+
+
+async def _send(due: list[Due]) -> None:
+    if not due:
+        return
+    facts = await dispatch.load_facts(
+        [uuid.UUID(d.payload["clinic_id"]) for d in due],
+        [uuid.UUID(d.payload["appointment_id"]) for d in due], [])
+    now = clock.now()
+    late_after = settings.get().reminder_late_seconds
+    notices: list[dispatch.Notice] = []
+    for d in due:
+        a = facts.appointments.get(uuid.UUID(d.payload["appointment_id"]))
+        if a is None or not _is_current(a, d.payload):
+            continue  # gone, or its successor is planned
+        if a.start <= now:
+            await dispatch.record_dropped(clinic_id=a.clinic_id, kind=KIND, user_id=a.patient_id,
+                                          appointment_id=a.id, key=d.job_key)
+            continue
+        late = (now - datetime.fromisoformat(d.payload["due"])).total_seconds() > late_after
+        notices.append(dispatch.Notice(clinic_id=a.clinic_id, kind=KIND, user_id=a.patient_id,
+                                       appointment_id=a.id, key=d.job_key, late=late))
+    await dispatch.notify_many(notices, facts)

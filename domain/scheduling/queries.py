@@ -83,6 +83,13 @@ async def load_appointment(appointment_id: uuid.UUID, *, lock: bool = False) -> 
     return appointment_from_row(rows[0])
 
 
+async def load_appointments(ids: list[uuid.UUID]) -> dict[uuid.UUID, Appointment]:
+    """Several appointments in one statement (reminders falling due together); missing ids are
+    left out."""
+    rows = await db.fetch(_SELECT + "WHERE a.id = ANY($1::uuid[])", list(set(ids)))
+    return {r["id"]: appointment_from_row(r) for r in rows}
+
+
 async def visible_appointment(
     principal: Principal, appointment_id: uuid.UUID, permission: str, *, lock: bool = False
 ) -> tuple[Grant, Appointment]:

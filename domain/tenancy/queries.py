@@ -85,9 +85,15 @@ async def location_ids(clinic_id: uuid.UUID) -> set[uuid.UUID]:
                                             clinic_id)}
 
 
-async def location_name(location_id: uuid.UUID) -> str | None:
-    rows = await db.fetch("SELECT name FROM locations WHERE id = $1", location_id)
-    return rows[0]["name"] if rows else None
+async def location_names(location_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    rows = await db.fetch("SELECT id, name FROM locations WHERE id = ANY($1::uuid[])",
+                          list(set(location_ids)))
+    return {r["id"]: r["name"] for r in rows}
+
+
+async def load_clinics(clinic_ids: list[uuid.UUID]) -> dict[uuid.UUID, Clinic]:
+    rows = await db.fetch("SELECT * FROM clinics WHERE id = ANY($1::uuid[])", list(set(clinic_ids)))
+    return {r["id"]: clinic_from_row(r) for r in rows}
 
 
 async def require_location(clinic_id: uuid.UUID, location_id: uuid.UUID, *,

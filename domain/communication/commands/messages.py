@@ -74,6 +74,24 @@ class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
 
 
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """One message to log for sending (push: one per active device of `user_id`)."""
+
+    clinic_id: uuid.UUID
+    channel: Channel
+    kind: str
+    content: Content
+    address: str | None = None
+    user_id: uuid.UUID | None = None
+    dedupe_key: str | None = None
+    not_before: datetime | None = None
+
+
+def _data(content: Content) -> str:
+    return msgspec.json.encode({"push_data": content.push_data, "headers": content.headers,
+                                "template": content.template}).decode()
+
+
 async def enqueue(*, clinic_id: uuid.UUID, channel: Channel, kind: str, content: Content,
                   address: str | None = None, user_id: uuid.UUID | None = None,
                   dedupe_key: str | None = None,
@@ -82,41 +100,83 @@ async def enqueue(*, clinic_id: uuid.UUID, channel: Channel, kind: str, content:
     change and the messages it implies commit together. Push goes to each of the
     user's active devices (one log row each); other channels to `address`, which the caller has
     validated. A `dedupe_key` seen before for this clinic enqueues nothing again; `not_before`
-    holds the message back (quiet hours). One statement
-    (the NOTIFY that wakes the delivery loops rides it; PostgreSQL sends it at COMMIT, once)."""
-    body = msgspec.json.encode({"push_data": content.push_data, "headers": content.headers,
-                                "template": content.template}).decode()
-    if channel == "push":
-        if user_id is None:
+    holds the message back (quiet hours). One statement (the NOTIFY that wakes the delivery
+    loops rides it; PostgreSQL sends it at COMMIT, once)."""
+    (ids,) = await enqueue_many([Outgoing(
+        clinic_id=clinic_id, channel=channel, kind=kind, content=content, address=address,
+        user_id=user_id, dedupe_key=dedupe_key, not_before=not_before)])
+    return ids
+
+
+async def enqueue_many(items: list[Outgoing]) -> list[list[uuid.UUID]]:
+    """`enqueue` for many messages: one statement for those to an address and one for push,
+    whatever their number. Returns each item's new log rows (none when deduplicated; push: one
+    per device)."""
+    for m in items:
+        if m.channel == "push" and m.user_id is None:
             raise ValueError("push needs a user_id")
-        rows = await db.fetch(
-            """WITH m AS (
-                   INSERT INTO communication_messages (id, clinic_id, user_id, channel, kind,
-                       address, device_id, subject, body, html, data, dedupe_key, next_at)
-                   SELECT gen_random_uuid(), $1, $2, 'push', $3, d.id::text, d.id, $4, $5, $6,
-                          $7::jsonb, CASE WHEN $8::text IS NULL THEN NULL ELSE $8 || ':' || d.id END,
-                          coalesce($10, now())
-                   FROM devices d WHERE d.user_id = $2 AND d.retired_at IS NULL
-                   ON CONFLICT (clinic_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-                   RETURNING id)
-               SELECT id, pg_notify($9, '') FROM m""",
-            clinic_id, user_id, kind, content.subject, content.text, content.html, body,
-            dedupe_key, CHANNEL, not_before)
-    else:
-        if address is None:
-            raise ValueError(f"{channel} needs an address")
+        if m.channel != "push" and m.address is None:
+            raise ValueError(f"{m.channel} needs an address")
+    found: list[list[uuid.UUID]] = [[] for _ in items]
+    plain = [(i, m, uuid.uuid4()) for i, m in enumerate(items) if m.channel != "push"]
+    if plain:
         rows = await db.fetch(
             """WITH m AS (
                    INSERT INTO communication_messages (id, clinic_id, user_id, channel, kind,
                        address, subject, body, html, data, dedupe_key, next_at)
-                   VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10,
-                           coalesce($12, now()))
+                   SELECT x.id, x.clinic_id, x.user_id, x.channel, x.kind, x.address, x.subject,
+                          x.body, x.html, x.data, x.dedupe_key, coalesce(x.next_at, now())
+                   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[],
+                               $11::text[], $12::timestamptz[])
+                        AS x(id, clinic_id, user_id, channel, kind, address, subject, body, html,
+                             data, dedupe_key, next_at)
                    ON CONFLICT (clinic_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
                    RETURNING id)
-               SELECT id, pg_notify($11, '') FROM m""",
-            clinic_id, user_id, channel, kind, address, content.subject, content.text,
-            content.html, body, dedupe_key, CHANNEL, not_before)
-    return [r["id"] for r in rows]
+               SELECT id, pg_notify($13, '') FROM m""",
+            [u for _, _, u in plain], [m.clinic_id for _, m, _ in plain],
+            [m.user_id for _, m, _ in plain], [m.channel for _, m, _ in plain],
+            [m.kind for _, m, _ in plain], [m.address for _, m, _ in plain],
+            [m.content.subject for _, m, _ in plain], [m.content.text for _, m, _ in plain],
+            [m.content.html for _, m, _ in plain], [_data(m.content) for _, m, _ in plain],
+            [m.dedupe_key for _, m, _ in plain], [m.not_before for _, m, _ in plain], CHANNEL)
+        written = {r["id"] for r in rows}
+        for i, _, u in plain:
+            if u in written:
+                found[i].append(u)
+    push = [(i, m) for i, m in enumerate(items) if m.channel == "push"]
+    if push:
+        rows = await db.fetch(
+            """WITH m AS (
+                   INSERT INTO communication_messages (id, clinic_id, user_id, channel, kind,
+                       address, device_id, subject, body, html, data, dedupe_key, next_at)
+                   SELECT gen_random_uuid(), x.clinic_id, x.user_id, 'push', x.kind, d.id::text,
+                          d.id, x.subject, x.body, x.html, x.data,
+                          CASE WHEN x.dedupe_key IS NULL THEN NULL
+                               ELSE x.dedupe_key || ':' || d.id END,
+                          coalesce(x.next_at, now())
+                   FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::jsonb[], $9::text[],
+                               $10::timestamptz[])
+                        AS x(i, clinic_id, user_id, kind, subject, body, html, data, dedupe_key,
+                             next_at)
+                   JOIN devices d ON d.user_id = x.user_id AND d.retired_at IS NULL
+                   ON CONFLICT (clinic_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+                   RETURNING id, user_id, kind, dedupe_key)
+               SELECT id, user_id, kind, dedupe_key, pg_notify($11, '') FROM m""",
+            [i for i, _ in push], [m.clinic_id for _, m in push], [m.user_id for _, m in push],
+            [m.kind for _, m in push], [m.content.subject for _, m in push],
+            [m.content.text for _, m in push], [m.content.html for _, m in push],
+            [_data(m.content) for _, m in push], [m.dedupe_key for _, m in push],
+            [m.not_before for _, m in push], CHANNEL)
+        for r in rows:  # back to their items: by key (user and kind when there is none)
+            for i, m in push:
+                if (r["dedupe_key"] or "").startswith(f"{m.dedupe_key}:") if m.dedupe_key \
+                        else (r["user_id"] == m.user_id and r["kind"] == m.kind
+                              and r["dedupe_key"] is None):
+                    found[i].append(r["id"])
+                    break
+    return found
 
 
 async def claim_due(limit: int, *, lease: timedelta) -> list[Claimed]:

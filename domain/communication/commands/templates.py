@@ -110,21 +110,36 @@ async def delete_template(principal: Principal, clinic_id: uuid.UUID, *, kind: s
     await events.template_saved(clinic_id, kind, ch, candidates[0])
 
 
+async def load_templates(clinic_ids: list[uuid.UUID], kinds: list[str]) -> list[dict[str, Any]]:
+    """Every template of these clinics for these kinds, in one statement: for `render_for_send`
+    over a batch (reminders falling due together)."""
+    return await db.fetch(
+        """SELECT clinic_id, kind, channel, locale, source FROM communication_templates
+           WHERE clinic_id = ANY($1::uuid[]) AND kind = ANY($2::text[])""",
+        list(set(clinic_ids)), list(set(kinds)))
+
+
 async def render_for_send(*, clinic_id: uuid.UUID, kind: str, channels: list[Channel],
-                          locale: str, context: TemplateContext) -> dict[Channel, engine.Rendered]:
+                          locale: str, context: TemplateContext,
+                          loaded: list[dict[str, Any]] | None = None
+                          ) -> dict[Channel, engine.Rendered]:
     """Each channel's message for a notification, in the caller's transaction: the clinic's
     most specific template for the locale (`hi-in`, then `hi`, then `en`), else the shipped
     default. One statement loads the clinic's templates. A clinic template that fails is
     replaced by the shipped default for that channel and reported to the clinic's admins
-    once (its source and the context are never logged)."""
+    once (its source and the context are never logged). `loaded`: the rows of `load_templates`
+    (no statement then)."""
     if not channels:
         return {}
     kind, _, candidates = template_key(kind, channels[0], locale)
-    rows = await db.fetch(
-        """SELECT channel, locale, source FROM communication_templates
-           WHERE clinic_id = $1 AND kind = $2 AND channel = ANY($3::text[])
-             AND locale = ANY($4::text[])""",
-        clinic_id, kind, list(channels), candidates)
+    if loaded is None:
+        rows = await db.fetch(
+            """SELECT clinic_id, kind, channel, locale, source FROM communication_templates
+               WHERE clinic_id = $1 AND kind = $2 AND channel = ANY($3::text[])
+                 AND locale = ANY($4::text[])""",
+            clinic_id, kind, list(channels), candidates)
+    else:
+        rows = [r for r in loaded if r["clinic_id"] == clinic_id and r["kind"] == kind]
     out: dict[Channel, engine.Rendered] = {}
     for channel in channels:
         own = most_specific([r for r in rows if r["channel"] == channel], candidates)

@@ -9,7 +9,7 @@ import uuid
 
 from domain import db
 from domain.events.queries import heads, outgoing_after
-from domain.notifications.consumer import BATCH, handle, relevant
+from domain.notifications.consumer import BATCH, act, relevant
 from domain.tenancy.queries import load_clinic
 
 log = logging.getLogger("carewire.notifications")
@@ -29,8 +29,9 @@ async def pending() -> list[uuid.UUID]:
 
 async def process_clinic(clinic_id: uuid.UUID) -> int:
     """Read one batch of a clinic's events and act on them; returns how many were read (0 when
-    another worker holds the clinic). An event whose handling fails is logged and skipped (its
-    savepoint rolled back), so one bad event cannot stop a clinic's notifications."""
+    another worker holds the clinic). The batch's events are acted on together; when that fails,
+    one at a time, and an event that fails alone is logged and skipped (its savepoint rolled
+    back), so one bad event cannot stop a clinic's notifications."""
     read = 0
     async with db.transaction() as tx:
         rows = await db.fetch("SELECT last_seq FROM notification_cursors WHERE clinic_id = $1 "
@@ -40,17 +41,22 @@ async def process_clinic(clinic_id: uuid.UUID) -> int:
         batch = await outgoing_after(clinic_id, rows[0]["last_seq"], limit=BATCH)
         if not batch:
             return 0
-        clinic = await load_clinic(clinic_id)
-        for out in batch:
-            env = out.envelope
-            if not relevant(env):
-                continue
+        events = [out.envelope for out in batch if relevant(out.envelope)]
+        if events:
+            clinic = await load_clinic(clinic_id)
             try:
                 async with tx.savepoint():
-                    await handle(clinic, env)
-            except Exception:
-                log.exception("notifications for event %s (%s, seq %s) failed; skipped",
-                              env.id, env.type, env.seq)
+                    await act(clinic, events)
+            except Exception:  # find the event at fault: each on its own, a failing one skipped
+                log.exception("notifications for %s events of clinic %s failed; one at a time",
+                              len(events), clinic_id)
+                for env in events:
+                    try:
+                        async with tx.savepoint():
+                            await act(clinic, [env])
+                    except Exception:
+                        log.exception("notifications for event %s (%s, seq %s) failed; skipped",
+                                      env.id, env.type, env.seq)
         await db.fetch("UPDATE notification_cursors SET last_seq = $2, updated_at = now() "
                        "WHERE clinic_id = $1", clinic_id, batch[-1].envelope.seq)
         read = len(batch)
