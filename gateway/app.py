@@ -42,6 +42,7 @@ from gateway.routes import (
     events,
     health,
     members,
+    notifications,
     queues,
     scheduling,
     users,
@@ -54,7 +55,7 @@ log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
                scheduling.router, queues.router, devices.router, communication_log.router,
-               communication_log.my_router, communication.router,
+               communication_log.my_router, communication.router, notifications.router,
                webhooks.router]
 
 
