@@ -1,5 +1,5 @@
-"""`carewire worker`: the Taskiq receiver, the job scheduler, the outbox relay and the outbound
-delivery loop."""
+"""`carewire worker`: the Taskiq receiver, the job scheduler, the outbox relay, the
+notifications consumer and the outbound delivery loop."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from domain.communication.providers import http as provider_http
 from domain.communication.providers import ses
 from tasks.broker import build_broker
 from tasks.delivery import DeliveryLoop
+from tasks.notifications import NotificationLoop
 from tasks.outbox_relay import Relay
 from tasks.runner import ensure_periodic
 from tasks.scheduler import run_scheduler
@@ -36,6 +37,8 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     relay.start()
     delivery = DeliveryLoop(concurrency=delivery_concurrency)
     delivery.start()
+    notifications = NotificationLoop()
+    notifications.start()
     receiver = Receiver(broker, max_async_tasks=concurrency, run_startup=False)
     tasks = [asyncio.create_task(receiver.listen(stop), name="receiver"),
              asyncio.create_task(run_scheduler(broker, stop), name="scheduler")]
@@ -47,6 +50,8 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=3)
+    log.info("stopping: notifications")
+    await notifications.stop()
     log.info("stopping: delivery")
     await delivery.stop()
     log.info("stopping: relay")

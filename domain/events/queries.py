@@ -80,6 +80,12 @@ async def last_seqs(clinic_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     return {c: found.get(c, 0) for c in clinic_ids}
 
 
+async def heads() -> dict[uuid.UUID, int]:
+    """Every clinic's last sequence: for a consumer of the log finding the clinics with news."""
+    rows = await db.fetch("SELECT clinic_id, last_seq FROM clinic_sequences")
+    return {r["clinic_id"]: r["last_seq"] for r in rows}
+
+
 async def outgoing_after(clinic_id: uuid.UUID, after: int, *, limit: int) -> list[Outgoing]:
     """Every event after a sequence, whatever its audience: for a hub filling a gap."""
     rows = await db.fetch(

@@ -17,6 +17,7 @@ from domain import db
 class Contact(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     phone: str | None
+    name: str
 
 
 async def user_id_by_email(email: str) -> uuid.UUID | None:
@@ -27,8 +28,17 @@ async def user_id_by_email(email: str) -> uuid.UUID | None:
 
 async def contact(user_id: uuid.UUID) -> Contact | None:
     """Where a user can be reached (communication's test send goes to the caller)."""
-    rows = await db.fetch("SELECT email, phone FROM users WHERE id = $1", user_id)
-    return Contact(email=rows[0]["email"], phone=rows[0]["phone"]) if rows else None
+    rows = await db.fetch("SELECT email, phone, name FROM users WHERE id = $1", user_id)
+    return Contact(email=rows[0]["email"], phone=rows[0]["phone"], name=rows[0]["name"]) \
+        if rows else None
+
+
+async def contacts(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Contact]:
+    """Several people in one statement (a notification names its recipient, the patient and
+    the doctor)."""
+    rows = await db.fetch("SELECT id, email, phone, name FROM users WHERE id = ANY($1::uuid[])",
+                          list(set(user_ids)))
+    return {r["id"]: Contact(email=r["email"], phone=r["phone"], name=r["name"]) for r in rows}
 
 
 def person_join(user_id: str, alias: str) -> str:

@@ -85,6 +85,11 @@ async def location_ids(clinic_id: uuid.UUID) -> set[uuid.UUID]:
                                             clinic_id)}
 
 
+async def location_name(location_id: uuid.UUID) -> str | None:
+    rows = await db.fetch("SELECT name FROM locations WHERE id = $1", location_id)
+    return rows[0]["name"] if rows else None
+
+
 async def require_location(clinic_id: uuid.UUID, location_id: uuid.UUID, *,
                            otherwise: DomainError) -> None:
     """Raises `otherwise` unless the location is the clinic's (another clinic's is as absent as

@@ -1,0 +1,118 @@
+"""Events become notifications. A consumer of the event log (not of the hub, which drops what no
+socket hears): each clinic's events are read in order after the clinic's cursor, and the cursor
+moves in the transaction that enqueued their messages, so a restart neither skips nor repeats.
+Several workers share the clinics (the cursor row is locked with SKIP LOCKED).
+
+What each event type becomes is the table `RULES`; recipients come from ids (the appointment's
+patient and doctor, loaded now), never from names in the event."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+from domain import db
+from domain.errors import NotFound
+from domain.events.envelope import Envelope
+from domain.notifications.dispatch import Facts, load_facts, notify
+from domain.scheduling.lifecycle import ACTIVE
+from domain.scheduling.models import Appointment, Status
+from domain.tenancy.models import Clinic
+
+log = logging.getLogger("carewire.notifications")
+
+#: Events read per clinic per transaction.
+BATCH: Final = 200
+
+#: Who hears of an event: (kind, "patient" | "doctor") pairs, from the event's data and the
+#: appointment as it now stands.
+Notices = list[tuple[str, str]]
+Rule = Callable[[dict[str, Any], Appointment], Notices]
+
+
+def _booked(a: Appointment) -> Notices:
+    if a.status not in ACTIVE or a.status is Status.PENDING_PAYMENT:
+        return []  # cancelled since (its own notice follows) or not paid yet
+    return [("follow_up.scheduled" if a.parent_id else "appointment.booked", "patient"),
+            ("staff.appointment_booked", "doctor")]
+
+
+def _created(data: dict[str, Any], a: Appointment) -> Notices:
+    return _booked(a) if data["status"] != Status.PENDING_PAYMENT else []
+
+
+def _status_changed(data: dict[str, Any], a: Appointment) -> Notices:
+    if data["previous_status"] == Status.PENDING_PAYMENT and data["status"] == Status.SCHEDULED:
+        return _booked(a)  # paid
+    if data["status"] == Status.NO_SHOW:
+        return [("appointment.no_show", "patient")]
+    return []
+
+
+def _rescheduled(data: dict[str, Any], a: Appointment) -> Notices:
+    return [("appointment.rescheduled", "patient")] if a.status in ACTIVE else []
+
+
+def _cancelled(data: dict[str, Any], a: Appointment) -> Notices:
+    if data["previous_status"] == Status.PENDING_PAYMENT:
+        return []  # never confirmed to anyone
+    return [("appointment.cancelled", "patient"), ("staff.appointment_cancelled", "doctor")]
+
+
+def _called(data: dict[str, Any], a: Appointment) -> Notices:
+    return [("queue.called", "patient")]
+
+
+def _position(data: dict[str, Any], a: Appointment) -> Notices:
+    return [("queue.next", "patient")]
+
+
+RULES: Final[dict[str, Rule]] = {
+    "appointment.created": _created,
+    "appointment.status_changed": _status_changed,
+    "appointment.rescheduled": _rescheduled,
+    "appointment.cancelled": _cancelled,
+    "queue.called": _called,
+    "queue.position": _position,
+}
+
+
+def _relevant(env: Envelope) -> bool:
+    if env.type not in RULES:
+        return False
+    if env.type == "queue.position":  # "you are next": only the one now first in line
+        return env.data.get("ahead") == 0 and env.data.get("status") == "waiting"
+    return True
+
+
+def _key(env: Envelope, kind: str) -> str:
+    """Once per event and kind; "you are next" once per appointment, however often the line
+    reshuffles."""
+    if kind == "queue.next":
+        return f"queue.next:{env.data['appointment_id']}"
+    return f"{env.id}:{kind}"
+
+
+async def handle(tx: db.Transaction, clinic: Clinic, env: Envelope) -> None:
+    """Each notice in a savepoint of its own: one recipient's failure (logged, by ids) does not
+    cost the others theirs."""
+    if not _relevant(env):
+        return
+    try:
+        facts: Facts = await load_facts(clinic, uuid.UUID(env.data["appointment_id"]), [])
+    except NotFound:
+        return  # gone with its clinic
+    a = facts.appointment
+    assert a is not None
+    for kind, who in RULES[env.type](env.data, a):
+        try:
+            async with tx.savepoint():
+                await notify(clinic_id=clinic.id, kind=kind,
+                             user_id=a.patient_id if who == "patient" else a.doctor_id,
+                             appointment_id=a.id, key=_key(env, kind),
+                             ticket=env.data.get("ticket"), facts=facts)
+        except Exception:
+            log.exception("notification %s for event %s (seq %s) failed; skipped", kind, env.id,
+                          env.seq)
