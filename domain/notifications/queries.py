@@ -8,7 +8,7 @@ import msgspec
 
 from domain import db
 from domain.notifications.commands.inbox import ITEM_COLUMNS, notification_from_row
-from domain.notifications.commands.preferences import preferences_from_row
+from domain.notifications.dispatch import load_preferences
 from domain.notifications.models import (
     DEFAULT_CHANNELS,
     KINDS,
@@ -38,12 +38,7 @@ class PreferencesView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def my_preferences(principal: Principal) -> PreferencesView:
-    rows = await db.fetch(
-        """SELECT channels, quiet_start, quiet_end, timezone, locale
-           FROM notification_preferences WHERE user_id = $1""",
-        principal.user_id,
-    )
-    prefs = preferences_from_row(rows[0] if rows else None)
+    prefs = await load_preferences(principal.user_id)  # as dispatch reads them
     effective = {kind: list(prefs.channels.get(kind, DEFAULT_CHANNELS[kind])) for kind in KINDS}
     return PreferencesView(channels=prefs.channels, quiet_hours=prefs.quiet_hours,
                            timezone=prefs.timezone, locale=prefs.locale, effective=effective,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import time
-from typing import Any
 
 from domain import db, validation
 from domain.audit.commands import record
@@ -70,19 +69,6 @@ def check_preferences(*, channels: Mapping[str, Sequence[str]], quiet_hours: Qui
         locale_candidates(locale)  # the templates' own check: 400 naming `locale`
     return Preferences(channels=clean, quiet_hours=quiet_hours, timezone=timezone,
                        locale=locale)
-
-
-def preferences_from_row(row: dict[str, Any] | None) -> Preferences:
-    """A stored row as the document (no row: nothing chosen)."""
-    if row is None:
-        return Preferences()
-    raw = row["channels"]
-    channels = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-    quiet = (None if row["quiet_start"] is None else
-             QuietHours(start=row["quiet_start"].strftime("%H:%M"),
-                        end=row["quiet_end"].strftime("%H:%M")))
-    return Preferences(channels=channels, quiet_hours=quiet, timezone=row["timezone"],
-                       locale=row["locale"])
 
 
 async def put_preferences(principal: Principal, *, channels: Mapping[str, Sequence[str]],
