@@ -10,6 +10,7 @@ from domain import clock, db, settings
 from domain.audit.queries import verify_chain
 from domain.communication.commands.retention import prune_bodies
 from domain.jobs.commands import claim_once
+from domain.notifications.commands.retention import prune_texts
 from domain.scheduling.commands import expire_unpaid
 from tasks.registry import job
 
@@ -55,7 +56,11 @@ async def expire_unpaid_appointments(*, job_key: str, payload: dict[str, Any]) -
 
 @job("communication.prune_bodies", every=3600)
 async def prune_message_bodies(*, job_key: str, payload: dict[str, Any]) -> None:
-    """Message bodies live only as long as each clinic's `message_body_retention_days`."""
+    """Message bodies, and the inbox's copies of their text, live only as long as each clinic's
+    `message_body_retention_days`."""
     pruned = await prune_bodies()
     if pruned:
         log.info("pruned the bodies of %s messages", pruned)
+    cleared = await prune_texts()
+    if cleared:
+        log.info("pruned the text of %s notifications", cleared)

@@ -685,10 +685,35 @@ def test_suppression_commands(domain_layer, house, member_factory, pinned) -> No
     pinned.verify()
 
 
+def test_notifications_consume(domain_layer, house, pinned) -> None:
+    """The consumer reading one booking: the patient's confirmation (email; push finds no
+    device; in-app) and the doctor's notice, each in a savepoint, and the cursor moved."""
+    from domain.notifications.commands import consume
+
+    c, day = house, fresh_day()
+
+    def booked_then_read(hour: int) -> Command:
+        def command() -> Any:
+            domain_layer.run(consume.pending())  # the clinic's cursor exists
+            while domain_layer.run(consume.process_clinic(c["cid"])):
+                pass  # caught up, outside the count
+            domain_layer.run(_book(c, _at(day, hour), patient=3)())
+            return consume.process_clinic(c["cid"])
+        return command
+
+    result, n, sent = measure(domain_layer, booked_then_read(9), booked_then_read(10))
+    assert result >= 1
+    pinned("CONSUME_BOOKING", n, sent)
+    pinned.verify()
+
+
 def test_prune_bodies(domain_layer, pinned) -> None:
     """With fewer due messages than a batch: one UPDATE (and its reset)."""
     _, n, sent = measure(domain_layer, retention.prune_bodies, retention.prune_bodies)
     pinned("PRUNE_BODIES", n, sent)
+    from domain.notifications.commands import retention as inbox_retention
+    _, n, sent = measure(domain_layer, inbox_retention.prune_texts, inbox_retention.prune_texts)
+    pinned("PRUNE_NOTIFICATION_TEXTS", n, sent)
     pinned.verify()
 
 
@@ -841,6 +866,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "communication.commands.suppressions:remove_suppression": ("REMOVE_SUPPRESSION",),
     "communication.commands.suppressions:suppress": ("SUPPRESS",),
     "communication.commands.retention:prune_bodies": ("PRUNE_BODIES",),
+    "notifications.commands.retention:prune_texts": ("PRUNE_NOTIFICATION_TEXTS",),
+    "notifications.commands.consume:process_clinic": ("CONSUME_BOOKING",),
     "communication.commands.config:put_config": ("PUT_COMMUNICATION_CONFIG",),
     "communication.commands.config:send_test": ("SEND_TEST_MESSAGE",),
     "communication.commands.delivery_status:report_status": ("REPORT_STATUS",),
@@ -868,6 +895,7 @@ NOT_COMMANDS: dict[str, str] = {
     # reads: they write nothing
     "queueing.commands:location_code": "read: a location's check-in code",
     "queueing.commands:appointment_code": "read: an appointment's check-in code",
+    "notifications.commands.consume:pending": "read: the clinics whose log is ahead of its cursor",
 }
 
 
@@ -955,6 +983,9 @@ DECLINE_INVITATION = 8  # no event
 UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
+CONSUME_BOOKING = 19  # cursor, events, clinic; the appointment, people, preferences, place
+#   once; per recipient its channels and its inbox row; in a savepoint; the cursor moved
+PRUNE_NOTIFICATION_TEXTS = 2  # as PRUNE_BODIES: one UPDATE and its reset
 LOGIN = 10  # the user read outside the transaction (the password check must not hold one)
 LOGIN_WRONG_PASSWORD = 8  # the failure's audit row in a transaction of its own
 REFRESH = 8

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from domain import db
+import asyncpg
+
 from domain.errors import NotFound
 from domain.events.envelope import Envelope
 from domain.notifications.dispatch import Facts, load_facts, notify
@@ -79,7 +80,7 @@ RULES: Final[dict[str, Rule]] = {
 }
 
 
-def _relevant(env: Envelope) -> bool:
+def relevant(env: Envelope) -> bool:
     if env.type not in RULES:
         return False
     if env.type == "queue.position":  # "you are next": only the one now first in line
@@ -95,11 +96,9 @@ def _key(env: Envelope, kind: str) -> str:
     return f"{env.id}:{kind}"
 
 
-async def handle(tx: db.Transaction, clinic: Clinic, env: Envelope) -> None:
-    """Each notice in a savepoint of its own: one recipient's failure (logged, by ids) does not
-    cost the others theirs."""
-    if not _relevant(env):
-        return
+async def handle(clinic: Clinic, env: Envelope) -> None:
+    """One recipient's notice failing before it wrote anything (a template: `notify` renders
+    first) is logged by ids and costs the others nothing; a database error fails the event."""
     try:
         facts: Facts = await load_facts(clinic, uuid.UUID(env.data["appointment_id"]), [])
     except NotFound:
@@ -108,11 +107,12 @@ async def handle(tx: db.Transaction, clinic: Clinic, env: Envelope) -> None:
     assert a is not None
     for kind, who in RULES[env.type](env.data, a):
         try:
-            async with tx.savepoint():
-                await notify(clinic_id=clinic.id, kind=kind,
-                             user_id=a.patient_id if who == "patient" else a.doctor_id,
-                             appointment_id=a.id, key=_key(env, kind),
-                             ticket=env.data.get("ticket"), facts=facts)
+            await notify(clinic_id=clinic.id, kind=kind,
+                         user_id=a.patient_id if who == "patient" else a.doctor_id,
+                         appointment_id=a.id, key=_key(env, kind),
+                         ticket=env.data.get("ticket"), facts=facts)
+        except asyncpg.PostgresError:
+            raise
         except Exception:
             log.exception("notification %s for event %s (seq %s) failed; skipped", kind, env.id,
                           env.seq)

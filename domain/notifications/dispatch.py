@@ -40,12 +40,14 @@ from domain.tenancy.queries import load_clinic, location_name
 log = logging.getLogger("carewire.notifications")
 
 
-async def load_preferences(user_id: uuid.UUID) -> Preferences:
+async def load_preferences(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Preferences]:
+    """Each user's preferences (the defaults for one who never chose), in one statement."""
     rows = await db.fetch(
-        """SELECT channels, to_char(quiet_start, 'HH24:MI') AS quiet_start,
+        """SELECT user_id, channels, to_char(quiet_start, 'HH24:MI') AS quiet_start,
                   to_char(quiet_end, 'HH24:MI') AS quiet_end, timezone, locale
-           FROM notification_preferences WHERE user_id = $1""", user_id)
-    return preferences_from_row(rows[0]) if rows else Preferences()
+           FROM notification_preferences WHERE user_id = ANY($1::uuid[])""", list(set(user_ids)))
+    found = {r["user_id"]: preferences_from_row(r) for r in rows}
+    return {u: found.get(u, Preferences()) for u in user_ids}
 
 
 def preferences_from_row(row: dict[str, Any]) -> Preferences:
@@ -97,22 +99,25 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     clinic: Clinic
     appointment: Appointment | None
     people: dict[uuid.UUID, Contact]
+    preferences: dict[uuid.UUID, Preferences]
     location: str | None
 
 
 async def load_facts(clinic: Clinic | uuid.UUID, appointment_id: uuid.UUID | None,
                      user_ids: list[uuid.UUID]) -> Facts:
-    """The clinic (unless the caller has it), the appointment, its people and place: the PHI
-    of the text, read now."""
+    """The clinic (unless the caller has it), the appointment, its people, their preferences
+    and the place: the PHI of the text, read now."""
     found = clinic if isinstance(clinic, Clinic) else await load_clinic(clinic)
     appointment = await load_appointment(appointment_id) if appointment_id else None
     ids = list(user_ids)
     if appointment is not None:
         ids += [appointment.patient_id, appointment.doctor_id]
     people = await contacts(ids)
+    preferences = await load_preferences(ids)
     place = (await location_name(appointment.location_id)
              if appointment is not None and appointment.location_id else None)
-    return Facts(clinic=found, appointment=appointment, people=people, location=place)
+    return Facts(clinic=found, appointment=appointment, people=people, preferences=preferences,
+                 location=place)
 
 
 def _context(facts: Facts, locale: str, ticket: str | None) -> TemplateContext:
@@ -139,40 +144,42 @@ async def notify(*, clinic_id: uuid.UUID, kind: str, user_id: uuid.UUID,
                  ticket: str | None = None, facts: Facts | None = None
                  ) -> NotificationStatus | None:
     """Tell `user_id` about `kind`, once per `key`: None when it already happened. `facts`
-    lets a caller telling several people about one appointment load it once."""
+    lets a caller telling several people about one appointment load it once. Every channel is
+    rendered before anything is written, so a template that fails leaves nothing half done."""
     facts = facts or await load_facts(clinic_id, appointment_id, [user_id])
     contact = facts.people.get(user_id)
     if contact is None:  # the account is gone
         return None
-    preferences = await load_preferences(user_id)
+    preferences = facts.preferences.get(user_id) or Preferences()
     wanted = channels_for(kind, preferences, facts.clinic)
     locale = preferences.locale or "en"
     context = _context(facts, locale, ticket)
-    now = clock.now()
     hold = None if kind in URGENT_KINDS else quiet_until(
-        preferences.quiet_hours, preferences.timezone or facts.clinic.timezone, now)
+        preferences.quiet_hours, preferences.timezone or facts.clinic.timezone, clock.now())
     data = {"kind": kind, "clinic_id": str(clinic_id)}
     if appointment_id:
         data["appointment_id"] = str(appointment_id)
-    sent: list[str] = []
-    in_app = "in_app" in wanted
-    title = body = None
+    outgoing: list[tuple[Channel, str | None, Content]] = []
     for channel in wanted:
         if channel == "in_app":
             continue
         address = _address(channel, contact)
         if channel != "push" and address is None:
             continue
-        rendered = render(kind, channel, locale, context)
-        ids = await enqueue(clinic_id=clinic_id, channel=channel, kind=kind,
-                            content=_content(channel, rendered, data, {}), address=address,
-                            user_id=user_id, dedupe_key=f"{key}:{user_id}:{channel}",
-                            not_before=hold)
-        if ids:
-            sent.append(channel)
+        outgoing.append((channel, address,
+                         _content(channel, render(kind, channel, locale, context), data, {})))
+    in_app = "in_app" in wanted
+    title = body = None
     if in_app:
         rendered = render(kind, "push", locale, context)
         title, body = rendered.subject, rendered.text
+    sent: list[str] = []
+    for channel, address, content in outgoing:
+        if await enqueue(clinic_id=clinic_id, channel=channel, kind=kind, content=content,
+                         address=address, user_id=user_id,
+                         dedupe_key=f"{key}:{user_id}:{channel}", not_before=hold):
+            sent.append(channel)
+    if in_app:
         sent.append("in_app")
     status: NotificationStatus = "sent" if sent else "no_channel"
     rows = await db.fetch(

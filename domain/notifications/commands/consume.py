@@ -9,17 +9,21 @@ import uuid
 
 from domain import db
 from domain.events.queries import heads, outgoing_after
-from domain.notifications.consumer import BATCH, handle
+from domain.notifications.consumer import BATCH, handle, relevant
 from domain.tenancy.queries import load_clinic
 
 log = logging.getLogger("carewire.notifications")
 
 
 async def pending() -> list[uuid.UUID]:
-    """Clinics whose log is ahead of their cursor (one with no cursor yet starts at 0)."""
+    """Clinics whose log is ahead of their cursor; a clinic new to the consumer gets its cursor
+    at 0 here."""
     head = await heads()
     rows = await db.fetch("SELECT clinic_id, last_seq FROM notification_cursors")
     done = {r["clinic_id"]: r["last_seq"] for r in rows}
+    if new := [c for c in head if c not in done]:  # the row process_clinic locks
+        await db.fetch("INSERT INTO notification_cursors (clinic_id) SELECT unnest($1::uuid[]) "
+                       "ON CONFLICT (clinic_id) DO NOTHING", new)
     return [c for c, seq in head.items() if seq > done.get(c, 0)]
 
 
@@ -29,8 +33,6 @@ async def process_clinic(clinic_id: uuid.UUID) -> int:
     savepoint rolled back), so one bad event cannot stop a clinic's notifications."""
     read = 0
     async with db.transaction() as tx:
-        await db.fetch("INSERT INTO notification_cursors (clinic_id) VALUES ($1) "
-                       "ON CONFLICT (clinic_id) DO NOTHING", clinic_id)
         rows = await db.fetch("SELECT last_seq FROM notification_cursors WHERE clinic_id = $1 "
                               "FOR UPDATE SKIP LOCKED", clinic_id)
         if not rows:
@@ -41,9 +43,11 @@ async def process_clinic(clinic_id: uuid.UUID) -> int:
         clinic = await load_clinic(clinic_id)
         for out in batch:
             env = out.envelope
+            if not relevant(env):
+                continue
             try:
                 async with tx.savepoint():
-                    await handle(tx, clinic, env)
+                    await handle(clinic, env)
             except Exception:
                 log.exception("notifications for event %s (%s, seq %s) failed; skipped",
                               env.id, env.type, env.seq)
