@@ -38,7 +38,7 @@ class PreferencesView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def my_preferences(principal: Principal) -> PreferencesView:
-    prefs = await load_preferences(principal.user_id)  # as dispatch reads them
+    prefs = (await load_preferences([principal.user_id]))[principal.user_id]  # as dispatch does
     effective = {kind: list(prefs.channels.get(kind, DEFAULT_CHANNELS[kind])) for kind in KINDS}
     return PreferencesView(channels=prefs.channels, quiet_hours=prefs.quiet_hours,
                            timezone=prefs.timezone, locale=prefs.locale, effective=effective,
