@@ -288,6 +288,34 @@ def test_quiet_hours_do_not_hold_a_queue_call(world: World) -> None:
                 if m["message"]["data"]["kind"] == "queue.called"]) == 1
 
 
+def test_quiet_hours_do_not_hold_a_reminder(world: World) -> None:
+    """A reminder falls due inside the patient's quiet hours and goes at once; the booking's
+    confirmation, made in the same quiet hours, waits for their end."""
+    pytest.importorskip("domain.notifications.reminders")  # helper D's reminders (branch reminders)
+    w = world
+    quiet, until = quiet_now()
+    pat = w.patient(channels={"appointment.booked": ["email"], "appointment.reminder": ["email"]},
+                    quiet_hours=quiet, timezone="UTC")
+    r = w.as_(w.sa, "PATCH", f"/clinics/{w.clinic['id']}",
+              json={"settings": {"reminder_offsets_seconds": [60]}})  # the setting's floor
+    assert r.status_code == 200, r.text
+    start = (datetime.now(UTC) + timedelta(seconds=75)).replace(microsecond=0)
+    r = w.as_(w.sa, "POST", "/appointments", json={
+        "clinic_id": w.clinic["id"], "doctor_id": w.doctor["user_id"],
+        "patient_id": pat["user_id"], "type": "in_person", "start": start.isoformat(),
+        "duration_minutes": 5, "location_id": w.clinic["location"],
+        "override_reason": "reminder within the minute"})
+    assert r.status_code == 201, r.text
+    (reminder,) = eventually(lambda: [m for m in w.messages(pat["user_id"], "appointment.reminder")
+                                      if m["status"] == "sent"], timeout=90)
+    due = start - timedelta(seconds=60)
+    assert reminder["next_at"] < due + timedelta(seconds=5), (reminder["next_at"], due)
+    assert reminder["sent_at"] < due + timedelta(seconds=5), (reminder["sent_at"], due)
+    assert len(w.mails_to(pat["email"])) == 1  # the reminder alone reached the provider
+    (held,) = w.messages(pat["user_id"], "appointment.booked")
+    assert (held["status"], held["next_at"]) == ("queued", until)
+
+
 def check_in(w: World, appointment: str) -> str:
     r = w.as_(w.desk["token"], "POST", f"/appointments/{appointment}/check-in")
     assert r.status_code == 200, r.text
