@@ -135,5 +135,10 @@ def test_clinic_defaults_refuse_an_unknown_kind(api, sa_token, clinic_factory):
     r = api.as_(sa_token, "PATCH", path,
                 json={"settings": {"notification_channels": {"appointment.booked": ["fax"]}}})
     assert r.status_code == 400, r.text
+    r = api.as_(sa_token, "PATCH", path, json={
+        "settings": {"notification_channels": {"appointment.booked": ["email", "email"]}}})
+    assert r.status_code == 400, r.text
+    assert "settings.notification_channels.appointment.booked.1" in [
+        e["field"] for e in r.json()["errors"]]
     assert api.as_(sa_token, "GET", path).json()["settings"]["notification_channels"] == {
         "appointment.booked": ["whatsapp", "in_app"]}  # refused whole

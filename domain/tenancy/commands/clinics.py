@@ -13,7 +13,7 @@ from domain.access.policies import require, require_global
 from domain.audit.commands import record
 from domain.errors import invalid_field
 from domain.events.commands import record as record_event
-from domain.notifications.models import KINDS as NOTIFICATION_KINDS
+from domain.notifications.commands.preferences import check_channels
 from domain.principal import Principal
 from domain.tenancy import events
 from domain.tenancy.models import (
@@ -35,10 +35,7 @@ def _settings(raw: dict[str, Any] | None, base: ClinicSettings | None = None) ->
     except msgspec.ValidationError as exc:
         field, message = validation.msgspec_field_error(str(exc), "settings")
         raise invalid_field(field, message) from exc
-    for kind in sorted(clean.notification_channels):  # channel names the type already checks
-        if kind not in NOTIFICATION_KINDS:
-            raise invalid_field(f"settings.notification_channels.{kind}",
-                                "unknown notification kind")
+    check_channels(clean.notification_channels, "settings.notification_channels")
     return clean
 
 
