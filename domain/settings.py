@@ -38,6 +38,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     #: Origins allowed to open sockets and make credentialed browser calls; never "*" by default.
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+    #: The address the gateway is reached at from outside (scheme, host, port, any path prefix):
+    #: links in messages (one-click unsubscribe) start with it.
+    public_url: str = "http://127.0.0.1:8000"
     #: Wrong passwords one source address may try on one account before that pair is refused.
     login_failures_per_account: int = 5
     #: Login attempts (right or wrong) one source address may make per window.
@@ -53,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     register_attempts_per_ip: int = 10
     #: The window of the registration limit; beyond it, 429 with `Retry-After`.
     register_window_seconds: int = 3600
+    #: Requests one source address may make per minute to one-click unsubscribe links (no
+    #: login there; a link cannot be guessed, this bounds what hammering costs); beyond, 429.
+    unsubscribe_attempts_per_ip: int = 60
     #: Proxies whose X-Forwarded-For we believe (IPs or CIDRs); empty: the peer is the client.
     trusted_proxies: tuple[str, ...] = ()
     #: Largest REST request body; a larger one is refused with 413.

@@ -38,6 +38,7 @@ from gateway.routes import (
     clinics,
     communication,
     communication_log,
+    communication_templates,
     devices,
     events,
     health,
@@ -45,6 +46,7 @@ from gateway.routes import (
     notifications,
     queues,
     scheduling,
+    unsubscribe,
     users,
     webhooks,
 )
@@ -55,8 +57,9 @@ log = logging.getLogger("carewire")
 
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
                scheduling.router, queues.router, devices.router, communication_log.router,
-               communication_log.my_router, communication.router, notifications.router,
-               webhooks.router]
+               communication_log.my_router, communication.router,
+               communication_templates.router, notifications.router, webhooks.router,
+               unsubscribe.router]
 
 
 def tune_gc() -> None:

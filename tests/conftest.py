@@ -45,6 +45,7 @@ def env(sns_host: Any) -> Iterator[Env]:
             CAREWIRE_REDIS_PREFIX=f"cwtest-{secrets.token_hex(4)}:",
             CAREWIRE_LOGIN_ATTEMPTS_PER_IP="100000",
             CAREWIRE_REGISTER_ATTEMPTS_PER_IP="100000",
+            CAREWIRE_UNSUBSCRIBE_ATTEMPTS_PER_IP="100000",
             CAREWIRE_LOG_LEVEL="WARNING",
             # No test reaches a real provider: a worker on this database (some tests start
             # them) would otherwise send the test sends queued here to the internet. Port 9

@@ -57,6 +57,10 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/users/me/notifications"),
     ("POST", "/api/v1/users/me/notifications/read-all"),
     ("POST", "/api/v1/users/me/notifications/{notification_id}/read"),
+    *((method, "/api/v1/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}")
+      for method in ("GET", "PUT", "DELETE")),
+    ("POST", "/api/v1/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}/preview"),
+    ("GET", "/api/v1/unsubscribe/{token}"), ("POST", "/api/v1/unsubscribe/{token}"),
     ("POST", "/api/v1/webhooks/communication/ses"),
     ("POST", "/api/v1/webhooks/communication/zeptomail"),
     ("POST", "/api/v1/webhooks/communication/whatsapp"),

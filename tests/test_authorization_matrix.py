@@ -120,7 +120,21 @@ def request_for(route: str, clinic: dict[str, Any], caller: dict[str, Any], api:
                 "channels": {"push": {"providers": ["local"]}}}
         case "communication_settings:manage/test":
             return "POST", f"/clinics/{cid}/communication/test/email", None
+        case "communication_templates:read":
+            return "GET", f"{TEMPLATE.format(cid=cid)}", None
+        case "communication_templates:read/preview":
+            return "POST", f"{TEMPLATE.format(cid=cid)}/preview", {"source": TEMPLATE_SOURCE}
+        case "communication_templates:manage":
+            return "PUT", TEMPLATE.format(cid=cid), {"source": TEMPLATE_SOURCE}
+        case "communication_templates:manage/delete":
+            r = api.as_(sa_token, "PUT", TEMPLATE.format(cid=cid), json={"source": TEMPLATE_SOURCE})
+            assert r.status_code == 200, r.text
+            return "DELETE", TEMPLATE.format(cid=cid), None
     raise AssertionError(route)
+
+
+TEMPLATE = "/clinics/{cid}/communication/templates/appointment.booked/sms/hi-IN"
+TEMPLATE_SOURCE = "{{ clinic_name }}: {{ starts_at | datetime }}"
 
 
 CLINIC_ROUTES = ["clinics:read", "clinics:update", "locations:create", "locations:read",
@@ -128,7 +142,9 @@ CLINIC_ROUTES = ["clinics:read", "clinics:update", "locations:create", "location
                  "events:read", "invitations:read", "invitations:revoke",
                  # a second route of a permission: "<permission>/<what>"
                  "communication_settings:read", "communication_settings:read/health",
-                 "communication_settings:manage", "communication_settings:manage/test"]
+                 "communication_settings:manage", "communication_settings:manage/test",
+                 "communication_templates:read", "communication_templates:read/preview",
+                 "communication_templates:manage", "communication_templates:manage/delete"]
 
 
 def expected_status(route: str, caller: str, where: str, method: str) -> int:
@@ -145,6 +161,8 @@ def expected_status(route: str, caller: str, where: str, method: str) -> int:
         return 204
     if route == "communication_settings:manage/test":
         return 202  # queued for the worker
+    if route == "communication_templates:read/preview":
+        return 200  # a render: nothing is created
     return SUCCESS[method]
 
 
@@ -1026,3 +1044,31 @@ def test_the_whatsapp_handshake_needs_its_verify_token_not_a_login(world: World,
     assert (ok.status_code, ok.text) == (200, "42")
     no = api.as_(token, "GET", path, params={"hub.mode": "subscribe", "hub.challenge": "42"})
     assert no.status_code == 403
+
+
+# --- one-click unsubscribe: public, the signed link decides ------------------------------------
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_an_unsubscribe_link_needs_no_login_and_no_login_helps(world: World, api, db,
+                                                               domain_layer, caller: str) -> None:
+    """A mail client follows the link without a login; a token of any role changes nothing: a
+    genuine link works for everyone, a forged one for no one."""
+    from domain.communication import unsubscribe
+
+    token = world.callers.get(caller, {"token": None})["token"]
+    address = unique_email("unsub")
+    link = unsubscribe.token(clinic_id=uuid.UUID(world.a["id"]), kind="appointment.booked",
+                             address=address)
+    forged = unsubscribe.token(clinic_id=uuid.UUID(world.b["id"]), kind="appointment.booked",
+                               address=address)[:-4] + "AAAA"
+    for method in ("GET", "POST"):
+        r = api.as_(token, method, f"/unsubscribe/{forged}")
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert api.as_(token, "GET", f"/unsubscribe/{link}").status_code == 200
+    rows = lambda: db.fetch("SELECT clinic_id, kind FROM communication_suppressions "  # noqa: E731
+                            "WHERE address = $1", address)
+    assert rows() == []  # a GET changes nothing
+    r = api.as_(token, "POST", f"/unsubscribe/{link}")
+    assert r.status_code == 200, r.text
+    assert [(str(x["clinic_id"]), x["kind"]) for x in rows()] == [(world.a["id"], "appointment.booked")]

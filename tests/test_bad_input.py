@@ -208,6 +208,8 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT count(*) FROM communication_suppressions) AS suppressions,
                   (SELECT json_agg(s ORDER BY s.id)::text FROM communication_suppressions s
                     WHERE s.clinic_id = $1::uuid) AS suppression_rows,
+                  (SELECT json_agg(t ORDER BY t.kind, t.channel, t.locale)::text
+                     FROM communication_templates t) AS templates,
                   (SELECT row_to_json(i)::text FROM invitations i
                     WHERE i.id = $4::uuid) AS invitation,
                   (SELECT count(*) FROM notification_preferences) AS notification_preferences,
@@ -237,6 +239,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
             "invitation_id": ctx.invitation_id, "device_id": ctx.device_id,
             "message_id": ctx.message_id, "channel": "email", "address": ctx.suppressed,
             "notification_id": ctx.notification_id,
+            "kind": "appointment.booked", "locale": "hi-IN",
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -277,6 +280,11 @@ def _transition(action: str) -> Write:
     return Write("POST", f"/appointments/{{appointment_id}}/{action}", lambda c: {"reason": "asked"},
                  "reason", 1000, None, ("reason", 5), optional_body=True)
 
+
+TEMPLATE = "/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}"
+EMAIL_TEMPLATE = ("{% block subject %}{{ clinic_name }}{% endblock %}"
+                  "{% block text %}{{ starts_at | datetime }}{% endblock %}"
+                  "{% block html %}<p>{{ starts_at | datetime }}</p>{% endblock %}")
 
 WRITES: dict[str, Write] = {
     "login": Write(
@@ -357,6 +365,12 @@ WRITES: dict[str, Write] = {
                    "quiet_hours": {"start": "22:00", "end": "07:00"}, "timezone": "Asia/Kolkata",
                    "locale": "hi-IN"},
         None, 0, None, ("channels", 7)),
+    "put_template": Write(
+        "PUT", TEMPLATE, lambda c: {"source": EMAIL_TEMPLATE}, "source", 20_000, "source",
+        ("source", 5)),
+    "preview_template": Write(
+        "POST", TEMPLATE + "/preview", lambda c: {"source": EMAIL_TEMPLATE}, "source", 20_000,
+        None, ("source", ["x"]), optional_body=True),
 }
 
 # Every protected route, with a body that would be accepted from an allowed caller.
@@ -406,6 +420,8 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
                            None),
     "list_messages": ("GET", "/clinics/{clinic_id}/communication/messages", None),
     "get_message": ("GET", "/clinics/{clinic_id}/communication/messages/{message_id}", None),
+    "get_template": ("GET", TEMPLATE, None),
+    "delete_template": ("DELETE", TEMPLATE, None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
 }
 
@@ -843,6 +859,16 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
           ("quiet_unknown_field", {"quiet_hours": {"start": "07:00", "end": "08:00", "tz": "UTC"}},
            "quiet_hours.tz"),
       ]],
+    # templates (tests/communication/test_templates.py has every rule of the renderer)
+    *[(route, name, (lambda b: lambda c: b)({"source": source}), 400, "template")
+      for route in ("put_template", "preview_template")
+      for name, source in [
+          ("sandbox_escape", "{{ ''.__class__.__mro__ }}"),
+          ("undefined_variable", EMAIL_TEMPLATE.replace("clinic_name", "patient_phone")),
+          ("syntax_error", EMAIL_TEMPLATE[:-3]),
+          ("missing_block", "{% block subject %}x{% endblock %}"),
+          ("empty", " "),
+      ]],
 ]
 
 
@@ -881,7 +907,8 @@ COMMUNICATION_PATH_ROUTES = ["remove_device", "list_suppressions", "add_suppress
 INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitations",
                      "revoke_invitation"]
 COMMUNICATION_ROUTES = ["communication_config", "put_communication_config", "communication_test",
-                        "communication_health"]
+                        "communication_health", "get_template", "put_template", "delete_template",
+                        "preview_template"]
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
                *COMMUNICATION_ROUTES,
@@ -1164,6 +1191,48 @@ def test_a_bad_handshake_is_refused(api, params):
     check_problem(r.status_code, r.headers, r.json())
 
 
+# --- templates: the kind, channel and locale of the path ----------------------------------------
+
+@pytest.mark.parametrize(("route", "part", "value", "field"), [
+    pytest.param(route, part, value, part, id=f"{route}-{part}-{label}")
+    for route in ("get_template", "put_template", "delete_template", "preview_template")
+    for part, label, value in [
+        ("kind", "unknown", "appointment.exploded"), ("kind", "nul", "a%00b"),
+        ("channel", "unknown", "fax"), ("channel", "uppercase", "EMAIL"),
+        ("locale", "word", "hindi-language-please"), ("locale", "nul", "en%00"),
+        ("locale", "too_long", "en-" + "abcdefgh-" * 5 + "a")]])
+def test_a_bad_template_path_is_named_and_nothing_changes(api, db, ctx, route, part, value, field):
+    before = snapshot(db, ctx)
+    method, path, body = PROTECTED[route]
+    url = path.format(**{**ids(ctx, path), part: value})
+    r = api.as_(ctx.sa_token, method, url, **({"json": body(ctx)} if body else {}))
+    assert_problem(r, 400, field=field)
+    assert snapshot(db, ctx) == before
+
+
+# --- one-click unsubscribe: the token is the only input ----------------------------------------
+
+UNSUBSCRIBE = {"unsubscribe_page": ("GET", "/unsubscribe/{token}"),
+               "unsubscribe": ("POST", "/unsubscribe/{token}")}
+BAD_TOKENS = {"garbage": "garbage", "nul": "a%00b", "jwt_shaped": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln",
+              "long": "A" * 5000, "emoji": "%F0%9F%92%A9",
+              "alg_none": _jwt("none", None), "forged": _jwt("HS256", b"not-the-server-secret")}
+
+
+@pytest.mark.parametrize("token", [*BAD_TOKENS, "access_token"])
+@pytest.mark.parametrize("route", list(UNSUBSCRIBE))
+def test_a_bad_unsubscribe_token_is_named_and_nothing_changes(api, db, ctx, route, token):
+    """An access token is a genuine JWT of this server, of another type: refused as well."""
+    before = snapshot(db, ctx)
+    method, path = UNSUBSCRIBE[route]
+    value = ctx.sa_token if token == "access_token" else BAD_TOKENS[token]
+    r = api.as_(None, method, path.format(token=value),
+                content=b"List-Unsubscribe=One-Click",
+                headers={"content-type": "application/x-www-form-urlencoded"})
+    assert_problem(r, 400, field="token")
+    assert snapshot(db, ctx) == before
+
+
 # --- every route of the OpenAPI, and schemathesis against it ---------------------------------
 
 
@@ -1176,7 +1245,8 @@ def test_this_file_covers_every_route_of_the_openapi(server):
     assert listed == OPENAPI_OPERATIONS
     covered = {(w.method, "/api/v1" + w.path) for w in WRITES.values()} | {
         (m, "/api/v1" + p) for m, p, _ in PROTECTED.values()} | {
-        (m, "/api/v1" + p) for m, p in WEBHOOKS.values()}
+        (m, "/api/v1" + p) for m, p in WEBHOOKS.values()} | {
+        (m, "/api/v1" + p) for m, p in UNSUBSCRIBE.values()}
     assert covered == {op for op in OPENAPI_OPERATIONS if op[1].startswith("/api/v1")}
 
 

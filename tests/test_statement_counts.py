@@ -30,6 +30,7 @@ from domain.communication.commands import (
     messages,
     retention,
     suppressions,
+    templates,
 )
 from domain.communication.models import Sender
 from domain.errors import Conflict, Unauthenticated
@@ -685,6 +686,38 @@ def test_suppression_commands(domain_layer, house, member_factory, pinned) -> No
     pinned.verify()
 
 
+def test_template_commands(domain_layer, house, member_factory, pinned) -> None:
+    from domain.communication import unsubscribe
+    from domain.communication.templates import sample_context
+
+    admin = domain_layer.principal(
+        member_factory(house["id"], "CLINIC_ADMIN", tag="cnt-tpl")["token"])
+    cid = house["cid"]
+    sms = "{{ clinic_name }}: {{ starts_at | datetime }}"
+    put = lambda locale: (lambda: templates.put_template(  # noqa: E731
+        admin, cid, kind="appointment.booked", channel="sms", locale=locale, source=sms))
+    result, n, sent = measure(domain_layer, put("en"), put("hi"))
+    assert result.origin == "clinic"
+    pinned("PUT_TEMPLATE", n, sent)
+    domain_layer.run(put("hi-in")())
+    render = lambda: templates.render_for_send(  # noqa: E731
+        clinic_id=cid, kind="appointment.booked", channels=["sms", "push", "email"],
+        locale="hi-IN", context=sample_context("hi-IN"))
+    result, n, sent = measure(domain_layer, render, render)
+    assert result["sms"].text.startswith("Sunrise Clinic: 4")
+    pinned("RENDER_FOR_SEND", n, sent)
+    delete = lambda locale: (lambda: templates.delete_template(  # noqa: E731
+        admin, cid, kind="appointment.booked", channel="sms", locale=locale))
+    _, n, sent = measure(domain_layer, delete("hi"), delete("hi-in"))
+    pinned("DELETE_TEMPLATE", n, sent)
+    click = lambda: unsubscribe.unsubscribe(unsubscribe.token(  # noqa: E731
+        clinic_id=cid, kind="appointment.reminder", address=unique_email("unsub")))
+    result, n, sent = measure(domain_layer, click, click)
+    assert result.unsubscribed is True
+    pinned("UNSUBSCRIBE", n, sent)
+    pinned.verify()
+
+
 def test_notifications_consume(domain_layer, house, pinned) -> None:
     """The consumer reading one booking: the patient's confirmation (email; push finds no
     device; in-app) and the doctor's notice, each in a savepoint, and the cursor moved."""
@@ -864,7 +897,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "communication.commands.suppressions:add_suppression": ("ADD_SUPPRESSION",
                                                             "ADD_SUPPRESSION_EXISTING"),
     "communication.commands.suppressions:remove_suppression": ("REMOVE_SUPPRESSION",),
-    "communication.commands.suppressions:suppress": ("SUPPRESS",),
+    "communication.commands.suppressions:suppress": ("SUPPRESS", "UNSUBSCRIBE"),
+    "communication.commands.templates:put_template": ("PUT_TEMPLATE",),
+    "communication.commands.templates:delete_template": ("DELETE_TEMPLATE",),
+    "communication.commands.templates:render_for_send": ("RENDER_FOR_SEND",),
     "communication.commands.retention:prune_bodies": ("PRUNE_BODIES",),
     "notifications.commands.retention:prune_texts": ("PRUNE_NOTIFICATION_TEXTS",),
     "notifications.commands.consume:process_clinic": ("CONSUME_BOOKING",),
@@ -983,8 +1019,10 @@ DECLINE_INVITATION = 8  # no event
 UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
-CONSUME_BOOKING = 19  # cursor, events, clinic; the appointment, people, preferences, place
+CONSUME_BOOKING = 21  # cursor, events, clinic; the appointment, people, preferences, place
 #   once; per recipient its channels and its inbox row; in a savepoint; the cursor moved
+#   (was 19 while staff.appointment_booked had no shipped template: the doctor's push and inbox
+#   row were never written)
 PRUNE_NOTIFICATION_TEXTS = 2  # as PRUNE_BODIES: one UPDATE and its reset
 LOGIN = 10  # the user read outside the transaction (the password check must not hold one)
 LOGIN_WRONG_PASSWORD = 8  # the failure's audit row in a transaction of its own
@@ -1011,6 +1049,11 @@ ADD_SUPPRESSION = 7  # a clinic admin: the insert (the clinic is theirs) and the
 ADD_SUPPRESSION_EXISTING = 5  # the insert finds it, one read of the entry, nothing audited
 REMOVE_SUPPRESSION = 7  # the DELETE and the audit row
 SUPPRESS = 2  # webhooks and the pipeline: one INSERT ... ON CONFLICT DO NOTHING
+UNSUBSCRIBE = 2  # a one-click unsubscribe: the token is checked in memory, then SUPPRESS's one
+PUT_TEMPLATE = 7  # a clinic admin: the upsert (the clinic is theirs) and the audit row
+DELETE_TEMPLATE = 7  # the DELETE and the audit row
+RENDER_FOR_SEND = 2  # the clinic's templates of every channel and locale candidate in one
+#                     SELECT, and the reset; in notifications' transaction, the SELECT alone
 PRUNE_BODIES = 2  # one batch (fewer due than BATCH)
 PUT_COMMUNICATION_CONFIG = 12  # one channel and one provider's credentials: the clinic, the
 #   clinic's turn, what is stored (masks, chains), the chains' one upsert, the credentials' upsert,

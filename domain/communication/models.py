@@ -110,7 +110,28 @@ class Device(msgspec.Struct, frozen=True, kw_only=True):
 class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     channel: Channel
     address: str
+    #: The one notification kind suppressed (a one-click unsubscribe); null: every kind.
+    kind: str | None
     reason: SuppressionReason
     note: str | None
     created_at: datetime
     created_by: uuid.UUID | None
+
+
+TemplateOrigin = Literal["clinic", "default"]
+
+
+class Template(msgspec.Struct, frozen=True, kw_only=True):
+    """What a kind sends on a channel in a locale: the clinic's own template, or (`origin:
+    "default"`) the shipped one. `source_locale` is the locale of the template shown (a `hi-in`
+    request with a clinic template stored for `hi`, or the shipped `en` when no Hindi exists)."""
+
+    kind: str
+    channel: Channel
+    locale: str
+    source: str
+    origin: TemplateOrigin
+    source_locale: str
+    default_source: str
+    updated_at: datetime | None
+    updated_by: uuid.UUID | None

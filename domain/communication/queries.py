@@ -1,5 +1,5 @@
-"""Reads of devices, the suppression list and the delivery log, scoped by what the caller may
-see. Lists are keyset pages (domain/paging.py)."""
+"""Reads of devices, the suppression list, the delivery log and the clinic's templates, scoped
+by what the caller may see. Lists are keyset pages (domain/paging.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ from domain.access.policies import require
 from domain.audit.commands import record
 from domain.communication.commands.devices import device_from_row
 from domain.communication.commands.suppressions import suppression_from_row
-from domain.communication.models import Attempt, Device, Message, Suppression
+from domain.communication.commands.templates import most_specific, template_from, template_key
+from domain.communication.models import Attempt, Device, Message, Suppression, Template
+from domain.communication.templates import engine
+from domain.communication.templates.context import sample_context
 from domain.errors import NotFound, invalid_field
 from domain.paging import Page, check_limit, decode_cursor, encode_cursor
 from domain.principal import Principal
+from domain.tenancy.queries import load_clinic
 
 T = TypeVar("T")
 
@@ -75,7 +79,7 @@ async def list_suppressions(
     if channel is not None and channel not in ("email", "push", "whatsapp", "sms"):
         raise invalid_field("channel", "email, push, whatsapp or sms")
     rows = await db.fetch(
-        """SELECT id, channel, address, reason, note, created_at, created_by
+        """SELECT id, channel, address, kind, reason, note, created_at, created_by
            FROM communication_suppressions
            WHERE clinic_id = $1 AND ($2::text IS NULL OR channel = $2)
              AND ($3::text IS NULL OR address = $3)
@@ -193,3 +197,43 @@ async def my_messages(principal: Principal, *, limit: int = 50,
         principal.user_id, after[0] if after else None, after[1] if after else None, limit + 1,
     )
     return _page(rows, limit, lambda r: message_from_row(r, content=True))
+
+
+# templates -----------------------------------------------------------------------------------
+
+async def get_template(principal: Principal, clinic_id: uuid.UUID, *, kind: str, channel: str,
+                       locale: str) -> Template:
+    """What the kind sends on the channel in the locale: the clinic's most specific template
+    (`hi-in`, then `hi`, then `en`), else the shipped default (with the same fallback)."""
+    require(principal, "communication_templates:read", clinic_id,
+            resource_type="communication_template")
+    kind, ch, candidates = template_key(kind, channel, locale)
+    if principal.is_super_admin:  # a member's clinic exists; a super admin may name any id
+        await load_clinic(clinic_id)
+    rows = await db.fetch(
+        """SELECT locale, source, updated_at, updated_by FROM communication_templates
+           WHERE clinic_id = $1 AND kind = $2 AND channel = $3 AND locale = ANY($4::text[])""",
+        clinic_id, kind, ch, candidates)
+    return template_from(kind, ch, candidates[0], most_specific(rows, candidates))
+
+
+async def preview_template(principal: Principal, clinic_id: uuid.UUID, *, kind: str,
+                           channel: str, locale: str, source: str | None) -> engine.Rendered:
+    """The template (`source`, unsaved, or what GET shows) rendered against the sample
+    appointment, with the clinic's name and time zone. A failing one is `Invalid` naming
+    `template`, as a save would be."""
+    require(principal, "communication_templates:read", clinic_id,
+            resource_type="communication_template")
+    kind, ch, candidates = template_key(kind, channel, locale)
+    clinic = await load_clinic(clinic_id)
+    if source is None:
+        shown = await get_template(principal, clinic_id, kind=kind, channel=ch, locale=locale)
+        source = shown.source if shown.origin == "clinic" else None
+        source_locale = shown.source_locale
+    else:
+        engine.validate(source, ch)
+        source_locale = candidates[0]
+    context = msgspec.structs.replace(sample_context(candidates[0]), clinic_name=clinic.name,
+                                      clinic_timezone=clinic.timezone)
+    return engine.render(kind, ch, candidates[0], context, override=source,
+                         override_locale=source_locale if source is not None else None)

@@ -42,10 +42,13 @@ class Stack:
             clinic_id, channel, providers, json.dumps(sender or {}), rate_per_second, retry_unknown)
 
     def enqueue(self, clinic_id: uuid.UUID, *, to: str, count: int = 1, channel: str = "email",
-                env: dict[str, str] | None = None) -> list[uuid.UUID]:
+                env: dict[str, str] | None = None, kind: str = "test",
+                unsubscribe: bool = False) -> list[uuid.UUID]:
+        """`unsubscribe`: with the one-click unsubscribe headers of `kind` and `to`."""
         done = subprocess.run(
             [sys.executable, "-m", "tests.communication.enqueue", "--clinic", str(clinic_id),
-             "--channel", channel, "--to", to, "--count", str(count)],
+             "--channel", channel, "--to", to, "--count", str(count), "--kind", kind,
+             *(["--unsubscribe"] if unsubscribe else [])],
             env=env or self.env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         return [uuid.UUID(i) for i in json.loads(done.stdout)]

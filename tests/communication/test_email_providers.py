@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 import uuid
@@ -30,7 +31,9 @@ from tests.communication.fakes import aws, smtp, zeptomail
 TIMEOUT = 1.0
 TOKEN = "zepto-token-canary-0003"
 FROM = "clinic@mail.carewire.test"
-UNSUBSCRIBE = "<https://carewire.test/u/abc123>"
+#: As long as a real one-click link (a signed token): past a 78-character line, it must still
+#: arrive verbatim on one line, not as an RFC 2047 encoded-word nor folded.
+UNSUBSCRIBE = "<https://carewire.test/api/v1/unsubscribe/" + "eyJhbGciOiJIUzI1NiJ9." + "a" * 300 + ">"
 
 
 @contextmanager
@@ -213,6 +216,8 @@ def test_ses_sends_raw_mime_with_our_headers(wired: None, moto: aws.Moto) -> Non
     assert set(stored["destinations"]) == {"patient@example.test"}
     mail = message_from_string(stored["raw_data"], policy=policy.default)
     assert mail["List-Unsubscribe"] == UNSUBSCRIBE
+    assert re.search("^List-Unsubscribe: " + re.escape(UNSUBSCRIBE) + "\r?$", stored["raw_data"],
+                     re.M)  # one line, verbatim
     assert mail["From"].addresses[0].display_name == "Sunrise Clinic"
     assert mail["Reply-To"] == "desk@carewire.test"
     assert mail.get_content_type() == "multipart/alternative"
@@ -323,6 +328,7 @@ def test_smtp_starttls_auth_and_the_mail_as_sent(relay_env: smtp.FakeSMTP) -> No
     assert mail["From"].addresses[0].addr_spec == FROM
     assert mail["Reply-To"] == "desk@carewire.test"
     assert mail["List-Unsubscribe"] == UNSUBSCRIBE
+    assert f"\r\nList-Unsubscribe: {UNSUBSCRIBE}\r\n".encode() in got["raw"]
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert mail.get_content_type() == "multipart/alternative"
     assert mail.get_body(("plain",)).get_content().strip() == msg.text

@@ -22,8 +22,10 @@ from domain.communication.templates import (
     validate,
 )
 from domain.errors import Invalid
+from domain.notifications.models import KINDS as NOTIFICATION_KINDS
 
-HINDI_KINDS = ("appointment.booked", "appointment.reminder", "queue.called")
+HINDI_KINDS = ("appointment.booked", "appointment.reminder", "queue.called",
+               "staff.appointment_booked", "staff.appointment_cancelled")
 DEVANAGARI = range(0x0900, 0x0980)
 
 
@@ -114,6 +116,19 @@ def test_locale_fallback_order() -> None:
     assert shipped_source("queue.called", "sms", "ta-IN")[1] == "en"
     for bad in ("", "hindi-language-please", "h", "en IN", "../../etc"):
         refused("locale", render, "test", "sms", bad, sample_context())
+
+
+def test_every_notification_kind_has_shipped_templates() -> None:
+    """Notifications send every kind of theirs through these templates; the test send is ours."""
+    assert set(KINDS) == {*NOTIFICATION_KINDS, "test"}
+
+
+def test_staff_hear_of_a_booking_in_one_line() -> None:
+    push = render("staff.appointment_booked", "push", "en", sample_context())
+    assert (push.subject, push.text) == (
+        "New booking", "Asha, Dec 4, 2026, 9:30 AM, Sunrise Clinic, Indiranagar.")
+    assert render("staff.appointment_cancelled", "sms", "hi", sample_context("hi")).text == (
+        "Sunrise Clinic: रद्द, Asha, 4 दिस॰ 2026, 9:30 am।")
 
 
 def test_unknown_kind_and_channel_are_named() -> None:

@@ -138,7 +138,8 @@ async def claim_due(limit: int, *, lease: timedelta) -> list[Claimed]:
                          subject, body, html, data)
            SELECT c.*, d.token, d.kind AS token_kind,
                   EXISTS (SELECT 1 FROM communication_suppressions s WHERE s.clinic_id = c.clinic_id
-                          AND s.channel = c.channel AND s.address = c.address) AS suppressed,
+                          AND s.channel = c.channel AND s.address = c.address
+                          AND (s.kind IS NULL OR s.kind = c.kind)) AS suppressed,
                   cfg.providers, cfg.sender, cfg.rate_per_second, cfg.retry_unknown
            FROM c LEFT JOIN devices d ON d.id = c.device_id AND d.retired_at IS NULL
                                     AND d.user_id = c.user_id

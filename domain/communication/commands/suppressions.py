@@ -46,7 +46,8 @@ def masked(address: str) -> str:
 
 
 def suppression_from_row(row: dict[str, Any]) -> Suppression:
-    return Suppression(channel=row["channel"], address=row["address"], reason=row["reason"],
+    return Suppression(channel=row["channel"], address=row["address"], kind=row["kind"],
+                       reason=row["reason"],
                        note=row["note"], created_at=row["created_at"],
                        created_by=row["created_by"])
 
@@ -54,9 +55,9 @@ def suppression_from_row(row: dict[str, Any]) -> Suppression:
 async def add_suppression(principal: Principal, clinic_id: uuid.UUID, *, channel: str,
                           address: str, reason: str = "manual",
                           note: str | None = None) -> tuple[Suppression, bool]:
-    """Suppress an address; returns the entry and whether this call created it. An address
-    already suppressed keeps its entry (reason, note and author unchanged): the answer is
-    that entry, and nothing is audited, since nothing changed."""
+    """Suppress an address for every kind; returns the entry and whether this call created it.
+    An address already suppressed (for every kind) keeps its entry (reason, note and author
+    unchanged): the answer is that entry, and nothing is audited, since nothing changed."""
     require(principal, "communication_settings:manage", clinic_id,
             resource_type="communication_suppression")
     stored = normalize(channel, address)
@@ -72,16 +73,17 @@ async def add_suppression(principal: Principal, clinic_id: uuid.UUID, *, channel
                    INSERT INTO communication_suppressions
                        (clinic_id, channel, address, reason, note, created_by)
                    VALUES ($1, $2, $3, $4, $5, $6)
-                   ON CONFLICT (clinic_id, channel, address) DO NOTHING
-                   RETURNING channel, address, reason, note, created_at, created_by)
+                   ON CONFLICT (clinic_id, channel, address, (coalesce(kind, ''))) DO NOTHING
+                   RETURNING channel, address, kind, reason, note, created_at, created_by)
                SELECT *, true AS added FROM added""",
             clinic_id, channel, stored, reason, note, principal.user_id,
         )
         if not rows:  # already there (ON CONFLICT waited for its writer: a new statement sees it)
             rows = await db.fetch(
-                """SELECT channel, address, reason, note, created_at, created_by, false AS added
+                """SELECT channel, address, kind, reason, note, created_at, created_by,
+                          false AS added
                    FROM communication_suppressions
-                   WHERE clinic_id = $1 AND channel = $2 AND address = $3""",
+                   WHERE clinic_id = $1 AND channel = $2 AND address = $3 AND kind IS NULL""",
                 clinic_id, channel, stored,
             )
         else:
@@ -94,7 +96,8 @@ async def add_suppression(principal: Principal, clinic_id: uuid.UUID, *, channel
 
 async def remove_suppression(principal: Principal, clinic_id: uuid.UUID, *, channel: str,
                              address: str) -> None:
-    """Send to the address again. None there (or another clinic's) is 404."""
+    """Send to the address again: every entry of it goes (for every kind, and kind by kind).
+    None there (or another clinic's) is 404."""
     require(principal, "communication_settings:manage", clinic_id,
             resource_type="communication_suppression")
     stored = normalize(channel, address)
@@ -113,18 +116,19 @@ async def remove_suppression(principal: Principal, clinic_id: uuid.UUID, *, chan
 
 
 async def suppress(clinic_id: uuid.UUID, channel: str, address: str, reason: str,
-                   source_event_id: str | None = None) -> bool:
-    """For webhooks and the pipeline (no principal): suppress an address, once. Whether this
-    call added it; an address already suppressed keeps its first reason, so a webhook
-    delivered twice (or a bounce after a complaint) changes nothing. One statement."""
+                   source_event_id: str | None = None, *, kind: str | None = None) -> bool:
+    """For webhooks, the pipeline and one-click unsubscribes (no principal): suppress an
+    address, for one notification `kind` or (None) every kind, once. Whether this call added
+    it; an entry already there keeps its first reason, so a webhook delivered twice (or a
+    bounce after a complaint, or a second click) changes nothing. One statement."""
     stored = normalize(channel, address)
     if reason not in REASONS:
         raise invalid_field("reason", ", ".join(REASONS))
     rows = await db.fetch(
         """INSERT INTO communication_suppressions
-               (clinic_id, channel, address, reason, source_event_id)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (clinic_id, channel, address) DO NOTHING RETURNING 1""",
-        clinic_id, channel, stored, reason, source_event_id,
+               (clinic_id, channel, address, reason, source_event_id, kind)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (clinic_id, channel, address, (coalesce(kind, ''))) DO NOTHING RETURNING 1""",
+        clinic_id, channel, stored, reason, source_event_id, kind,
     )
     return bool(rows)

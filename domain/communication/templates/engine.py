@@ -1,6 +1,7 @@
 """Render notification templates: Jinja2's sandbox, strict about undefined names, autoescaped for
-HTML email only, dates formatted by babel in the clinic's time zone. Renderer only: no sending
-path uses it yet (the notifications consumer will, with the clinic's overrides from its table).
+HTML email only, dates formatted by babel in the clinic's time zone. A clinic's own templates
+(commands/templates.py) are rendered through it at send time, the shipped default standing in
+for one that fails.
 
 A template is one source per kind, channel and locale (the unit a clinic admin edits). Email
 sources hold three blocks (`subject`, `text`, `html`), push sources two (`title`, `body`); SMS
@@ -36,11 +37,13 @@ from domain.communication.models import CHANNELS, Channel
 from domain.communication.templates.context import TemplateContext, sample_context
 from domain.errors import DomainError, invalid_field
 
-#: The notification kinds of issue 12 that have shipped defaults.
+#: The notification kinds that have shipped defaults: domain.notifications.models.KINDS and the
+#: test send (tests/communication/test_templates.py keeps the two lists equal).
 KINDS: Final[tuple[str, ...]] = (
     "appointment.booked", "appointment.rescheduled", "appointment.cancelled",
     "appointment.no_show", "appointment.reminder", "follow_up.scheduled", "queue.called",
-    "queue.next", "video.starting", "test",
+    "queue.next", "video.starting", "staff.appointment_booked", "staff.appointment_cancelled",
+    "test",
 )
 #: Blocks each channel's source must define (exactly these); none: the source is the message.
 BLOCKS: Final[dict[str, tuple[str, ...]]] = {
@@ -344,14 +347,15 @@ def _channel(channel: str) -> Channel:
 
 
 def render(kind: str, channel: str, locale: str, context: TemplateContext, *,
-           override: str | None = None) -> Rendered:
+           override: str | None = None, override_locale: str | None = None) -> Rendered:
     """Render `kind` for `channel` in `locale` (template lookup `hi-IN` → `hi` → `en`), from the
-    clinic's `override` source when given, else the shipped default. Raises `Invalid` (field
-    `template`) when the template fails or a rendered part is over its channel's limit."""
+    clinic's `override` source when given (stored under `override_locale`, by default the
+    requested one), else the shipped default. Raises `Invalid` (field `template`) when the
+    template fails or a rendered part is over its channel's limit."""
     ch = _channel(channel)
     source, template_locale = shipped_source(kind, ch, locale)
     if override is not None:
-        source, template_locale = override, locale_candidates(locale)[0]
+        source, template_locale = override, override_locale or locale_candidates(locale)[0]
     effective = _effective_locale(locale, template_locale)
     variables = _variables(context, ch, effective)
     return _check_limits(_guarded(_runner(source, ch, variables)), ch)

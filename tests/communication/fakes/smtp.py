@@ -118,7 +118,7 @@ class Handler:
         content = envelope.original_content or envelope.content or b""
         assert isinstance(content, bytes)
         record = {"mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
-                  "message": message_from_bytes(content, policy=policy.default),
+                  "message": message_from_bytes(content, policy=policy.default), "raw": content,
                   "tls": _over_tls(server, session), "authenticated": bool(session.authenticated)}
         if self.mode == "reject_data":
             return "554 5.6.0 Message refused"
