@@ -1019,10 +1019,9 @@ DECLINE_INVITATION = 8  # no event
 UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
-CONSUME_BOOKING = 21  # cursor, events, clinic; the appointment, people, preferences, place
-#   once; per recipient its channels and its inbox row; in a savepoint; the cursor moved
-#   (was 19 while staff.appointment_booked had no shipped template: the doctor's push and inbox
-#   row were never written)
+CONSUME_BOOKING = 23  # cursor, events, clinic; the appointment, people, preferences, place
+#   once; per recipient the clinic's templates, its channels and its inbox row; in a
+#   savepoint; the cursor moved
 PRUNE_NOTIFICATION_TEXTS = 2  # as PRUNE_BODIES: one UPDATE and its reset
 LOGIN = 10  # the user read outside the transaction (the password check must not hold one)
 LOGIN_WRONG_PASSWORD = 8  # the failure's audit row in a transaction of its own

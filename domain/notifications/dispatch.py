@@ -17,10 +17,12 @@ import msgspec
 
 from domain import clock, db
 from domain.access import rooms
+from domain.communication import unsubscribe
 from domain.communication.commands.messages import Content, enqueue
+from domain.communication.commands.templates import render_for_send
 from domain.communication.models import Channel
 from domain.communication.templates.context import TemplateContext
-from domain.communication.templates.engine import Rendered, render
+from domain.communication.templates.engine import Rendered
 from domain.events.commands import record as record_event
 from domain.identity.people import Contact, contacts
 from domain.notifications.events import NotificationCreated
@@ -145,7 +147,9 @@ async def notify(*, clinic_id: uuid.UUID, kind: str, user_id: uuid.UUID,
                  ) -> NotificationStatus | None:
     """Tell `user_id` about `kind`, once per `key`: None when it already happened. `facts`
     lets a caller telling several people about one appointment load it once. Every channel is
-    rendered before anything is written, so a template that fails leaves nothing half done."""
+    rendered before anything is written (a clinic's template that fails is replaced by the
+    shipped default there), so nothing is left half done. Email carries the one-click
+    unsubscribe link for this kind and address."""
     facts = facts or await load_facts(clinic_id, appointment_id, [user_id])
     contact = facts.people.get(user_id)
     if contact is None:  # the account is gone
@@ -153,28 +157,34 @@ async def notify(*, clinic_id: uuid.UUID, kind: str, user_id: uuid.UUID,
     preferences = facts.preferences.get(user_id) or Preferences()
     wanted = channels_for(kind, preferences, facts.clinic)
     locale = preferences.locale or "en"
-    context = _context(facts, locale, ticket)
     hold = None if kind in URGENT_KINDS else quiet_until(
         preferences.quiet_hours, preferences.timezone or facts.clinic.timezone, clock.now())
     data = {"kind": kind, "clinic_id": str(clinic_id)}
     if appointment_id:
         data["appointment_id"] = str(appointment_id)
-    outgoing: list[tuple[Channel, str | None, Content]] = []
+    targets: list[tuple[Channel, str | None]] = []
     for channel in wanted:
         if channel == "in_app":
             continue
         address = _address(channel, contact)
-        if channel != "push" and address is None:
-            continue
-        outgoing.append((channel, address,
-                         _content(channel, render(kind, channel, locale, context), data, {})))
+        if channel == "push" or address is not None:
+            targets.append((channel, address))
     in_app = "in_app" in wanted
+    renders: list[Channel] = [c for c, _ in targets]
+    if in_app and "push" not in renders:
+        renders.append("push")  # the inbox shows the push title and body
+    url = unsubscribe.link(clinic_id=clinic_id, kind=kind, address=contact.email) \
+        if "email" in renders else None
+    rendered = await render_for_send(
+        clinic_id=clinic_id, kind=kind, channels=renders, locale=locale,
+        context=msgspec.structs.replace(_context(facts, locale, ticket), unsubscribe_url=url))
+    headers = unsubscribe.headers(url) if url else {}
     title = body = None
     if in_app:
-        rendered = render(kind, "push", locale, context)
-        title, body = rendered.subject, rendered.text
+        title, body = rendered["push"].subject, rendered["push"].text
     sent: list[str] = []
-    for channel, address, content in outgoing:
+    for channel, address in targets:
+        content = _content(channel, rendered[channel], data, headers)
         if await enqueue(clinic_id=clinic_id, channel=channel, kind=kind, content=content,
                          address=address, user_id=user_id,
                          dedupe_key=f"{key}:{user_id}:{channel}", not_before=hold):
