@@ -88,8 +88,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_reclaim_seconds: float = 30.0
     #: First retry delay; each further attempt doubles it (capped at an hour).
     job_backoff_seconds: float = 5.0
-    #: How often the job scheduler looks for due jobs when nothing wakes it sooner.
+    #: The longest the job scheduler sleeps between looks at the schedule: it sleeps until the
+    #: next job falls due (a reminder leaves on time), and wakes on NOTIFY for one due sooner.
     scheduler_poll_seconds: float = 1.0
+    #: A reminder run more than this long after its due time (workers were down) is marked late.
+    reminder_late_seconds: float = 60.0
     #: Where each HTTP provider is reached; tests point them at loopback servers speaking
     #: the same protocol. ZeptoMail's data centre is chosen here (`https://api.zeptomail.eu`).
     zeptomail_url: str = "https://api.zeptomail.com"

@@ -1,5 +1,7 @@
 """Moves due scheduled jobs onto the broker. Every worker runs one; SKIP LOCKED shares the
-table between them, and a hand-off that fails rolls back, so the job stays due."""
+table between them, and a hand-off that fails rolls back, so the job stays due. Between passes
+it sleeps until the next job falls due (a reminder leaves within milliseconds of its time),
+at most `scheduler_poll_seconds`, and wakes early on NOTIFY when a job due sooner is planned."""
 
 from __future__ import annotations
 
@@ -18,14 +20,23 @@ from tasks.broker import EXECUTE, TICK
 log = logging.getLogger("carewire.scheduler")
 
 
-async def enqueue_due(broker: RedisStreamBroker, limit: int = 100) -> int:
+#: Jobs handed over per pass (one transaction); a full batch is followed at once by the next.
+BATCH = 100
+#: Added to the sleep until the next due job, so the claim's `now()` has passed its run_at.
+_MARGIN = 0.001
+
+
+async def enqueue_due(broker: RedisStreamBroker, limit: int = BATCH) -> tuple[int, float | None]:
+    """Hands the due jobs over; returns how many, and the seconds until the next one is due."""
     execute = broker.find_task(EXECUTE)
     assert execute is not None
     async with db.transaction():
-        due = await claim_due(limit)
-        for item in due:
+        claim = await claim_due(limit)
+        claimed_at = time.monotonic()
+        for item in claim.due:
             await execute.kiq(item.task, item.job_key, item.payload, item.attempt)
-    return len(due)
+    wait = None if claim.next_in is None else claim.next_in - (time.monotonic() - claimed_at)
+    return len(claim.due), wait
 
 
 async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
@@ -41,13 +52,15 @@ async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
                 conn = await asyncpg.connect(cfg.database_url)
                 await conn.add_listener(CHANNEL, lambda *_: wake.set())
             wake.clear()
-            sent = await enqueue_due(broker)
+            sent, wait = await enqueue_due(broker)
             if time.monotonic() - last_tick > cfg.job_reclaim_seconds / 2:
                 await tick.kiq()
                 last_tick = time.monotonic()
-            if sent < 100:
+            if sent < BATCH:
+                timeout = cfg.scheduler_poll_seconds if wait is None else \
+                    min(max(wait, 0.0) + _MARGIN, cfg.scheduler_poll_seconds)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=cfg.scheduler_poll_seconds)
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -579,7 +579,7 @@ def test_jobs_commands(domain_layer, pinned) -> None:
     # LIMIT 0: the same statement, without taking the session's real due jobs from anyone
     claim = lambda: jobs.claim_due(limit=0)  # noqa: E731
     result, n, sent = measure(domain_layer, claim, claim)
-    assert result == []
+    assert result.due == [] and result.next_in is not None  # the job planned above
     pinned("CLAIM_DUE", n, sent)
     once = lambda: jobs.claim_once(job_key=key(), task="counted.noop")  # noqa: E731
     result, n, sent = measure(domain_layer, once, once)
@@ -589,6 +589,17 @@ def test_jobs_commands(domain_layer, pinned) -> None:
                              error="counted")
     _, n, sent = measure(domain_layer, bury, bury)
     pinned("BURY", n, sent)
+    many = lambda: jobs.schedule_many(  # noqa: E731
+        [jobs.Planned(task="counted.noop", job_key=key(), run_at=later) for _ in range(3)])
+    result, n, sent = measure(domain_layer, many, many)
+    assert result == 3
+    pinned("SCHEDULE_MANY", n, sent)
+    gone = key()
+    domain_layer.run(jobs.schedule(task="counted.noop", job_key=f"{gone}:a", run_at=later))
+    drop = lambda: jobs.unschedule(prefix=f"{gone}:")  # noqa: E731
+    result, n, sent = measure(domain_layer, drop, drop)
+    assert result == 0  # the warm run took it
+    pinned("UNSCHEDULE", n, sent)
     pinned.verify()
 
 
@@ -887,6 +898,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs.commands:claim_due": ("CLAIM_DUE",),
     "jobs.commands:claim_once": ("CLAIM_ONCE",),
     "jobs.commands:bury": ("BURY",),
+    "jobs.commands:schedule_many": ("SCHEDULE_MANY",),
+    "jobs.commands:unschedule": ("UNSCHEDULE",),
     "communication.commands.messages:enqueue": ("ENQUEUE_MESSAGE",),
     "communication.commands.messages:claim_due": ("CLAIM_MESSAGES",),
     "communication.commands.messages:finish": ("FINISH_MESSAGE",),
@@ -1019,7 +1032,8 @@ DECLINE_INVITATION = 8  # no event
 UPDATE_MEMBER = 13  # before: 14 (the member read again after its UPDATE)
 REMOVE_MEMBER = 12
 CREATE_USER = 2  # joins the caller's transaction; alone: the INSERT and the reset
-CONSUME_BOOKING = 23  # cursor, events, clinic; the appointment, people, preferences, place
+CONSUME_BOOKING = 25  # cursor, events, clinic; the appointment, people, preferences, place;
+#   its reminders planned (2)
 #   once; per recipient the clinic's templates, its channels and its inbox row; in a
 #   savepoint; the cursor moved
 PRUNE_NOTIFICATION_TEXTS = 2  # as PRUNE_BODIES: one UPDATE and its reset
@@ -1032,9 +1046,11 @@ LOGOUT = 7
 REVOKE_SESSION = 2
 ENSURE_SUPER_ADMIN = 7
 SCHEDULE_JOB = 2  # a job not yet due (one due now also sends the NOTIFY)
-CLAIM_DUE = 2
+CLAIM_DUE = 2  # the due jobs and when the next one is, in one statement
 CLAIM_ONCE = 2
 BURY = 2
+SCHEDULE_MANY = 2  # one INSERT for them all (its NOTIFY rides it when one is due soon)
+UNSCHEDULE = 2  # one DELETE, by the pending-key index
 ENQUEUE_MESSAGE = 2  # one statement (insert and NOTIFY) and the pool's reset; in a caller's
 #                     transaction, the statement alone
 CLAIM_MESSAGES = 2  # a batch and all a send needs in one statement, and the reset

@@ -17,6 +17,7 @@ import asyncpg
 
 from domain.errors import NotFound
 from domain.events.envelope import Envelope
+from domain.notifications import reminders
 from domain.notifications.dispatch import Facts, load_facts, notify
 from domain.scheduling.lifecycle import ACTIVE
 from domain.scheduling.models import Appointment, Status
@@ -105,6 +106,8 @@ async def handle(clinic: Clinic, env: Envelope) -> None:
         return  # gone with its clinic
     a = facts.appointment
     assert a is not None
+    if env.type.startswith("appointment."):
+        await reminders.sync(a, clinic.settings.reminder_offsets_seconds)
     for kind, who in RULES[env.type](env.data, a):
         try:
             await notify(clinic_id=clinic.id, kind=kind,
