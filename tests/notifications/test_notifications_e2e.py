@@ -291,7 +291,6 @@ def test_quiet_hours_do_not_hold_a_queue_call(world: World) -> None:
 def test_quiet_hours_do_not_hold_a_reminder(world: World) -> None:
     """A reminder falls due inside the patient's quiet hours and goes at once; the booking's
     confirmation, made in the same quiet hours, waits for their end."""
-    pytest.importorskip("domain.notifications.reminders")  # helper D's reminders (branch reminders)
     w = world
     quiet, until = quiet_now()
     pat = w.patient(channels={"appointment.booked": ["email"], "appointment.reminder": ["email"]},
