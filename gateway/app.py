@@ -43,6 +43,7 @@ from gateway.routes import (
     events,
     health,
     members,
+    notifications,
     queues,
     scheduling,
     unsubscribe,
@@ -57,7 +58,8 @@ log = logging.getLogger("carewire")
 API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events.router,
                scheduling.router, queues.router, devices.router, communication_log.router,
                communication_log.my_router, communication.router,
-               communication_templates.router, webhooks.router, unsubscribe.router]
+               communication_templates.router, notifications.router, webhooks.router,
+               unsubscribe.router]
 
 
 def tune_gc() -> None:

@@ -52,6 +52,11 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/clinics/{clinic_id}/communication/messages"),
     ("GET", "/api/v1/clinics/{clinic_id}/communication/messages/{message_id}"),
     ("GET", "/api/v1/users/me/messages"),
+    ("GET", "/api/v1/users/me/notification-preferences"),
+    ("PUT", "/api/v1/users/me/notification-preferences"),
+    ("GET", "/api/v1/users/me/notifications"),
+    ("POST", "/api/v1/users/me/notifications/read-all"),
+    ("POST", "/api/v1/users/me/notifications/{notification_id}/read"),
     *((method, "/api/v1/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}")
       for method in ("GET", "PUT", "DELETE")),
     ("POST", "/api/v1/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}/preview"),

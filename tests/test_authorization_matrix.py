@@ -950,6 +950,50 @@ def test_own_devices_and_messages_need_only_a_login(world: World, comm: Comm, ap
     assert comm.messages["b"] not in ids
 
 
+# --- notifications: one's own preferences and inbox ------------------------------------------
+# A person's, across every clinic they deal with: any signed-in caller, their own only.
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_own_notification_preferences_and_inbox_need_only_a_login(world: World, api, db,
+                                                                  caller: str) -> None:
+    """Every role reads and replaces its own preferences and reads and marks its own inbox;
+    another person's notification is 404 (never 403) and stays unread. Without a login, 401."""
+    from tests.notifications.inbox_rows import insert_notification
+
+    token = world.callers.get(caller, {"token": None})["token"]
+    patient = world.callers["PATIENT"]["user_id"]
+    theirs = insert_notification(db, world.b["id"], patient, title="clinic B secret title")
+    if token is None:
+        for method, path in (("GET", "/users/me/notification-preferences"),
+                             ("PUT", "/users/me/notification-preferences"),
+                             ("GET", "/users/me/notifications"),
+                             ("POST", "/users/me/notifications/read-all"),
+                             ("POST", f"/users/me/notifications/{theirs}/read")):
+            r = api.as_(None, method, path, **({"json": {}} if method == "PUT" else {}))
+            assert r.status_code == 401, (method, path, r.text)
+        return
+    me = api.as_(token, "GET", "/users/me").json()["id"]
+    mine = insert_notification(db, world.a["id"], me)
+    doc = {"channels": {"appointment.booked": ["in_app"]}, "timezone": "UTC", "locale": "en"}
+    r = api.as_(token, "PUT", "/users/me/notification-preferences", json=doc)
+    assert r.status_code == 200, r.text
+    assert api.as_(token, "GET", "/users/me/notification-preferences").json()["channels"] == \
+        doc["channels"]
+    listed = api.as_(token, "GET", "/users/me/notifications", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    assert mine in {n["id"] for n in listed.json()["items"]}
+    assert theirs not in listed.text or caller == "PATIENT"
+    r = api.as_(token, "POST", f"/users/me/notifications/{mine}/read")
+    assert r.status_code == 200 and r.json()["read_at"], r.text
+    if caller != "PATIENT":
+        r = api.as_(token, "POST", f"/users/me/notifications/{theirs}/read")
+        assert r.status_code == 404, r.text
+        assert "clinic B secret title" not in r.text
+    r = api.as_(token, "POST", "/users/me/notifications/read-all")
+    assert r.status_code == 200 and r.json()["updated"] >= (1 if caller == "PATIENT" else 0)
+    theirs_read = db.fetch("SELECT read_at FROM notifications WHERE id = $1::uuid", theirs)
+    assert (theirs_read[0]["read_at"] is None) is (caller != "PATIENT")
+
 # --- provider webhooks: public, the signature decides -----------------------------------------
 
 WEBHOOK_POSTS = ["ses", "zeptomail", "whatsapp"]

@@ -104,6 +104,8 @@ class Ctx:
     device_id: str  # the super admin's push device: the target of device removal
     message_id: str  # a delivery-log row of the clinic
     suppressed: str  # an email address the clinic suppresses: the target of suppression removal
+    sa_user_id: str  # the super admin (the caller): whose preferences must stay as they are
+    notification_id: str  # an unread inbox item of the super admin: the target of read marks
 
 
 RULE = {"weekday": 0, "start": "08:00", "end": "20:00"}
@@ -141,7 +143,19 @@ def ctx(api, db, clinic_factory, member_factory, sa_token) -> Ctx:
     assert r.status_code == 202, r.text
     return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
                doctor["user_id"], patient["user_id"], appointment_id, visit_id, queue_id, entry_id,
-               doctor2["user_id"], r.json()["invitation_id"], *communication(api, db, cid, sa_token))
+               doctor2["user_id"], r.json()["invitation_id"], *communication(api, db, cid, sa_token),
+               *notifications(api, db, cid, sa_token))
+
+
+def notifications(api, db, clinic_id: str, sa_token: str) -> tuple[str, str]:
+    """The super admin's id (with preferences stored) and an unread inbox item of theirs."""
+    from tests.notifications.inbox_rows import insert_notification
+
+    me = api.as_(sa_token, "GET", "/users/me").json()["id"]
+    r = api.as_(sa_token, "PUT", "/users/me/notification-preferences",
+                json={"channels": {"appointment.booked": ["email"]}, "timezone": "UTC"})
+    assert r.status_code == 200, r.text
+    return me, insert_notification(db, clinic_id, me)
 
 
 def communication(api, db, clinic_id: str, sa_token: str) -> tuple[str, str, str]:
@@ -197,8 +211,15 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT json_agg(t ORDER BY t.kind, t.channel, t.locale)::text
                      FROM communication_templates t) AS templates,
                   (SELECT row_to_json(i)::text FROM invitations i
-                    WHERE i.id = $4::uuid) AS invitation""",
+                    WHERE i.id = $4::uuid) AS invitation,
+                  (SELECT count(*) FROM notification_preferences) AS notification_preferences,
+                  (SELECT row_to_json(p)::text FROM notification_preferences p
+                    WHERE p.user_id = $6::uuid) AS preferences,
+                  (SELECT count(*) FROM notifications WHERE read_at IS NOT NULL) AS read_marks,
+                  (SELECT row_to_json(n)::text FROM notifications n
+                    WHERE n.id = $7::uuid) AS notification""",
         ctx.clinic_id, ctx.user_id, ctx.doctor_id, ctx.invitation_id, ctx.device_id,
+        ctx.sa_user_id, ctx.notification_id,
     )
     state = rows[0]
     # the targets exist to be left alone
@@ -206,6 +227,7 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
     assert state["queue_rows"] and state["entry_rows"], state
     assert '"status":"pending"' in state["invitation"], state
     assert state["device"] and ctx.suppressed in state["suppression_rows"], state
+    assert state["preferences"] and state["notification"], state
     return state
 
 
@@ -216,6 +238,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
             "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
             "invitation_id": ctx.invitation_id, "device_id": ctx.device_id,
             "message_id": ctx.message_id, "channel": "email", "address": ctx.suppressed,
+            "notification_id": ctx.notification_id,
             "kind": "appointment.booked", "locale": "hi-IN",
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
@@ -335,6 +358,13 @@ WRITES: dict[str, Write] = {
         "PUT", "/clinics/{clinic_id}/communication/config",
         lambda c: {"channels": {"push": {"providers": ["local"]}}}, None, 0, None,
         ("channels", 7)),
+    # its strings may all be null: NUL and over-long ones are field cases below
+    "put_notification_preferences": Write(
+        "PUT", "/users/me/notification-preferences",
+        lambda c: {"channels": {"appointment.booked": ["push", "in_app"]},
+                   "quiet_hours": {"start": "22:00", "end": "07:00"}, "timezone": "Asia/Kolkata",
+                   "locale": "hi-IN"},
+        None, 0, None, ("channels", 7)),
     "put_template": Write(
         "PUT", TEMPLATE, lambda c: {"source": EMAIL_TEMPLATE}, "source", 20_000, "source",
         ("source", 5)),
@@ -380,6 +410,10 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "my_devices": ("GET", "/users/me/devices", None),
     "remove_device": ("DELETE", "/users/me/devices/{device_id}", None),
     "my_messages": ("GET", "/users/me/messages", None),
+    "my_notification_preferences": ("GET", "/users/me/notification-preferences", None),
+    "my_notifications": ("GET", "/users/me/notifications", None),
+    "mark_all_notifications_read": ("POST", "/users/me/notifications/read-all", None),
+    "mark_notification_read": ("POST", "/users/me/notifications/{notification_id}/read", None),
     "list_suppressions": ("GET", "/clinics/{clinic_id}/communication/suppressions", None),
     "remove_suppression": ("DELETE",
                            "/clinics/{clinic_id}/communication/suppressions/{channel}/{address}",
@@ -399,6 +433,7 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "list_queues": lambda c: {"date": later(5)[:10]},
     "list_messages": lambda c: {"since": later(-3), "until": later(1)},
     "list_suppressions": lambda c: {"channel": "email"},
+    "my_notifications": lambda c: {"unread": "true"},
 }
 
 
@@ -579,6 +614,12 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
     ("update_clinic", "settings_unknown_key", lambda c: {"settings": {"bogus": True}},
      400, "settings.bogus"),
     ("update_clinic", "settings_null", lambda c: {"settings": None}, 400, "settings"),
+    ("update_clinic", "unknown_notification_kind",
+     lambda c: {"settings": {"notification_channels": {"appointment.lost": ["email"]}}},
+     400, "settings.notification_channels.appointment.lost"),
+    ("update_clinic", "unknown_notification_channel",
+     lambda c: {"settings": {"notification_channels": {"queue.called": ["pager"]}}},
+     400, "settings.notification_channels"),
     ("create_location", "invalid_timezone", lambda c: {"timezone": "Nowhere/Place"},
      400, "timezone"),
     ("create_location", "name_nul", lambda c: {"name": "We\u0000st"}, 400, "name"),
@@ -795,6 +836,29 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
           ("credentials_a_list", {"credentials": ["k"]}, "credentials"),
           ("credential_fields_a_string", {"credentials": {"local": "k"}}, "credentials"),
       ]],
+    # notification preferences (tests/notifications/test_preferences.py has every rule)
+    *[("put_notification_preferences", name, (lambda b: lambda c: b)(body), 400, field)
+      for name, body, field in [
+          ("unknown_kind", {"channels": {"appointment.lost": ["email"]}},
+           "channels.appointment.lost"),
+          ("unknown_channel", {"channels": {"queue.called": ["pager"]}}, "channels.queue.called.0"),
+          ("channel_twice", {"channels": {"queue.called": ["push", "push"]}},
+           "channels.queue.called.1"),
+          ("kind_nul", {"channels": {"queue.\u0000called": ["push"]}}, "channels"),
+          ("channel_null", {"channels": {"queue.called": None}}, "channels"),
+          ("too_many_channels", {"channels": {"queue.called": ["push"] * 6}}, "channels"),
+          ("unknown_timezone", {"timezone": "Europe/Atlantis"}, "timezone"),
+          ("timezone_nul", {"timezone": "Asia/\u0000Kolkata"}, "timezone"),
+          ("timezone_too_long", {"timezone": "A" * 65}, "timezone"),
+          ("bad_locale", {"locale": "x"}, "locale"),
+          ("locale_nul", {"locale": "hi\u0000"}, "locale"),
+          ("locale_too_long", {"locale": "e" * 36}, "locale"),
+          ("quiet_equal", {"quiet_hours": {"start": "07:00", "end": "07:00"}},
+           "quiet_hours.end"),
+          ("quiet_not_hhmm", {"quiet_hours": {"start": "7", "end": "08:00"}}, "quiet_hours.start"),
+          ("quiet_unknown_field", {"quiet_hours": {"start": "07:00", "end": "08:00", "tz": "UTC"}},
+           "quiet_hours.tz"),
+      ]],
     # templates (tests/communication/test_templates.py has every rule of the renderer)
     *[(route, name, (lambda b: lambda c: b)({"source": source}), 400, "template")
       for route in ("put_template", "preview_template")
@@ -838,7 +902,8 @@ QUEUE_PATH_ROUTES = [
     "list_queues", "get_queue", *(name for name in PROTECTED if name.startswith(("queue_", "entry_"))),
     "appointment_code", "location_code"]
 COMMUNICATION_PATH_ROUTES = ["remove_device", "list_suppressions", "add_suppression",
-                             "remove_suppression", "list_messages", "get_message"]
+                             "remove_suppression", "list_messages", "get_message",
+                             "mark_notification_read"]
 INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitations",
                      "revoke_invitation"]
 COMMUNICATION_ROUTES = ["communication_config", "put_communication_config", "communication_test",
@@ -850,7 +915,7 @@ PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location
                *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES,
                *COMMUNICATION_PATH_ROUTES]
 PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
-            "device_id", "message_id",
+            "device_id", "message_id", "notification_id",
             "queue_id", "entry_id", "invitation_id")
 
 
@@ -888,7 +953,7 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
                                       *(r for r in QUEUE_PATH_ROUTES if r != "list_queues"),
                                       *(r for r in INVITATION_ROUTES if r != "list_invitations"),
                                       "remove_device", "add_suppression", "remove_suppression",
-                                      "get_message"],
+                                      "get_message", "mark_notification_read"],
                                      {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
@@ -913,7 +978,7 @@ LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "appointments": "/appointments?clinic_id={clinic_id}",
          "suppressions": "/clinics/{clinic_id}/communication/suppressions",
          "messages": "/clinics/{clinic_id}/communication/messages",
-         "my_messages": "/users/me/messages"}
+         "my_messages": "/users/me/messages", "my_notifications": "/users/me/notifications"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}
 CURSORS = {"garbage": "garbage", "nul": "%00", "not_base64": "!!!!",
@@ -981,6 +1046,8 @@ QUERY_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], str]] = [
     ("list_messages", "until_year_1", lambda c: {"until": YEAR_1}, "until"),
     ("list_messages", "until_before_since", lambda c: {"until": later(-4)}, "until"),
     ("list_suppressions", "unknown_channel", lambda c: {"channel": "pigeon"}, "channel"),
+    ("my_notifications", "unread_not_a_bool", lambda c: {"unread": "maybe"}, "unread"),
+    ("my_notifications", "unread_empty", lambda c: {"unread": ""}, "unread"),
     ("list_suppressions", "address_nul", lambda c: {"address": "a\u0000b@example.test"},
      "address"),
 ]

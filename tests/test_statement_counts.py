@@ -37,6 +37,9 @@ from domain.errors import Conflict, Unauthenticated
 from domain.identity import commands as identity
 from domain.inbox import commands as inbox
 from domain.jobs import commands as jobs
+from domain.notifications.commands import inbox as notification_inbox
+from domain.notifications.commands import preferences as notification_preferences
+from domain.notifications.models import QuietHours
 from domain.principal import RequestMeta
 from domain.queueing import commands as queueing
 from domain.queueing.models import Priority
@@ -767,6 +770,36 @@ def test_prune_bodies(domain_layer, pinned) -> None:
     pinned.verify()
 
 
+# notifications -------------------------------------------------------------------------------
+
+def test_notification_preference_and_inbox_commands(domain_layer, house, member_factory, db,
+                                                    pinned) -> None:
+    from tests.notifications.inbox_rows import insert_notification
+
+    who = member_factory(house["id"], "PATIENT", tag="cnt-notify")
+    me = domain_layer.principal(who["token"])
+    put = lambda: notification_preferences.put_preferences(  # noqa: E731
+        me, channels={"appointment.booked": ["push", "in_app"]},
+        quiet_hours=QuietHours(start="22:00", end="07:00"), timezone="Asia/Kolkata",
+        locale="hi")
+    result, n, sent = measure(domain_layer, put, put)
+    assert result.channels == {"appointment.booked": ["push", "in_app"]}
+    pinned("PUT_PREFERENCES", n, sent)
+    ids = [uuid.UUID(insert_notification(db, house["id"], who["user_id"])) for _ in range(4)]
+    read = lambda i: (lambda: notification_inbox.mark_read(me, ids[i]))  # noqa: E731
+    result, n, sent = measure(domain_layer, read(0), read(1))
+    assert result.read_at is not None
+    pinned("MARK_READ", n, sent)
+    result, n, sent = measure(domain_layer, read(1), read(1))
+    assert result.read_at is not None
+    pinned("MARK_READ_AGAIN", n, sent)
+    every = lambda: notification_inbox.mark_all_read(me)  # noqa: E731
+    result, n, sent = measure(domain_layer, every, every)
+    assert result == 0  # the warm run marked the other two
+    pinned("MARK_ALL_READ", n, sent)
+    pinned.verify()
+
+
 # webhooks ------------------------------------------------------------------------------------
 
 def _sent_by_ses(db: Any, clinic_id: uuid.UUID) -> tuple[str, str]:
@@ -900,6 +933,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "communication.commands.delivery_status:record_soft_bounce": ("SOFT_BOUNCE",),
     "inbox.commands:receive": ("RECEIVE_WEBHOOK", "RECEIVE_WEBHOOK_DUPLICATE"),
     "inbox.commands:process": ("PROCESS_WEBHOOK_HARD_BOUNCE", "PROCESS_WEBHOOK_DONE"),
+    "notifications.commands.preferences:put_preferences": ("PUT_PREFERENCES",),
+    "notifications.commands.inbox:mark_read": ("MARK_READ", "MARK_READ_AGAIN"),
+    "notifications.commands.inbox:mark_all_read": ("MARK_ALL_READ",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -1056,3 +1092,7 @@ PROCESS_WEBHOOK_HARD_BOUNCE = 7  # the guarded mark, the status, the suppression
 PROCESS_WEBHOOK_DONE = 4  # the guarded mark finds it processed: nothing else
 REPORT_STATUS = 2  # one statement (the forward-only rule in its WHERE) and the reset
 SOFT_BOUNCE = 2  # the insert and the count in one statement, and the reset
+PUT_PREFERENCES = 7  # the upsert and the audit row (3), in one transaction
+MARK_READ = 2  # one UPDATE (the owner in its WHERE), no transaction, no audit, and the reset
+MARK_READ_AGAIN = 2  # the same UPDATE finds it read and keeps its time
+MARK_ALL_READ = 2  # one UPDATE counted in the same statement, and the reset

@@ -13,6 +13,7 @@ from domain.access.policies import require, require_global
 from domain.audit.commands import record
 from domain.errors import invalid_field
 from domain.events.commands import record as record_event
+from domain.notifications.commands.preferences import check_channels
 from domain.principal import Principal
 from domain.tenancy import events
 from domain.tenancy.models import (
@@ -30,10 +31,12 @@ UNSET = msgspec.UNSET
 def _settings(raw: dict[str, Any] | None, base: ClinicSettings | None = None) -> ClinicSettings:
     merged = {**msgspec.to_builtins(base or ClinicSettings()), **(raw or {})}
     try:
-        return msgspec.convert(merged, ClinicSettings)
+        clean = msgspec.convert(merged, ClinicSettings)
     except msgspec.ValidationError as exc:
         field, message = validation.msgspec_field_error(str(exc), "settings")
         raise invalid_field(field, message) from exc
+    check_channels(clean.notification_channels, "settings.notification_channels")
+    return clean
 
 
 async def create_clinic(
