@@ -47,6 +47,9 @@ def env(sns_host: Any) -> Iterator[Env]:
             CAREWIRE_REGISTER_ATTEMPTS_PER_IP="100000",
             CAREWIRE_UNSUBSCRIBE_ATTEMPTS_PER_IP="100000",
             CAREWIRE_LOG_LEVEL="WARNING",
+            # Session fixtures log in once; the whole suite outlives the 15-minute default.
+            # Tests of expiry start their own server with a short lifetime.
+            CAREWIRE_ACCESS_TOKEN_TTL_SECONDS="86400",
             # No test reaches a real provider: a worker on this database (some tests start
             # them) would otherwise send the test sends queued here to the internet. Port 9
             # (discard) refuses; tests that deliver point these at their local servers.
