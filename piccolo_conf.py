@@ -20,5 +20,6 @@ APP_REGISTRY = AppRegistry(
         "domain.communication.piccolo_app",
         "domain.inbox.piccolo_app",
         "domain.notifications.piccolo_app",
+        "domain.billing.piccolo_app",
     ]
 )

@@ -107,6 +107,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     whatsapp_api_version: str = "v21.0"
     #: An AWS endpoint for SES and SNS (a moto server in tests); empty: AWS itself.
     aws_endpoint_url: str = ""
+    #: Stripe's API (domain/billing/providers/); tests point it at a loopback fake.
+    stripe_url: str = "https://api.stripe.com"
+    #: Razorpay's API (its SDK hard-codes the host; we call it over httpx).
+    razorpay_url: str = "https://api.razorpay.com"
+    #: PhonePe PG v2: the payment API and its OAuth host (sandbox:
+    #: https://api-preprod.phonepe.com/apis/pg-sandbox for both).
+    phonepe_url: str = "https://api.phonepe.com/apis/pg"
+    #: PhonePe's OAuth host (client credentials grant).
+    phonepe_oauth_url: str = "https://api.phonepe.com/apis/identity-manager"
+    #: PayPal's REST API (sandbox: https://api-m.sandbox.paypal.com).
+    paypal_url: str = "https://api-m.paypal.com"
+    #: A provider call at order creation or refund gives up after this long (then 503).
+    payment_timeout_seconds: float = 10.0
+    #: Payments still pending this long are asked about at their provider (missed webhooks).
+    payment_reconcile_after_seconds: int = 600
+    #: Invoice PDFs go to this S3 bucket (through `aws_endpoint_url`, moto in tests); empty: the
+    #: folder `invoice_dir`.
+    invoice_bucket: str = ""
+    #: Where invoice PDFs are kept when no bucket is set.
+    invoice_dir: str = ".carewire/invoices"
     #: Provider webhooks (`/api/v1/webhooks/communication/...`) verify with these; they are the
     #: deployment's own provider accounts (per-clinic webhook secrets are not built). An SNS
     #: SigningCertURL must match this pattern, or the notification is refused without fetching it.

@@ -12,6 +12,28 @@ import msgspec
 from domain.access.roles import Role
 
 
+class BillingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a clinic charges (domain/billing). Amounts are minor units of `currency`."""
+
+    #: ISO 4217; plans and invoices of the clinic are in it (checked against CLDR's list).
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "INR"
+    #: The online provider patients pay through (its credentials: PUT .../credentials/{provider}).
+    provider: Literal["stripe", "razorpay", "phonepe", "paypal"] | None = None
+    #: The consultation fee per appointment type; a type left out is free (no invoice).
+    fees: dict[Literal["in_person", "video"], Annotated[int, msgspec.Meta(ge=0, lt=10**12)]] = {}
+    #: Tax on invoices, in basis points (1800 = 18 %), and how invoices name it.
+    tax_rate_bp: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 0
+    tax_label: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] = "Tax"
+    #: Printed on invoices.
+    legal_name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    address: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    tax_id: Annotated[str, msgspec.Meta(max_length=60)] = ""
+    #: A cancellation at least this long before the start refunds a paid visit automatically
+    #: and gives a plan's quota back; a later one does not.
+    refund_notice_minutes: Annotated[int, msgspec.Meta(ge=0, le=10080)] = 1440
+    invoice_due_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 7
+
+
 class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-clinic policy. Unknown keys are refused, so a typo never silently does nothing."""
 
@@ -49,6 +71,8 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: The clinic's default channels per notification kind, for users who chose none for it
     #: (a kind left out keeps the built-in default; see domain/notifications/models.py).
     notification_channels: dict[str, list[Literal["push", "email", "whatsapp", "sms", "in_app"]]] = {}
+    #: Fees, tax, the payment provider and the refund policy (replaced as a whole when given).
+    billing: BillingSettings = BillingSettings()
 
 
 class Clinic(msgspec.Struct, frozen=True):

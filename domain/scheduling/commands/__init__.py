@@ -20,6 +20,8 @@ from domain.scheduling.commands.transitions import (
     apply_transition,
     expire_unpaid,
     mark_paid,
+    on_booking,
+    on_expiry,
     on_transition,
     permission_for,
     transition,
@@ -30,5 +32,6 @@ from domain.scheduling.events import ScheduleUpdated
 __all__ = [
     "MAX_MINUTES", "MIN_MINUTES", "BookingConflict", "ScheduleUpdated", "add_time_off",
     "apply_transition", "book", "expire_unpaid", "follow_up", "lock_doctor", "mark_paid",
-    "on_transition", "permission_for", "put_schedule", "reschedule", "transition",
+    "on_booking", "on_expiry", "on_transition", "permission_for", "put_schedule", "reschedule",
+    "transition",
 ]

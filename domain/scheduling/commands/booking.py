@@ -21,7 +21,7 @@ from domain.errors import Conflict, NotFound, invalid_field
 from domain.principal import Principal
 from domain.scheduling import events, lifecycle
 from domain.scheduling.commands.schedules import MAX_MINUTES, MIN_MINUTES
-from domain.scheduling.commands.transitions import patient_notice
+from domain.scheduling.commands.transitions import BOOKING_HANDLERS, patient_notice
 from domain.scheduling.errors import BookingConflict
 from domain.scheduling.models import Appointment, AppointmentType, Schedule, Status
 from domain.scheduling.queries import (
@@ -215,6 +215,8 @@ async def book(
                 await record(principal, action="appointments:create", resource_type="appointment",
                              resource_id=appointment.id, clinic_id=clinic_id,
                              detail={"override": override_reason or ""} if overridden else {})
+            for handler in BOOKING_HANDLERS:
+                booked = await handler(principal, clinic, booked)
     except asyncpg.ExclusionViolationError:
         # only when a writer skipped the doctor's lock; the transaction is gone, so ask again
         raise await _taken_conflict(clinic, calendar.schedule, starts, length,

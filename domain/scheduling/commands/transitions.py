@@ -30,6 +30,7 @@ from domain.principal import Principal
 from domain.scheduling import events, lifecycle
 from domain.scheduling.models import Appointment, Status
 from domain.scheduling.queries import appointment_from_row, load_appointment, visible_appointment
+from domain.tenancy.models import Clinic
 from domain.tenancy.queries import load_clinic
 
 #: (actor, the appointment before, the appointment after) -> None, inside the transaction.
@@ -41,6 +42,28 @@ def on_transition(handler: TransitionHandler) -> TransitionHandler:
     """Register a context's reaction to every appointment transition (usable as a decorator)."""
     if handler not in _HANDLERS:
         _HANDLERS.append(handler)
+    return handler
+
+
+#: (actor, clinic, the appointments just booked) -> those appointments as they now stand;
+#: inside the booking's transaction, after the rows, events and audit are written. Billing
+#: covers a booking by a plan here (and may move it on from `pending_payment`).
+BookingHandler = Callable[[Principal, Clinic, list[Appointment]], Awaitable[list[Appointment]]]
+BOOKING_HANDLERS: list[BookingHandler] = []
+#: (the appointments the payment window just expired) -> None, inside the expiry's transaction.
+ExpiryHandler = Callable[[list[Appointment]], Awaitable[None]]
+_EXPIRY_HANDLERS: list[ExpiryHandler] = []
+
+
+def on_booking(handler: BookingHandler) -> BookingHandler:
+    if handler not in BOOKING_HANDLERS:
+        BOOKING_HANDLERS.append(handler)
+    return handler
+
+
+def on_expiry(handler: ExpiryHandler) -> ExpiryHandler:
+    if handler not in _EXPIRY_HANDLERS:
+        _EXPIRY_HANDLERS.append(handler)
     return handler
 
 
@@ -131,9 +154,13 @@ async def expire_unpaid() -> int:
     slot. The status guard makes each move happen once however many workers run this."""
     async with db.transaction():
         rows = await db.fetch(_EXPIRE)
-        for row in rows:
-            await events.record(None, events.AppointmentStatusChanged, appointment_from_row(row),
+        expired = [appointment_from_row(row) for row in rows]
+        for appointment in expired:
+            await events.record(None, events.AppointmentStatusChanged, appointment,
                                 previous_status=Status.PENDING_PAYMENT.value)
+        if expired:
+            for handler in _EXPIRY_HANDLERS:
+                await handler(expired)
     return len(rows)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from domain import db, validation
+from domain import db, money, validation
 from domain.access import rooms
 from domain.access.policies import require, require_global
 from domain.audit.commands import record
@@ -36,6 +36,7 @@ def _settings(raw: dict[str, Any] | None, base: ClinicSettings | None = None) ->
         field, message = validation.msgspec_field_error(str(exc), "settings")
         raise invalid_field(field, message) from exc
     check_channels(clean.notification_channels, "settings.notification_channels")
+    money.check_currency(clean.billing.currency, "settings.billing.currency")
     return clean
 
 
