@@ -10,12 +10,11 @@ import contextlib
 import logging
 from datetime import timedelta
 
-import asyncpg
-
 from domain import settings
 from domain.communication.commands.messages import CHANNEL, Claimed, claim_due, finish
 from domain.communication.pipeline import Delivery, deliver
 from realtime import metrics
+from tasks.wakeups import Wakeups, nap
 
 log = logging.getLogger("carewire.delivery")
 
@@ -33,11 +32,12 @@ def _count(delivery: Delivery) -> None:
 
 
 class DeliveryLoop:
-    def __init__(self, concurrency: int, poll_seconds: float = 1.0) -> None:
+    def __init__(self, wakeups: Wakeups, concurrency: int, poll_seconds: float = 1.0) -> None:
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
+        self._wakeups = wakeups
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake = wakeups.subscribe(CHANNEL)
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._done: list[Delivery] = []
@@ -100,39 +100,22 @@ class DeliveryLoop:
         finally:
             self._wake.set()
 
-    async def _listen(self) -> asyncpg.Connection | None:
-        try:
-            conn = await asyncpg.connect(settings.get().database_url)
-            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-            return conn
-        except Exception:
-            log.exception("delivery loop cannot LISTEN; polling only")
-            return None
-
     async def run(self) -> None:
         lease = timedelta(seconds=settings.get().message_lease_seconds)
-        conn = await self._listen()
-        try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                free = self.concurrency - len(self._inflight)
-                claimed: list[Claimed] = []
-                if free > 0:
-                    try:
-                        claimed = await claim_due(free, lease=lease)
-                    except Exception:
-                        log.exception("claiming messages failed")
-                for c in claimed:
-                    task = asyncio.create_task(self._one(c))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-                if claimed and len(claimed) == free:
-                    continue  # more may be due: claim again as soon as a slot frees
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                if conn is not None and conn.is_closed():
-                    conn = await self._listen()
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+        while not self._stop.is_set():
+            await self._wakeups.ensure()
+            self._wake.clear()
+            free = self.concurrency - len(self._inflight)
+            claimed: list[Claimed] = []
+            if free > 0:
+                try:
+                    claimed = await claim_due(free, lease=lease)
+                except Exception:
+                    log.exception("claiming messages failed")
+            for c in claimed:
+                task = asyncio.create_task(self._one(c))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if claimed and len(claimed) == free:
+                continue  # more may be due: claim again as soon as a slot frees
+            await nap(self._wake, self.poll_seconds)

@@ -8,21 +8,20 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
-
-from domain import settings
 from domain.events.commands import CHANNEL
 from domain.notifications.commands.consume import pending, process_clinic
 from domain.notifications.consumer import BATCH
+from tasks.wakeups import Wakeups, nap
 
 log = logging.getLogger("carewire.notifications")
 
 
 class NotificationLoop:
-    def __init__(self, poll_seconds: float = 1.0) -> None:
+    def __init__(self, wakeups: Wakeups, poll_seconds: float = 1.0) -> None:
         self.poll_seconds = poll_seconds
+        self._wakeups = wakeups
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake = wakeups.subscribe(CHANNEL)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -36,15 +35,6 @@ class NotificationLoop:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=grace)
 
-    async def _listen(self) -> asyncpg.Connection | None:
-        try:
-            conn = await asyncpg.connect(settings.get().database_url)
-            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-            return conn
-        except Exception:
-            log.exception("notifications cannot LISTEN; polling only")
-            return None
-
     async def pass_once(self) -> int:
         """Every clinic with news, until each is caught up (or held by another worker)."""
         read = 0
@@ -57,19 +47,11 @@ class NotificationLoop:
         return read
 
     async def run(self) -> None:
-        conn = await self._listen()
-        try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                try:
-                    await self.pass_once()
-                except Exception:
-                    log.exception("notifications pass failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                if conn is None or conn.is_closed():
-                    conn = await self._listen()
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+        while not self._stop.is_set():
+            await self._wakeups.ensure()
+            self._wake.clear()
+            try:
+                await self.pass_once()
+            except Exception:
+                log.exception("notifications pass failed")
+            await nap(self._wake, self.poll_seconds)

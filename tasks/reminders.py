@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
-
 from domain import db, settings
 from domain.jobs.commands import CHANNEL, bury, claim_due
 from domain.notifications import reminders
+from tasks.wakeups import Wakeups, nap
 
 log = logging.getLogger("carewire.reminders")
 
@@ -27,10 +26,11 @@ _MARGIN = 0.001
 
 
 class ReminderLoop:
-    def __init__(self, batch: int = BATCH) -> None:
+    def __init__(self, wakeups: Wakeups, batch: int = BATCH) -> None:
         self.batch = batch
+        self._wakeups = wakeups
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake = wakeups.subscribe(CHANNEL)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -43,15 +43,6 @@ class ReminderLoop:
         if self._task:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=grace)
-
-    async def _listen(self) -> asyncpg.Connection | None:
-        try:
-            conn = await asyncpg.connect(settings.get().database_url)
-            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-            return conn
-        except Exception:
-            log.exception("reminders cannot LISTEN; polling only")
-            return None
 
     async def _one_at_a_time(self) -> None:
         """After a failed batch: each reminder on its own; one that fails alone is buried."""
@@ -69,25 +60,17 @@ class ReminderLoop:
 
     async def run(self) -> None:
         poll = settings.get().scheduler_poll_seconds
-        conn = await self._listen()
-        try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                wait = poll
-                try:
-                    claim = await reminders.send_due(self.batch)
-                    if len(claim.due) == self.batch:
-                        continue  # more are due
-                    if claim.next_in is not None:
-                        wait = min(poll, max(0.0, claim.next_in) + _MARGIN)
-                except Exception:
-                    log.exception("a batch of reminders failed; one at a time")
-                    await self._one_at_a_time()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                if conn is None or conn.is_closed():
-                    conn = await self._listen()
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+        while not self._stop.is_set():
+            await self._wakeups.ensure()
+            self._wake.clear()
+            wait = poll
+            try:
+                claim = await reminders.send_due(self.batch)
+                if len(claim.due) == self.batch:
+                    continue  # more are due
+                if claim.next_in is not None:
+                    wait = min(poll, max(0.0, claim.next_in) + _MARGIN)
+            except Exception:
+                log.exception("a batch of reminders failed; one at a time")
+                await self._one_at_a_time()
+            await nap(self._wake, wait)

@@ -6,17 +6,16 @@ at most `scheduler_poll_seconds`, and wakes early on NOTIFY when a job due soone
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
-import asyncpg
 from taskiq_redis import RedisStreamBroker
 
 from domain import db, settings
 from domain.jobs.commands import CHANNEL, claim_due
 from domain.notifications import reminders
 from tasks.broker import EXECUTE, TICK
+from tasks.wakeups import Wakeups, nap
 
 log = logging.getLogger("carewire.scheduler")
 
@@ -40,18 +39,15 @@ async def enqueue_due(broker: RedisStreamBroker, limit: int = BATCH) -> tuple[in
     return len(claim.due), wait
 
 
-async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
+async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event, wakeups: Wakeups) -> None:
     cfg = settings.get()
     tick = broker.find_task(TICK)
     assert tick is not None
     last_tick = 0.0
-    conn: asyncpg.Connection | None = None
-    wake = asyncio.Event()
+    wake = wakeups.subscribe(CHANNEL)
     while not stop.is_set():
         try:
-            if conn is None or conn.is_closed():
-                conn = await asyncpg.connect(cfg.database_url)
-                await conn.add_listener(CHANNEL, lambda *_: wake.set())
+            await wakeups.ensure()
             wake.clear()
             sent, wait = await enqueue_due(broker)
             if time.monotonic() - last_tick > cfg.job_reclaim_seconds / 2:
@@ -60,13 +56,9 @@ async def run_scheduler(broker: RedisStreamBroker, stop: asyncio.Event) -> None:
             if sent < BATCH:
                 timeout = cfg.scheduler_poll_seconds if wait is None else \
                     min(max(wait, 0.0) + _MARGIN, cfg.scheduler_poll_seconds)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=timeout)
+                await nap(wake, timeout)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("scheduler pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=cfg.scheduler_poll_seconds)
-    if conn is not None:
-        await conn.close()
+            await nap(stop, cfg.scheduler_poll_seconds)

@@ -20,6 +20,7 @@ from tasks.outbox_relay import Relay
 from tasks.reminders import ReminderLoop
 from tasks.runner import ensure_periodic
 from tasks.scheduler import run_scheduler
+from tasks.wakeups import Wakeups
 
 log = logging.getLogger("carewire.worker")
 
@@ -36,15 +37,16 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     await ensure_periodic()
     relay = Relay()
     relay.start()
-    delivery = DeliveryLoop(concurrency=delivery_concurrency)
+    wakeups = Wakeups()
+    delivery = DeliveryLoop(wakeups, concurrency=delivery_concurrency)
+    notifications = NotificationLoop(wakeups)
+    reminder_loop = ReminderLoop(wakeups)
     delivery.start()
-    notifications = NotificationLoop()
     notifications.start()
-    reminder_loop = ReminderLoop()
     reminder_loop.start()
     receiver = Receiver(broker, max_async_tasks=concurrency, run_startup=False)
     tasks = [asyncio.create_task(receiver.listen(stop), name="receiver"),
-             asyncio.create_task(run_scheduler(broker, stop), name="scheduler")]
+             asyncio.create_task(run_scheduler(broker, stop, wakeups), name="scheduler")]
     log.info("carewire worker started")
     await stop.wait()
     # taskiq-redis's read loop only returns when a message arrives, so the receiver may not see
@@ -61,6 +63,7 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     await delivery.stop()
     log.info("stopping: relay")
     await relay.stop()
+    await wakeups.close()
     await provider_http.close()
     await ses.close()
     log.info("stopping: broker")

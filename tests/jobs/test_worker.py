@@ -35,8 +35,12 @@ def test_a_job_runs_once_with_two_workers(stack) -> None:
     assert servers.cli(env, "seed-demo").returncode == 0  # leaves committed events behind
     assert db.fetch("SELECT count(*) AS n FROM events")[0]["n"] > 0
     with workers(env, 2):
-        eventually(lambda: db.fetch("SELECT count(*) AS n FROM events WHERE published_at IS NULL"
-                                    )[0]["n"] == 0)  # the relay ran in one of them
+        # The relay ran in one of them, and the notifications consumer has read every event
+        # (the seed's bookings notify patients: notification.created events of its own).
+        eventually(lambda: db.fetch(
+            "SELECT (SELECT count(*) FROM events WHERE published_at IS NULL) = 0 AND NOT EXISTS ("
+            " SELECT 1 FROM clinic_sequences s LEFT JOIN notification_cursors c USING (clinic_id)"
+            " WHERE c.last_seq IS DISTINCT FROM s.last_seq) AS idle")[0]["idle"])
         schedule(db, "events.prune", "prune-now")
         eventually(lambda: db.fetch("SELECT 1 FROM job_runs WHERE job_key = 'prune-now'"))
         assert db.fetch("SELECT count(*) AS n FROM events")[0]["n"] == 0
