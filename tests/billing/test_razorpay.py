@@ -336,3 +336,23 @@ def test_refund_facts(fake: FakeRazorpay) -> None:
     assert done.payment_id == fake.refunds[result.refund_id]["payment_id"]
     [failed] = facts(fake, fake.webhook("refund.failed", made.order_id, refund_id=result.refund_id))
     assert (failed.kind, failed.state, failed.refund_id) == ("refund", "failed", result.refund_id)
+
+
+def test_concurrent_refunds_never_exceed_the_payment(fake: FakeRazorpay) -> None:
+    made = order(fake, 10_000)
+    fake.pay(made.order_id)
+
+    async def many() -> list[Any]:
+        return list(await asyncio.gather(*(ADAPTER.refund(
+            fake.credentials(), order_id=made.order_id, payment_id=None, amount=1_000,
+            currency="INR", reference=str(uuid.uuid4())) for _ in range(20)),
+            return_exceptions=True))
+
+    results = run(many())
+    refunded = [r for r in results if not isinstance(r, BaseException)]
+    rejected = [r for r in results if isinstance(r, ProviderRejected)]
+    assert (len(refunded), len(rejected)) == (10, 10)
+    assert sum(r["amount"] for r in fake.refunds.values()
+               if r["payment_id"] in {
+                   p["id"] for p in fake.payments.values() if p["order_id"] == made.order_id}
+               ) == 10_000
