@@ -136,6 +136,19 @@ def test_approved_order_is_captured_by_order_status(fake: PayPalFake) -> None:
     assert again == status and len(fake.captures) == captures_before
 
 
+def test_concurrent_status_checks_capture_once(fake: PayPalFake) -> None:
+    oid = create(fake, 6_000)
+    fake.approve(oid)
+
+    async def checks() -> list[Any]:
+        return await asyncio.gather(*(ADAPTER.order_status(fake.credentials(), oid)
+                                      for _ in range(6)))
+
+    answers = run(checks())
+    [capture_id] = fake.orders[oid].captures
+    assert {(a.state, a.payment_id, a.amount) for a in answers} == {("succeeded", capture_id, 6_000)}
+
+
 def test_paid_at_paypal_reads_the_capture(fake: PayPalFake) -> None:
     oid = create(fake, 7_700, "EUR")
     fake.pay(oid)
@@ -150,6 +163,9 @@ def test_declined_instrument_is_failed(fake: PayPalFake) -> None:
     status = run(ADAPTER.order_status(fake.credentials(), oid))
     assert (status.state, status.failure_reason) == ("failed", "INSTRUMENT_DECLINED")
     assert fake.orders[oid].captures == []
+    fake.approve(oid)  # the buyer approves again with another instrument
+    retried = run(ADAPTER.order_status(fake.credentials(), oid))
+    assert (retried.state, retried.payment_id) == ("succeeded", fake.orders[oid].captures[0])
 
 
 def test_revoked_token_is_refreshed_once(fake: PayPalFake) -> None:

@@ -8,10 +8,12 @@
   reference, so a retried create returns the same order. checkout = {approve_url (the
   payer-action / approve link), order_id}.
 - Status: `GET /v2/checkout/orders/{id}`. An APPROVED order is captured here
-  (`POST .../capture`, request id `capture-{order id}`), since the buyer's approval moves no
-  money; the answer is the capture's status, not the order's (PROVIDERS.md). A capture declined
-  (422 INSTRUMENT_DECLINED) is `failed`; the buyer may still pay another way, and a later
-  success wins (lifecycle: failed -> succeeded).
+  (`POST .../capture`), since the buyer's approval moves no money; the answer is the capture's
+  status, not the order's (PROVIDERS.md). A capture declined (422 INSTRUMENT_DECLINED) is
+  `failed`; the buyer may still approve another way, and a later success wins (lifecycle:
+  failed -> succeeded). The capture carries no request id: PayPal refuses a second capture
+  itself (ORDER_ALREADY_CAPTURED, read back as the completed order), and a replayed decline
+  would hide the later approval.
 - Refund: `POST /v2/payments/captures/{capture id}/refund` with `PayPal-Request-Id` = our refund
   id.
 - Webhooks: PAYPAL-CERT-URL must be https on paypal.com or a subdomain, port 443, no userinfo,
@@ -256,8 +258,9 @@ class PayPal:
         if status == "VOIDED":
             return OrderStatus(state="failed", failure_reason="VOIDED")
         if status == "APPROVED":
-            response = await _call(creds, "POST", f"{path}/capture", content=b"{}",
-                                   request_id=f"capture-{order_id}"[:MAX_REQUEST_ID])
+            # no PayPal-Request-Id: PayPal itself never captures an order twice
+            # (ORDER_ALREADY_CAPTURED), and a replayed decline would hide a later approval
+            response = await _call(creds, "POST", f"{path}/capture", content=b"{}")
             issue = _issue(response) if response.status_code == 422 else ""
             if issue == "INSTRUMENT_DECLINED":
                 return OrderStatus(state="failed", failure_reason=issue)

@@ -124,9 +124,11 @@ class PayPalFake(FakeServer):
                 "webhook_id": self.webhook_id}
 
     def approve(self, order_id: str) -> None:
-        """The buyer approves: the order is APPROVED and waits for the merchant's capture."""
+        """The buyer approves (again, with another instrument after a decline): the order is
+        APPROVED and waits for the merchant's capture."""
         with self.lock:
-            self.orders[order_id].status = "APPROVED"
+            order = self.orders[order_id]
+            order.status, order.declined = "APPROVED", False
 
     def pay(self, order_id: str) -> None:
         """The buyer approves and the payment is captured (as a capture at approval would)."""
