@@ -1,6 +1,6 @@
 """The Razorpay adapter (httpx) against the local Razorpay.
 
-Each call runs in its own event loop (`run`), the adapter's HTTP client closed with it. What the
+Each call runs in its own event loop (`run`). What the
 fake received (Basic auth, JSON body, receipt, X-Refund-Idempotency) and how every failure is
 classified (ProviderError / ProviderRejected / Refused) are asserted; nothing of ours is patched.
 """
@@ -32,10 +32,7 @@ ADAPTER = razorpay_adapter.ADAPTER
 
 def run(coro: Awaitable[T]) -> T:
     async def go() -> T:
-        try:
-            return await coro
-        finally:
-            await razorpay_adapter.close()
+        return await coro
 
     return asyncio.run(go())
 
@@ -129,7 +126,7 @@ def test_timeout_is_a_provider_error_within_the_bound(fake: FakeRazorpay) -> Non
     started = time.monotonic()
     err = fails(ProviderError, ADAPTER.order_status(fake.credentials(), "order_hangs"))
     assert time.monotonic() - started < TIMEOUT + 1.0
-    assert "in time" in str(err)
+    assert "no answer within" in str(err)
 
 
 def test_unreachable_razorpay_is_a_provider_error(fake: FakeRazorpay) -> None:
@@ -217,7 +214,7 @@ def test_refund_partial_idempotent_and_bounded(fake: FakeRazorpay) -> None:
     err = fails(ProviderRejected, ADAPTER.refund(
         creds, order_id=made.order_id, payment_id=payment_id, amount=5_000, currency="INR",
         reference=ref))
-    assert "same idempotency key" in str(err)
+    assert err.field == "reference" and "idempotency key reused" in str(err)
     err = fails(ProviderRejected, ADAPTER.refund(
         creds, order_id=made.order_id, payment_id=payment_id, amount=6_001, currency="INR",
         reference=str(uuid.uuid4())))
@@ -348,10 +345,14 @@ def test_concurrent_refunds_never_exceed_the_payment(fake: FakeRazorpay) -> None
             currency="INR", reference=str(uuid.uuid4())) for _ in range(20)),
             return_exceptions=True))
 
-    results = run(many())
+    # providers/http.py builds a client (and its TLS context) per call: 20 at once on this
+    # shared 2-core machine can take longer than the 1 s bound the other tests use
+    with settings_env(CAREWIRE_RAZORPAY_URL=fake.url, CAREWIRE_PAYMENT_TIMEOUT_SECONDS="10"):
+        results = run(many())
     refunded = [r for r in results if not isinstance(r, BaseException)]
     rejected = [r for r in results if isinstance(r, ProviderRejected)]
-    assert (len(refunded), len(rejected)) == (10, 10)
+    assert (len(refunded), len(rejected)) == (10, 10), results
+    assert all(r.field == "amount" for r in rejected)
     assert sum(r["amount"] for r in fake.refunds.values()
                if r["payment_id"] in {
                    p["id"] for p in fake.payments.values() if p["order_id"] == made.order_id}

@@ -12,9 +12,10 @@ host): `{razorpay_url}/v1`, HTTP Basic `key_id:key_secret`, JSON.
   `X-Refund-Idempotency = reference` (Razorpay: >= 10 characters of [A-Za-z0-9_-]; the same key
   with another body is a 400). Without a payment id the order's captured payment is looked up.
   `processed` -> succeeded, `failed` -> failed, `pending` -> pending.
-- Errors: transport failures, timeouts, 409 (a request with that key still in progress), 429
-  and 5xx -> ProviderError; 401 -> ProviderRejected(field="credentials"); other 4xx ->
-  ProviderRejected naming Razorpay's `error.field` when it is one of ours.
+- Errors (through providers/http.py, shared with PhonePe and PayPal): transport failures,
+  timeouts, 409 (a refund with that key still in progress), 429 and 5xx -> ProviderError; 401 /
+  403 -> ProviderRejected(field="credentials"); other 4xx -> ProviderRejected naming Razorpay's
+  `error.field` when it is one of ours.
 - Webhooks: `X-Razorpay-Signature` = hex HMAC-SHA256 of the raw body under the clinic's webhook
   secret (not the key secret); the event id is `X-Razorpay-Event-Id`. Razorpay signs no
   timestamp, so a replay cannot be told from a retry: dedupe by event id stands in for a
@@ -23,17 +24,14 @@ host): `{razorpay_url}/v1`, HTTP Basic `key_id:key_secret`, JSON.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from weakref import WeakKeyDictionary
 
-import httpx
-
+from domain.billing.providers import http
 from domain.billing.providers.base import (
     Credentials,
     Order,
@@ -53,28 +51,10 @@ OUR_FIELDS = {"amount": "amount", "currency": "currency", "receipt": "reference"
 #: (authorized: auto-capture follows, nothing to apply yet but the payment id).
 PAYMENT_EVENTS: dict[str, State] = {"payment.authorized": "pending", "payment.captured": "succeeded",
                                     "order.paid": "succeeded", "payment.failed": "failed"}
+#: Razorpay's answer to a refund idempotency key reused with another body (a 400).
+DIFFERENT_REQUEST = "Different request with the same idempotency key has already been processed."
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{10,}")
 _NOTE_MAX = 256
-
-#: One pooled client per event loop (httpx's pool is bound to the loop that made it).
-_http: WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = WeakKeyDictionary()
-
-
-def _client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    client = _http.get(loop)
-    if client is None or client.is_closed:
-        client = _http[loop] = httpx.AsyncClient(
-            timeout=app_settings().payment_timeout_seconds, follow_redirects=False)
-    return client
-
-
-async def close() -> None:
-    """Close this loop's HTTP client (tests that run one loop per call)."""
-    client = _http.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
-
 
 def _auth(creds: Credentials) -> tuple[str, str]:
     key_id, secret = creds.get("key_id", ""), creds.get("key_secret", "")
@@ -87,43 +67,29 @@ def _auth(creds: Credentials) -> tuple[str, str]:
 async def _call(what: str, creds: Credentials, method: str, path: str, *,
                 json_body: dict[str, Any] | None = None, params: dict[str, str] | None = None,
                 headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """One API exchange within the payment timeout; a 2xx JSON object back, or our errors.
-    Messages carry status and Razorpay's code/description, never a key."""
+    """One API exchange (providers/http.py); a 2xx JSON object back, or our errors. Messages
+    carry the status and Razorpay's error code, never its description (it can quote our input)
+    nor a key."""
     url = app_settings().razorpay_url.rstrip("/") + path
-    try:
-        async with asyncio.timeout(app_settings().payment_timeout_seconds):
-            answer = await _client().request(
-                method, url, auth=_auth(creds), json=json_body, params=params,
-                headers={"Accept": "application/json", **(headers or {})})
-    except TimeoutError:
-        raise ProviderError(f"razorpay: {what}: no answer in time") from None
-    except httpx.TimeoutException:
-        raise ProviderError(f"razorpay: {what}: no answer in time") from None
-    except httpx.HTTPError as exc:
-        raise ProviderError(f"razorpay: {what}: cannot reach Razorpay ({type(exc).__name__})") \
-            from None
-    status = answer.status_code
+    answer = await http.request(f"razorpay: {what}", method, url, auth=_auth(creds),
+                                json=json_body, params=params,
+                                headers={"Accept": "application/json", **(headers or {})})
+    if 200 <= answer.status_code < 300:
+        return http.json_object(f"razorpay: {what}", answer)
     try:
         data = answer.json()
     except ValueError:
         data = None
-    if 200 <= status < 300:
-        if not isinstance(data, dict):
-            raise ProviderError(f"razorpay: {what}: unreadable answer ({status})", status=502)
-        return data
     err = data.get("error") if isinstance(data, dict) else None
     err = err if isinstance(err, dict) else {}
-    text = f"{status} {err.get('code') or 'no code'}: {err.get('description') or ''}".strip()
-    if status == 429:
-        raise ProviderError(f"razorpay: {what}: rate limited", retry_after=5)
-    if status >= 500 or status == 409:
-        raise ProviderError(f"razorpay: {what}: {text}")
-    if status in (401, 403):
-        raise ProviderRejected(f"razorpay: {what}: the clinic's keys were refused ({status})",
-                               field="credentials")
+    code = str(err.get("code") or "")
+    if answer.status_code == 409:  # a refund with this idempotency key is still in progress
+        raise ProviderError(f"razorpay: {what}: 409 {code}", retry_after=http.retry_after(answer, 5))
     field = err.get("field")
-    raise ProviderRejected(f"razorpay: {what}: {text}",
-                           field=OUR_FIELDS.get(field) if isinstance(field, str) else None)
+    ours = OUR_FIELDS.get(field) if isinstance(field, str) else None
+    if err.get("description") == DIFFERENT_REQUEST:
+        code, ours = "idempotency key reused with another request", "reference"
+    raise http.failure(f"razorpay: {what}", answer, code, ours)
 
 
 def _int(value: object) -> int | None:
