@@ -4,7 +4,9 @@ host): `{razorpay_url}/v1`, HTTP Basic `key_id:key_secret`, JSON.
 - Order: `POST /v1/orders {amount, currency, receipt = reference, notes}`. Razorpay has no
   idempotency key for orders, so a create first asks `GET /v1/orders?receipt=<reference>` and
   returns the order already made for this reference (a retry after a lost answer does not open
-  a second order). The app pays with Razorpay Checkout: `checkout = {"order_id", "key_id"}`.
+  a second order; two creates for one reference at the same instant still could: callers must
+  not race one reference). The app pays with Razorpay Checkout:
+  `checkout = {"order_id", "key_id"}`.
 - Status: `GET /v1/orders/{id}/payments`; a `captured` (or since `refunded`) payment ->
   succeeded; otherwise an `authorized` / `created` one -> pending (auto-capture follows); only
   `failed` attempts -> failed; none yet -> pending.
