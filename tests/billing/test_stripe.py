@@ -117,6 +117,16 @@ def test_one_5xx_is_retried_by_the_sdk_with_the_same_key(fake: FakeStripe) -> No
     assert len(fake.intents) == before + 1
 
 
+def test_a_lost_answer_is_replayed_by_key_not_made_twice(fake: FakeStripe) -> None:
+    before = len(fake.intents)
+    fake.lose_next(1)  # the intent is made, its answer lost; the SDK retries with the same key
+    seen = len(creates(fake))
+    with settings_env(CAREWIRE_STRIPE_URL=fake.url, CAREWIRE_PAYMENT_TIMEOUT_SECONDS="8"):
+        made = order(fake)
+    assert len(creates(fake)) - seen == 2
+    assert len(fake.intents) == before + 1 and made.order_id in fake.intents
+
+
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_are_provider_errors(fake: FakeStripe, status: int) -> None:
     """5xx are retried twice by the SDK (same key), 429 not at all; then ProviderError."""

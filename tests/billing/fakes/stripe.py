@@ -15,7 +15,8 @@ Webhooks are signed as Stripe signs them (`Stripe-Signature: t=<unix>,v1=<hex HM
 
 Faults: `fail_next(n, status)` answers the next n API requests with `status` and Stripe's error
 shape without doing anything (not stored for replay, so the SDK's retry with the same key goes
-through); `hang_next(n)` leaves the next n unanswered.
+through); `hang_next(n)` leaves the next n unanswered; `lose_next(n)` carries the next n POSTs
+out but answers 504.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class FakeStripe(FakeServer):
         self.refund_status = "pending"
         self._fail: list[int] = []
         self._hang = 0
+        self._lose = 0
 
     # --- ProviderFake ---------------------------------------------------------------------------
 
@@ -151,10 +153,17 @@ class FakeStripe(FakeServer):
         with self.lock:
             self._hang += n
 
+    def lose_next(self, n: int) -> None:
+        """The next `n` POSTs are carried out (and stored for replay), but answered 504 (the
+        answer lost on the way)."""
+        with self.lock:
+            self._lose += n
+
     def clear_faults(self) -> None:
         with self.lock:
             self._fail.clear()
             self._hang = 0
+            self._lose = 0
 
     def start(self) -> FakeStripe:
         super().start()
@@ -218,6 +227,9 @@ class FakeStripe(FakeServer):
                                                               dict(reply.headers)))
             if idem:
                 reply.headers["Idempotency-Key"] = idem
+            if method == "POST" and self._lose:
+                self._lose -= 1
+                return _error(504, "Gateway timeout", type="api_error")
             return reply
 
     def _route(self, method: str, path: str, params: dict[str, Any]) -> Reply:
