@@ -155,6 +155,13 @@ def test_timeout_is_a_provider_error_within_the_bound(fake: FakeStripe) -> None:
     fake.clear_faults()
 
 
+def test_garbled_answer_is_a_502(fake: FakeStripe) -> None:
+    fake.garble_next(1)
+    err = fails(ProviderError, ADAPTER.order_status(fake.credentials(), "pi_whatever"))
+    assert err.status == 502
+    fake.clear_faults()
+
+
 def test_unreachable_stripe_is_a_provider_error(fake: FakeStripe) -> None:
     with settings_env(CAREWIRE_STRIPE_URL=f"http://127.0.0.1:{servers.free_port()}",
                       CAREWIRE_PAYMENT_TIMEOUT_SECONDS=str(TIMEOUT)):

@@ -16,7 +16,7 @@ Webhooks are signed as Stripe signs them (`Stripe-Signature: t=<unix>,v1=<hex HM
 Faults: `fail_next(n, status)` answers the next n API requests with `status` and Stripe's error
 shape without doing anything (not stored for replay, so the SDK's retry with the same key goes
 through); `hang_next(n)` leaves the next n unanswered; `lose_next(n)` carries the next n POSTs
-out but answers 504.
+out but answers 504; `garble_next(n)` answers 200 with an HTML page.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class FakeStripe(FakeServer):
         self._fail: list[int] = []
         self._hang = 0
         self._lose = 0
+        self._garble = 0
 
     # --- ProviderFake ---------------------------------------------------------------------------
 
@@ -159,11 +160,17 @@ class FakeStripe(FakeServer):
         with self.lock:
             self._lose += n
 
+    def garble_next(self, n: int) -> None:
+        """The next `n` API requests answer 200 with an HTML page (a proxy in the way)."""
+        with self.lock:
+            self._garble += n
+
     def clear_faults(self) -> None:
         with self.lock:
             self._fail.clear()
             self._hang = 0
             self._lose = 0
+            self._garble = 0
 
     def start(self) -> FakeStripe:
         super().start()
@@ -205,6 +212,10 @@ class FakeStripe(FakeServer):
             if self._fail:
                 status = self._fail.pop(0)
                 return _error(status, "An unknown error occurred", type="api_error")
+            if self._garble:
+                self._garble -= 1
+                return Reply(200, b"<html><body>upstream</body></html>",
+                             {"Content-Type": "text/html"})
             scheme, _, key = headers.get("authorization", "").partition(" ")
             if scheme != "Bearer" or key != self.secret_key:
                 return _error(401, f"Invalid API Key provided: {key[:8]}****")
