@@ -26,6 +26,7 @@ from domain.billing.models import Invoice, InvoiceLine, InvoiceStatus, LineInput
 from domain.billing.queries.invoices import LINES_OF_I, invoice_from_row, load_invoice, visible_invoice
 from domain.errors import Conflict, NotFound, invalid_field
 from domain.events.commands import record as record_event
+from domain.jobs.commands import Planned, schedule_many
 from domain.money import MAX_MINOR, check_amount, check_currency
 from domain.principal import Principal
 from domain.scheduling.commands.transitions import on_expiry
@@ -166,6 +167,17 @@ async def _audit(actor: Principal | None, action: str, invoice: Invoice, **detai
                          "currency": invoice.currency, "total": invoice.total, **detail})
 
 
+#: The job that renders and stores a finalised invoice's PDF (tasks/billing_pdf.py), after the
+#: finalisation commits: rendering never holds the counter row's lock.
+PDF_TASK = "billing.invoice_pdf"
+
+
+async def _plan_pdf(invoice: Invoice) -> None:
+    await schedule_many([Planned(task=PDF_TASK, job_key=f"invoice-pdf:{invoice.id}",
+                                 run_at=clock.now(), payload={"invoice_id": str(invoice.id)})],
+                        wake_within=5.0)
+
+
 # commands ------------------------------------------------------------------------------------
 
 async def _insert(actor: Principal | None, clinic: Clinic, *, patient_id: uuid.UUID,
@@ -201,6 +213,7 @@ async def open_invoice(actor: Principal | None, clinic: Clinic, *, patient_id: u
     await _event(actor, events.InvoicePaid if invoice.status is InvoiceStatus.PAID
                  else events.InvoiceOpened, invoice)
     await _audit(actor, "invoices:open", invoice)
+    await _plan_pdf(invoice)
     return invoice
 
 
@@ -237,6 +250,7 @@ async def finalize(principal: Principal, invoice_id: uuid.UUID) -> Invoice:
         await _event(principal, events.InvoicePaid if status is InvoiceStatus.PAID
                      else events.InvoiceOpened, invoice)
         await _audit(principal, "invoices:finalize", invoice)
+        await _plan_pdf(invoice)
     return invoice
 
 
