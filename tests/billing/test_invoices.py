@@ -204,7 +204,7 @@ def test_list_pages_by_keyset(api: Any, house: dict[str, Any]) -> None:
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"clinic_id": house["id"], "patient_id": house["patients"][1]["user_id"],
+        params: dict[str, Any] = {"clinic_id": house["id"], "patient_id": house["patients"][1]["user_id"],
                   "status": "draft", "limit": 2, **({"cursor": cursor} if cursor else {})}
         r = api.as_(house["accountant"]["token"], "GET", "/billing/invoices", params=params)
         assert r.status_code == 200, r.text
