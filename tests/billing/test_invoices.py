@@ -75,10 +75,10 @@ def test_open_invoice_numbers_and_totals(domain_layer: Any, house: dict[str, Any
 
 def test_bad_lines_name_the_field(domain_layer: Any, house: dict[str, Any]) -> None:
     for lines, discount, field in [
-        ([LineInput("x", 0, 100)], 0, "lines[0].quantity"),
-        ([LineInput("", 1, 100)], 0, "lines[0].description"),
-        ([LineInput("ok", 1, 100), LineInput("x", 1, -5)], 0, "lines[1].unit_amount"),
-        ([LineInput("x", 1, 10**12)], 0, "lines[0].unit_amount"),
+        ([LineInput("x", 0, 100)], 0, "lines.0.quantity"),
+        ([LineInput("", 1, 100)], 0, "lines.0.description"),
+        ([LineInput("ok", 1, 100), LineInput("x", 1, -5)], 0, "lines.1.unit_amount"),
+        ([LineInput("x", 1, 10**12)], 0, "lines.0.unit_amount"),
         ([LineInput("x", 1, 100)], 101, "discount"),
         ([LineInput("x", 1, 100)], -1, "discount"),
         ([], 0, "lines"),
@@ -238,11 +238,11 @@ def test_void_and_its_refusals(api: Any, domain_layer: Any, house: dict[str, Any
 
 def test_bad_drafts_name_the_field(api: Any, house: dict[str, Any]) -> None:
     cases = [
-        ({"lines": [{"description": "x", "quantity": 0, "unit_amount": 1}]}, "lines[0].quantity"),
+        ({"lines": [{"description": "x", "quantity": 0, "unit_amount": 1}]}, "lines.0.quantity"),
         ({"lines": [{"description": "x", "quantity": 1, "unit_amount": -1}]},
-         "lines[0].unit_amount"),
+         "lines.0.unit_amount"),
         ({"lines": [{"description": "x", "quantity": 1, "unit_amount": 10**13}]},
-         "lines[0].unit_amount"),
+         "lines.0.unit_amount"),
         ({"lines": [{"description": "x", "quantity": 1, "unit_amount": "1.5"}]}, "unit_amount"),
         ({"lines": []}, "lines"),
         ({"discount": 50001}, "discount"),

@@ -45,7 +45,7 @@ def check_lines(lines: list[LineInput], field: str = "lines") -> list[InvoiceLin
         raise invalid_field(field, f"between 1 and {MAX_LINES} lines")
     out: list[InvoiceLine] = []
     for i, line in enumerate(lines):
-        where = f"{field}[{i}]"
+        where = f"{field}.{i}"
         if not isinstance(line.description, str) or not 1 <= len(line.description.strip()) <= 200:
             raise invalid_field(f"{where}.description", "1 to 200 characters")
         q = line.quantity
