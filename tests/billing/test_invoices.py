@@ -295,3 +295,60 @@ def test_expiry_voids_the_unpaid_invoice(api: Any, db: Any, domain_layer: Any,
     voided = db.fetch("SELECT data FROM events WHERE type = 'invoice.voided' "
                       "AND data->>'invoice_id' = $1", str(unpaid.id))
     assert len(voided) == 1
+
+
+def test_20_concurrent_payments_never_pay_more_than_the_total(domain_layer: Any,
+                                                              house: dict[str, Any]) -> None:
+    """Each of 20 transactions pays 3000 against a total of 11800: exactly 3 land, the 4th
+    would pass the total; the rest are refused by rule, none by a server error."""
+    from domain import db
+
+    inv = _open(domain_layer, house, lines=[LineInput("Visit", 1, 10000)])
+    assert inv.total == 11800
+
+    async def one() -> Any:
+        try:
+            async with db.transaction():
+                return await invoices.record_payment(inv.id, 3000, "INR")
+        except (Invalid, Conflict) as exc:
+            return exc
+
+    async def storm() -> list[Any]:
+        return list(await asyncio.gather(*(one() for _ in range(20))))
+
+    results = domain_layer.run(storm())
+    landed = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(landed) == 3 and len(refused) == 17
+    assert all(isinstance(r, Invalid) and r.errors[0].field == "amount" for r in refused)
+    final = domain_layer.run(load_invoice(inv.id))
+    assert final.amount_paid == 9000 and final.status is InvoiceStatus.OPEN
+    assert sorted(r.amount_paid for r in landed) == [3000, 6000, 9000]
+
+
+def test_one_live_invoice_per_appointment(api: Any, domain_layer: Any, sa_token: str,
+                                          clinic_factory: Any, member_factory: Any) -> None:
+    from domain import db
+    from tests.queue_fixtures import fresh_day, make_clinic
+
+    c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=1,
+                    billing=BILLING)
+    day = fresh_day()
+    r = api.as_(c["desk"]["token"], "POST", "/appointments", json={
+        "clinic_id": c["id"], "doctor_id": c["doctors"][0]["user_id"],
+        "patient_id": c["patients"][0]["user_id"], "type": "in_person",
+        "start": f"{day.isoformat()}T10:00:00+05:30", "duration_minutes": 15,
+        "location_id": c["locations"][0]["id"]})
+    assert r.status_code == 201, r.text
+    clinic = domain_layer.run(load_clinic(uuid.UUID(c["id"])))
+
+    async def invoice() -> Any:
+        async with db.transaction():
+            return await invoices.open_invoice(
+                None, clinic, patient_id=uuid.UUID(c["patients"][0]["user_id"]),
+                lines=[LineInput("Visit", 1, 100)], appointment_id=uuid.UUID(r.json()["id"]))
+
+    first = domain_layer.run(invoice())
+    with pytest.raises(Conflict):
+        domain_layer.run(invoice())
+    assert domain_layer.run(load_invoice(first.id)).status is InvoiceStatus.OPEN

@@ -17,6 +17,8 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from asyncpg.exceptions import UniqueViolationError
+
 from domain import clock, db
 from domain.access.policies import require
 from domain.access.roles import Role
@@ -190,13 +192,19 @@ async def _insert(actor: Principal | None, clinic: Clinic, *, patient_id: uuid.U
     status = (InvoiceStatus.DRAFT if not final
               else InvoiceStatus.PAID if total == 0 else InvoiceStatus.OPEN)
     due_at = now + timedelta(days=billing.invoice_due_days) if final else None
-    rows = await db.fetch(
-        _OPEN if final else _DRAFT, uuid.uuid4(), clinic.id, patient_id, appointment_id,
-        subscription_id, number_year(clinic, now) if final else None, status.value,
-        billing.currency, subtotal, disc, billing.tax_rate_bp, billing.tax_label, tax, total,
-        due_at, now if final else None, actor.user_id if actor else None, now,
-        [x.description for x in checked], [x.quantity for x in checked],
-        [x.unit_amount for x in checked])
+    try:
+        rows = await db.fetch(
+            _OPEN if final else _DRAFT, uuid.uuid4(), clinic.id, patient_id, appointment_id,
+            subscription_id, number_year(clinic, now) if final else None, status.value,
+            billing.currency, subtotal, disc, billing.tax_rate_bp, billing.tax_label, tax, total,
+            due_at, now if final else None, actor.user_id if actor else None, now,
+            [x.description for x in checked], [x.quantity for x in checked],
+            [x.unit_amount for x in checked])
+    except UniqueViolationError as exc:
+        if exc.constraint_name != "billing_invoices_appointment":
+            raise
+        raise Conflict("the appointment already has an invoice that is not void",
+                       resource_type="appointment", resource_id=appointment_id) from None
     return invoice_from_row(rows[0], checked)
 
 
