@@ -352,3 +352,11 @@ def test_one_live_invoice_per_appointment(api: Any, domain_layer: Any, sa_token:
     with pytest.raises(Conflict):
         domain_layer.run(invoice())
     assert domain_layer.run(load_invoice(first.id)).status is InvoiceStatus.OPEN
+
+
+def test_a_zero_total_is_paid_at_once(domain_layer: Any, house: dict[str, Any], db: Any) -> None:
+    free = _open(domain_layer, house, lines=[LineInput("Covered follow-up", 1, 0)])
+    assert (free.status, free.total, free.amount_paid) == (InvoiceStatus.PAID, 0, 0)
+    assert free.number and free.paid_at == free.finalized_at
+    kinds = db.fetch("SELECT type FROM events WHERE data->>'invoice_id' = $1", str(free.id))
+    assert [k["type"] for k in kinds] == ["invoice.paid"]
