@@ -150,11 +150,12 @@ def render(invoice: Invoice, clinic: Clinic, patient_name: str, *, locale: str =
     return bytes(doc.pdf.output())
 
 
-async def stored_pdf(invoice_id: uuid.UUID) -> bytes:
-    """The PDF of the invoice as it now stands: the stored one when its state's PDF exists,
-    else rendered now, stored, and its key noted. Outside any transaction (storage is slow;
-    nothing here needs a lock: two renders of one state write the same key)."""
-    invoice = await load_invoice(invoice_id)
+async def stored_pdf(invoice_id: uuid.UUID, *, invoice: Invoice | None = None) -> bytes:
+    """The PDF of the invoice as it now stands (`invoice`: already read by the caller): the
+    stored one when its state's PDF exists, else rendered now, stored, and its key noted.
+    Outside any transaction (storage is slow; nothing here needs a lock: two renders of one
+    state write the same key)."""
+    invoice = invoice or await load_invoice(invoice_id)
     if invoice.status is InvoiceStatus.DRAFT or invoice.number is None:
         raise Conflict("a draft has no PDF until it is finalised", resource_type="invoice",
                        resource_id=invoice_id)

@@ -69,7 +69,7 @@ async def invoice_pdf(principal: CurrentPrincipal,
                       invoice_id: FromPath[uuid.UUID]) -> Response[bytes]:
     """The invoice as a PDF (409 for a draft)."""
     invoice = await queries.get_invoice(principal, invoice_id)
-    data = await pdf.stored_pdf(invoice.id)
+    data = await pdf.stored_pdf(invoice.id, invoice=invoice)
     return Response(data, media_type="application/pdf", headers={
         "content-disposition": f'inline; filename="{invoice.number}.pdf"',
         "cache-control": "private, no-store"})
