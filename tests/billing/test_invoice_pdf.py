@@ -150,3 +150,24 @@ def test_folder_storage_and_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     finally:
         monkeypatch.undo()
         settings.get.cache_clear()
+
+
+def test_finalising_stores_the_pdf_through_a_worker(api: Any, env: Any, db: Any,
+                                                     tmp_path: Path, billed: dict[str, Any]) -> None:
+    """Finalisation plans the render job; a real worker renders and stores it after COMMIT,
+    before anyone asks for it."""
+    token = billed["accountant"]["token"]
+    r = api.as_(token, "POST", "/billing/invoices", json={
+        "clinic_id": billed["id"], "patient_id": billed["patient"]["user_id"],
+        "lines": [{"description": "Consultation", "quantity": 1, "unit_amount": 70000}]})
+    assert r.status_code == 201, r.text
+    r = api.as_(token, "POST", f"/billing/invoices/{r.json()['id']}/finalize")
+    assert r.status_code == 200, r.text
+    inv = r.json()
+    key = f"invoices/{billed['id']}/{inv['number']}-open.pdf"
+    with servers.workers({**env, "CAREWIRE_INVOICE_DIR": str(tmp_path),
+                          "CAREWIRE_INVOICE_BUCKET": ""}, 1):
+        servers.eventually(lambda: (tmp_path / key).is_file(), timeout=60)
+    assert display(inv["total"], "INR") in text_of((tmp_path / key).read_bytes())
+    stored = db.fetch("SELECT pdf_key FROM billing_invoices WHERE id = $1", uuid.UUID(inv["id"]))
+    assert stored[0]["pdf_key"] == key
