@@ -73,6 +73,25 @@ def test_open_invoice_numbers_and_totals(domain_layer: Any, house: dict[str, Any
     assert stored == a
 
 
+def test_invoice_events_go_to_the_patient_and_billing_roles(domain_layer: Any, db: Any,
+                                                            house: dict[str, Any]) -> None:
+    from domain.access import rooms
+    from domain.access.roles import Role
+
+    inv = _open(domain_layer, house)
+    rows = db.fetch("SELECT type, data, audience FROM events WHERE data->>'invoice_id' = $1",
+                    str(inv.id))
+    assert [r["type"] for r in rows] == ["invoice.opened"]
+    audience = set(rows[0]["audience"])
+    assert rooms.user(inv.patient_id) in audience
+    assert rooms.clinic_role(inv.clinic_id, Role.ACCOUNTANT) in audience
+    assert rooms.clinic_role(inv.clinic_id, Role.DOCTOR) not in audience
+    data = rows[0]["data"]
+    data = __import__("json").loads(data) if isinstance(data, str) else data
+    assert data["total"] == inv.total and data["status"] == "open"
+    assert "Consultation" not in str(data)  # no line descriptions on the wire
+
+
 def test_bad_lines_name_the_field(domain_layer: Any, house: dict[str, Any]) -> None:
     for lines, discount, field in [
         ([LineInput("x", 0, 100)], 0, "lines.0.quantity"),
