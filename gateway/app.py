@@ -34,6 +34,7 @@ from gateway.routes import (
     AUTHENTICATED,
     PUBLIC,
     auth,
+    billing_plans,
     boards,
     clinics,
     communication,
@@ -60,6 +61,7 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                communication_log.my_router, communication.router,
                communication_templates.router, notifications.router, webhooks.router,
                unsubscribe.router]
+API_ROUTERS += [billing_plans.router]
 
 
 def tune_gc() -> None:

@@ -4,3 +4,7 @@ payments through four providers (and at the desk), refunds that never exceed wha
 Money is integer minor units plus an ISO 4217 code (domain/money.py); every amount check
 happens in SQL or under a row lock. Provider webhooks go through the one inbox
 (domain/inbox); provider secrets through tenancy's credentials store."""
+
+# Importing the package registers billing's handlers with scheduling (plan coverage first:
+# a booking the plan covers is charged nothing), as domain/queueing/__init__.py does.
+from domain.billing.commands import coverage as _coverage  # noqa: F401
