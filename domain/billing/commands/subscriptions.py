@@ -23,14 +23,17 @@ from domain.access.policies import require
 from domain.access.roles import Role
 from domain.audit.commands import record
 from domain.billing import events
+from domain.billing.commands.invoices import open_invoice
 from domain.billing.models import (
     LIVE_SUBSCRIPTION,
     Interval,
     InvoiceStatus,
+    LineInput,
     Plan,
     Subscription,
     SubscriptionStatus,
 )
+from domain.billing.queries.invoices import load_invoice
 from domain.billing.queries.plans import (
     SUBSCRIPTIONS,
     check_visible,
@@ -73,9 +76,7 @@ async def _event(actor: Principal | None, kind: type[events.SubscriptionEvent],
                        audience=events.audience(sub.clinic_id, sub.patient_id))
 
 
-def _line(plan: Plan, start: datetime, end: datetime) -> Any:
-    from domain.billing.models import LineInput  # TEMP until invoices merges
-
+def _line(plan: Plan, start: datetime, end: datetime) -> LineInput:
     return LineInput(description=f"{plan.name}: {start.date().isoformat()} to "
                                  f"{end.date().isoformat()}", quantity=1, unit_amount=plan.price)
 
@@ -90,8 +91,6 @@ async def _period_invoice(actor: Principal | None, clinic: Clinic, plan: Plan,
         raise Conflict(f"the plan is priced in {plan.currency} but the clinic bills in "
                        f"{clinic.settings.billing.currency}", resource_type="plan",
                        resource_id=plan.id)
-    from domain.billing.commands.invoices import open_invoice  # TEMP until invoices merges
-
     invoice = await open_invoice(actor, clinic, patient_id=patient_id,
                                  lines=[_line(plan, start, end)], subscription_id=subscription_id)
     return invoice.id
@@ -252,8 +251,6 @@ async def _renew_one(row: dict[str, Any], at: datetime) -> None:
         await _moved(before, _view(ended[0], plan), "ended at period end")
         return
     invoice_id = row["period_invoice_id"]
-    from domain.billing.queries.invoices import load_invoice  # TEMP until invoices merges
-
     settled = invoice_id is None or (await load_invoice(invoice_id)).status in _SETTLED
     if before.status is SubscriptionStatus.TRIALING or settled:
         clinic = (await load_clinics([before.clinic_id]))[before.clinic_id]
