@@ -67,3 +67,12 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
 }
+
+# --- billing: plans ---
+OPENAPI_OPERATIONS |= {
+    ("GET", "/api/v1/billing/plans"), ("POST", "/api/v1/billing/plans"),
+    ("GET", "/api/v1/billing/plans/{plan_id}"), ("PATCH", "/api/v1/billing/plans/{plan_id}"),
+    ("GET", "/api/v1/billing/subscriptions"), ("POST", "/api/v1/billing/subscriptions"),
+    ("GET", "/api/v1/billing/subscriptions/{subscription_id}"),
+    ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
+}
