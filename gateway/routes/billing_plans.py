@@ -36,7 +36,7 @@ class PlanCreate(Body):
     trial_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 0
     #: Appointment type (in_person, video) -> visits per period, null: unlimited; a type left
     #: out is not covered.
-    quotas: Quotas = {}
+    quotas: Quotas = msgspec.field(default_factory=dict)
     active: bool = True
 
 
