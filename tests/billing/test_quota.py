@@ -128,3 +128,64 @@ def test_unlimited_uncovered_types_and_cancelled_subscriptions(api, db, clinic) 
     after = book(api, clinic, patient, slot(day, 13), doctor=1)
     assert after["status"] == "pending_payment"
     assert len(claims(db, sub)) == 4
+
+
+def test_50_concurrent_desk_bookings_across_doctors_cover_exactly_k(server, api, db, clinic,
+                                                                     member_factory) -> None:
+    """Staff bookings for one patient with five doctors run side by side (no patient turn, one
+    lock per doctor): only the guarded claim keeps the quota."""
+    k = 11
+    patient = member_factory(clinic["id"], "PATIENT", tag="desk-quota")
+    plan = make_plan(api, clinic, quotas={"in_person": k}, trial_days=30)
+    sub = subscribe(api, clinic, plan, patient)
+    day = fresh_day()
+    bodies = [{**booking(clinic, patient, slot(day, 8 + i // 4, 15 * (i % 4)), doctor=d),
+               "duration_minutes": 15}
+              for i in range(10) for d in range(5)]
+    answers = asyncio.run(storm(server.base_url, clinic["desk"]["token"], bodies))
+    assert [r.status_code for r in answers] == [201] * 50, [r.text for r in answers
+                                                            if r.status_code != 201][:3]
+    assert [r.json()["status"] for r in answers].count("scheduled") == k
+    assert usage(api, patient["token"], sub)["in_person"]["used"] == k
+    assert len(claims(db, sub)) == k
+
+
+def test_concurrent_cancels_and_bookings_keep_used_equal_to_held_claims(
+        server, api, db, clinic, member_factory) -> None:
+    """Cancels (inside the policy) and new bookings at once: every unit given back once, and
+    `used` is always the claims still held, never above the quota nor below zero."""
+    k = 6
+    patient = member_factory(clinic["id"], "PATIENT", tag="churn")
+    plan = make_plan(api, clinic, quotas={"in_person": k}, trial_days=30)
+    sub = subscribe(api, clinic, plan, patient)
+    day = fresh_day()
+    first = [book(api, clinic, patient, slot(day, 8 + i // 5), doctor=i % 5) for i in range(k)]
+    assert {a["status"] for a in first} == {"scheduled"}
+    headers = {"Authorization": f"Bearer {clinic['desk']['token']}"}
+
+    async def churn() -> list[Any]:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=server.base_url + "/api/v1", timeout=120,
+                                     limits=httpx.Limits(max_connections=60)) as client:
+            cancels = [client.post(f"/appointments/{a['id']}/cancel", json={"reason": "churn"},
+                                   headers=headers) for a in first for _ in range(3)]
+            books = [client.post("/appointments", headers=headers, json={
+                **booking(clinic, patient, slot(day, 12 + i // 4, 15 * (i % 4)), doctor=i % 5),
+                "duration_minutes": 15}) for i in range(20)]
+            return list(await asyncio.gather(*cancels, *books))
+
+    answers = asyncio.run(churn())
+    codes = [r.status_code for r in answers]
+    assert all(c < 500 for c in codes), codes
+    cancel_codes = codes[:3 * k]
+    assert cancel_codes.count(200) == k and cancel_codes.count(409) == 2 * k, cancel_codes
+    assert codes[3 * k:] == [201] * 20
+    held = [c for c in claims(db, sub) if c["released_at"] is None]
+    released = [c for c in claims(db, sub) if c["released_at"] is not None]
+    assert {str(c["appointment_id"]) for c in released} == {a["id"] for a in first}
+    used = usage(api, patient["token"], sub)["in_person"]["used"]
+    assert used == len(held) <= k
+    # the bookings that came after the cancels got the units back: all k are in use again
+    covered_new = [r for r in answers[3 * k:] if r.json()["status"] == "scheduled"]
+    assert len(covered_new) == len(held)
