@@ -66,6 +66,12 @@ OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
+    # --- billing: invoices ---
+    ("GET", "/api/v1/billing/invoices"), ("POST", "/api/v1/billing/invoices"),
+    ("GET", "/api/v1/billing/invoices/{invoice_id}"),
+    ("GET", "/api/v1/billing/invoices/{invoice_id}/pdf"),
+    ("POST", "/api/v1/billing/invoices/{invoice_id}/finalize"),
+    ("POST", "/api/v1/billing/invoices/{invoice_id}/void"),
 }
 
 # --- billing: plans ---

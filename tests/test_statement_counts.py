@@ -862,6 +862,72 @@ def test_delivery_status_commands(domain_layer, house, db, pinned) -> None:
     pinned.verify()
 
 
+# --- billing: invoices ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def invoicing(api, sa_token, clinic_factory, member_factory, domain_layer) -> dict[str, Any]:
+    from domain.tenancy.queries import load_clinic
+
+    c = clinic_factory(billing={"currency": "INR", "tax_rate_bp": 1800, "invoice_due_days": 7})
+    c["cid"] = uuid.UUID(c["id"])
+    c["clinic"] = domain_layer.run(load_clinic(c["cid"]))
+    c["acct_p"] = domain_layer.principal(member_factory(c["id"], "ACCOUNTANT", tag="pin")["token"])
+    c["patient"] = uuid.UUID(member_factory(c["id"], "PATIENT", password=None, tag="pinp")["user_id"])
+    return c
+
+
+def test_invoice_commands(domain_layer, invoicing, pinned) -> None:
+    from domain import db
+    from domain.billing.commands import invoices
+    from domain.billing.models import LineInput
+
+    c = invoicing
+    lines = [LineInput("Consultation", 1, 50000), LineInput("Dressing", 2, 1500)]
+
+    def opened() -> Command:
+        async def go() -> Any:
+            async with db.transaction():
+                return await invoices.open_invoice(None, c["clinic"], patient_id=c["patient"],
+                                                   lines=lines, discount=100)
+        return go
+
+    first, n, sent = measure(domain_layer, opened(), opened())
+    assert first.status == "open" and first.number
+    pinned("OPEN_INVOICE", n, sent)
+
+    def pay(invoice_id: uuid.UUID, amount: int) -> Command:
+        async def go() -> Any:
+            async with db.transaction():
+                return await invoices.record_payment(invoice_id, amount, "INR")
+        return go
+
+    a, b = (domain_layer.run(opened()()) for _ in range(2))
+    paid, n, sent = measure(domain_layer, pay(a.id, a.total), pay(b.id, b.total))
+    assert paid.status == "paid"
+    pinned("RECORD_PAYMENT", n, sent)
+    refused, n, sent = measure(domain_layer, pay(a.id, 1), pay(b.id, 1), refused=Conflict)
+    assert isinstance(refused, Conflict)
+    pinned("RECORD_PAYMENT_REFUSED", n, sent)
+
+    draft = lambda: invoices.create_draft(c["acct_p"], clinic_id=c["cid"],  # noqa: E731
+                                          patient_id=c["patient"], lines=lines)
+    made, n, sent = measure(domain_layer, draft, draft)
+    assert made.status == "draft"
+    pinned("CREATE_DRAFT", n, sent)
+    d1, d2 = (domain_layer.run(draft()) for _ in range(2))
+    done, n, sent = measure(domain_layer, lambda: invoices.finalize(c["acct_p"], d1.id),
+                            lambda: invoices.finalize(c["acct_p"], d2.id))
+    assert done.status == "open"
+    pinned("FINALIZE_INVOICE", n, sent)
+    v1, v2 = (domain_layer.run(opened()()) for _ in range(2))
+    voided, n, sent = measure(
+        domain_layer, lambda: invoices.void_invoice(c["acct_p"], v1.id, reason="twice"),
+        lambda: invoices.void_invoice(c["acct_p"], v2.id, reason="twice"))
+    assert voided.status == "void"
+    pinned("VOID_INVOICE", n, sent)
+    pinned.verify()
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -936,6 +1002,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "notifications.commands.preferences:put_preferences": ("PUT_PREFERENCES",),
     "notifications.commands.inbox:mark_read": ("MARK_READ", "MARK_READ_AGAIN"),
     "notifications.commands.inbox:mark_all_read": ("MARK_ALL_READ",),
+    # --- billing: invoices ---
+    "billing.commands.invoices:open_invoice": ("OPEN_INVOICE",),
+    "billing.commands.invoices:record_payment": ("RECORD_PAYMENT", "RECORD_PAYMENT_REFUSED"),
+    "billing.commands.invoices:create_draft": ("CREATE_DRAFT",),
+    "billing.commands.invoices:finalize": ("FINALIZE_INVOICE",),
+    "billing.commands.invoices:void_invoice": ("VOID_INVOICE",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -956,6 +1028,8 @@ NOT_COMMANDS: dict[str, str] = {
     "queueing.commands:appointment_code": "read: an appointment's check-in code",
     "communication.commands.templates:load_templates": "read: a batch's clinic templates",
     "notifications.commands.consume:pending": "read: the clinics whose log is ahead of its cursor",
+    # --- billing: invoices ---
+    "billing.commands.invoices:void_expired": "expire_unpaid's handler, counted in EXPIRE_UNPAID",
 }
 
 
@@ -1014,8 +1088,9 @@ START = 17  # a queued appointment's: the handler moves its entry and tells the 
 COMPLETE = 16
 NO_SHOW = 16
 MARK_PAID = 8
-EXPIRE_UNPAID = 7  # before: 11 with two rows due, 2 more per row (each read back, its
-#                   transition row apart); now one statement moves and notes them all
+EXPIRE_UNPAID = 8  # before: 11 with two rows due, 2 more per row (each read back, its
+#                   transition row apart); now one statement moves and notes them all;
+#                   + 1: billing voids their unpaid invoices (one UPDATE however many)
 RESCHEDULE = 14  # before: 18
 PUT_SCHEDULE = 16
 TIME_OFF = 14
@@ -1229,3 +1304,14 @@ def test_covered_booking_and_release(domain_layer, planned, pinned) -> None:
     assert result.status == "cancelled"
     pinned("CANCEL_COVERED", n, sent)
     pinned.verify()
+
+
+# --- billing: invoices ---
+OPEN_INVOICE = 11  # inside the caller's transaction (BEGIN/COMMIT/reset here are the test's):
+#                  number, invoice and lines in one statement; the PDF job; event + audit at COMMIT
+RECORD_PAYMENT = 10  # one guarded UPDATE (lines read in its RETURNING); invoice.paid + audit
+RECORD_PAYMENT_REFUSED = 5  # the UPDATE matches nothing; one read says which rule refused
+CREATE_DRAFT = 9  # clinic (currency, tax), the patient's membership, the insert; audit, no event
+FINALIZE_INVOICE = 13  # the draft locked, the clinic (time zone, due days), number + update in
+#                      one statement, the PDF job; event + audit at COMMIT
+VOID_INVOICE = 11  # the invoice locked (tenancy and the refusals), the guarded UPDATE
