@@ -76,9 +76,12 @@ async def _event(actor: Principal | None, kind: type[events.SubscriptionEvent],
                        audience=events.audience(sub.clinic_id, sub.patient_id))
 
 
-def _line(plan: Plan, start: datetime, end: datetime) -> LineInput:
-    return LineInput(description=f"{plan.name}: {start.date().isoformat()} to "
-                                 f"{end.date().isoformat()}", quantity=1, unit_amount=plan.price)
+def _line(plan: Plan, start: datetime, end: datetime, timezone: str) -> LineInput:
+    """The period's line, its dates in the clinic's zone."""
+    tz = ZoneInfo(timezone)
+    return LineInput(description=f"{plan.name}: {start.astimezone(tz).date().isoformat()} to "
+                                 f"{end.astimezone(tz).date().isoformat()}",
+                     quantity=1, unit_amount=plan.price)
 
 
 async def _period_invoice(actor: Principal | None, clinic: Clinic, plan: Plan,
@@ -92,7 +95,8 @@ async def _period_invoice(actor: Principal | None, clinic: Clinic, plan: Plan,
                        f"{clinic.settings.billing.currency}", resource_type="plan",
                        resource_id=plan.id)
     invoice = await open_invoice(actor, clinic, patient_id=patient_id,
-                                 lines=[_line(plan, start, end)], subscription_id=subscription_id)
+                                 lines=[_line(plan, start, end, clinic.timezone)],
+                                 subscription_id=subscription_id)
     return invoice.id
 
 
