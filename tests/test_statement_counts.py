@@ -1192,13 +1192,13 @@ NOT_COMMANDS.update({
 # events 3 (NOTIFY, the clinic's sequence, the INSERT)
 CREATE_PLAN = 8  # the clinic (its currency), the INSERT, the audit row
 UPDATE_PLAN = 8  # the plan locked, the UPDATE (the name check in its WHERE), the audit row
-SUBSCRIBE = 15  # clinic, plan, patient, the INSERT, the period's invoice (open_invoice's one
-#   statement), its id on the subscription, events, audit
+SUBSCRIBE = 16  # clinic, plan, patient, the INSERT, the period's invoice (open_invoice: one
+#   statement and its PDF job), its id on the subscription, events, audit
 SUBSCRIBE_TRIAL = 13  # no invoice
 CANCEL_SUBSCRIPTION = 8  # at period end: the subscription locked with its usage, the UPDATE,
 #   the audit row (no status change, no event)
-RENEW_DUE = 18  # one due: locked with its plan, its invoice's status, the clinic, the new
-#   invoice, the new period, events, audit; then the empty look for the next, in its own
+RENEW_DUE = 19  # one due: locked with its plan, its invoice's status, the clinic, the new
+#   invoice (and its PDF job), the new period, events, audit; then the empty look for the next, in its own
 #   transaction (3)
 BOOK_COVERED = 18  # BOOK_PATIENT + the claim + the move to scheduled (pending_payment)
 CANCEL_COVERED = 15  # CANCEL + the clinic's refund policy + the release
