@@ -253,3 +253,43 @@ def test_concurrent_renewal_runs_renew_once(api, db, domain_layer, clinic, membe
     domain_layer.run(both())
     assert len(invoices(db, sub)) == 2
     assert event_types(db, sub).count("subscription.renewed") == 1
+
+
+def test_subscription_events_reach_the_patient_and_billing_roles_only(server, api, clinic,
+                                                                      member_factory) -> None:
+    from tests.realtime_client import Recorder
+
+    me = member_factory(clinic["id"], "PATIENT", tag="live-me")
+    them = member_factory(clinic["id"], "PATIENT", tag="live-them")
+    plan = make_plan(api, clinic, price=15000, interval="month")
+
+    def created(rec: Any, sub_id: str) -> bool:
+        return any(d["data"]["subscription_id"] == sub_id for d in rec.named("subscription.created"))
+
+    async def scenario() -> None:
+        mine, theirs, accountant = (Recorder(server.base_url) for _ in range(3))
+        await mine.connect(me["token"])
+        await theirs.connect(them["token"])
+        await accountant.connect(clinic["accountant"]["token"])
+        sub = await asyncio.to_thread(subscribe, api, clinic, plan, me)
+        for rec in (mine, accountant):
+            await rec.wait_for(lambda rec=rec: created(rec, sub["id"]))
+        event = next(d for d in mine.named("subscription.created")
+                     if d["data"]["subscription_id"] == sub["id"])
+        assert event["category"] == "BILLING"
+        assert event["data"] == {"subscription_id": sub["id"], "plan_id": plan["id"],
+                                 "patient_id": me["user_id"], "status": "active"}
+        marker = await asyncio.to_thread(subscribe, api, clinic, plan, them)
+        await theirs.wait_for(lambda: created(theirs, marker["id"]))
+        assert not created(theirs, sub["id"])
+        r = await asyncio.to_thread(api.as_, me["token"], "POST",
+                                    f"/billing/subscriptions/{sub['id']}/cancel")
+        assert r.status_code == 200, r.text
+        await mine.wait_for(lambda: any(
+            d["data"]["subscription_id"] == sub["id"] and d["data"]["status"] == "cancelled"
+            and d["data"]["previous_status"] == "active"
+            for d in mine.named("subscription.status_changed")))
+        for rec in (mine, theirs, accountant):
+            await rec.close()
+
+    asyncio.run(scenario())
