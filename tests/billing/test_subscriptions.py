@@ -293,3 +293,26 @@ def test_subscription_events_reach_the_patient_and_billing_roles_only(server, ap
             await rec.close()
 
     asyncio.run(scenario())
+
+
+def test_a_refused_renewal_leaves_the_others_alone(api, db, domain_layer, clinic, sa_token,
+                                                    clinic_factory, member_factory) -> None:
+    """A clinic that now bills in another currency than its plan's: that renewal is refused
+    (nothing half done) and the run renews the rest."""
+    odd = plan_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=1)
+    odd_plan = make_plan(api, odd, price=10000, interval="month")
+    stuck = subscribe(api, odd, odd_plan, odd["patients"][0])
+    pay(domain_layer, invoices(db, stuck)[0])
+    r = api.as_(sa_token, "PATCH", f"/clinics/{odd['id']}",
+                json={"settings": {"billing": {"currency": "USD"}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["settings"]["billing"]["currency"] == "USD"
+    fine_plan = make_plan(api, clinic, price=10000, interval="month")
+    fine = subscribe(api, clinic, fine_plan, member_factory(clinic["id"], "PATIENT", tag="fine"))
+    pay(domain_layer, invoices(db, fine)[0])
+    stuck_end, fine_end = period_ends_now(db, stuck), period_ends_now(db, fine)
+    domain_layer.run(renew_due())
+    assert row(db, fine)["current_period_start"] == fine_end and len(invoices(db, fine)) == 2
+    after = row(db, stuck)
+    assert (after["status"], after["current_period_end"]) == ("active", stuck_end)
+    assert len(invoices(db, stuck)) == 1

@@ -12,6 +12,7 @@ it FOR SHARE), so a renewal, a cancellation and a booking take turns."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from calendar import monthrange
 from datetime import datetime, timedelta
@@ -41,11 +42,13 @@ from domain.billing.queries.plans import (
     plan_from_row,
     subscription_from_row,
 )
-from domain.errors import Conflict, NotFound, invalid_field
+from domain.errors import Conflict, DomainError, NotFound, invalid_field
 from domain.events.commands import record as record_event
 from domain.principal import Principal
 from domain.tenancy.models import Clinic
 from domain.tenancy.queries import load_clinic, load_clinics, require_member
+
+log = logging.getLogger("carewire.billing")
 
 #: Renewal runs that may find the period's invoice still unpaid after the first (past_due)
 #: before the subscription expires.
@@ -233,17 +236,24 @@ def _plan_of(row: dict[str, Any]) -> Plan:
 
 async def renew_due(*, now: datetime | None = None, limit: int = 500) -> int:
     """The renewal job's work: every live subscription whose period ended at `now` moves on,
-    one transaction each (a refusal leaves the others alone). Returns how many changed."""
+    one transaction each. A refusal (a plan priced in a currency the clinic no longer bills in)
+    rolls back that one, is logged and left for the next run; the others go on. Returns how
+    many moved."""
     seen: list[uuid.UUID] = []
+    moved = 0
     at = now or clock.now()
     while len(seen) < limit:
-        async with db.transaction():
-            rows = await db.fetch(_NEXT_DUE, _LIVE, at, seen)
-            if not rows:
-                break
-            seen.append(rows[0]["id"])
-            await _renew_one(rows[0], at)
-    return len(seen)
+        try:
+            async with db.transaction():
+                rows = await db.fetch(_NEXT_DUE, _LIVE, at, seen)
+                if not rows:
+                    break
+                seen.append(rows[0]["id"])
+                await _renew_one(rows[0], at)
+                moved += 1
+        except DomainError as exc:
+            log.warning("subscription %s not renewed: %s", seen[-1], exc.message)
+    return moved
 
 
 async def _renew_one(row: dict[str, Any], at: datetime) -> None:
