@@ -35,6 +35,7 @@ from gateway.routes import (
     PUBLIC,
     auth,
     billing_invoices,
+    billing_plans,
     boards,
     clinics,
     communication,
@@ -61,6 +62,7 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                communication_log.my_router, communication.router,
                communication_templates.router, notifications.router, webhooks.router,
                unsubscribe.router, billing_invoices.router]
+API_ROUTERS += [billing_plans.router]
 
 
 def tune_gc() -> None:

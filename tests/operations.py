@@ -73,3 +73,12 @@ OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/billing/invoices/{invoice_id}/finalize"),
     ("POST", "/api/v1/billing/invoices/{invoice_id}/void"),
 }
+
+# --- billing: plans ---
+OPENAPI_OPERATIONS |= {
+    ("GET", "/api/v1/billing/plans"), ("POST", "/api/v1/billing/plans"),
+    ("GET", "/api/v1/billing/plans/{plan_id}"), ("PATCH", "/api/v1/billing/plans/{plan_id}"),
+    ("GET", "/api/v1/billing/subscriptions"), ("POST", "/api/v1/billing/subscriptions"),
+    ("GET", "/api/v1/billing/subscriptions/{subscription_id}"),
+    ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
+}

@@ -1171,3 +1171,105 @@ def test_invoice_route(world: World, billed: Billed, api, sa_token, route: str, 
     if where == "other" and caller != "SUPER_ADMIN":
         for secret in billed.b_secrets:
             assert str(secret) not in r.text
+
+
+# --- billing: plans ---
+# Plans are the clinic's (every member reads them, to choose one; billing roles manage them).
+# A subscription is its patient's and has no location: O reaches one's own, L reaches none.
+
+PLAN_ROUTES = ["GET plans", "POST plans", "GET plan", "PATCH plan", "GET subscriptions",
+               "POST subscriptions", "GET subscription", "POST subscription/cancel"]
+
+
+def _plan_of(api, sa_token: str, clinic: dict[str, Any]) -> str:
+    r = api.as_(sa_token, "POST", "/billing/plans",
+                json={"clinic_id": clinic["id"], "name": f"Plan {uuid.uuid4().hex[:8]}",
+                      "price": 0, "interval": "month", "quotas": {"in_person": 2}})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _subscription_of(api, sa_token: str, clinic: dict[str, Any], patient_id: str) -> str:
+    r = api.as_(sa_token, "POST", "/billing/subscriptions",
+                json={"clinic_id": clinic["id"], "plan_id": _plan_of(api, sa_token, clinic),
+                      "patient_id": patient_id})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def plan_request(route: str, world: World, where: str, api, sa_token: str
+                 ) -> tuple[str, str, dict[str, Any] | None, str, int]:
+    """(method, path, body, permission, success); subscriptions are the PATIENT caller's in
+    clinic A, a fresh patient's in clinic B."""
+    clinic = world.a if where == "own" else world.b
+    patient = (world.callers["PATIENT"]["user_id"] if where == "own"
+               else target(api, sa_token, world.b))
+    match route:
+        case "GET plans":
+            return "GET", f"/billing/plans?clinic_id={clinic['id']}", None, "billing_plans:read", 200
+        case "POST plans":
+            return ("POST", "/billing/plans",
+                    {"clinic_id": clinic["id"], "name": f"P {uuid.uuid4().hex[:8]}", "price": 100,
+                     "interval": "year"}, "billing_plans:manage", 201)
+        case "GET plan":
+            return ("GET", f"/billing/plans/{_plan_of(api, sa_token, clinic)}", None,
+                    "billing_plans:read", 200)
+        case "PATCH plan":
+            return ("PATCH", f"/billing/plans/{_plan_of(api, sa_token, clinic)}", {"price": 5},
+                    "billing_plans:manage", 200)
+        case "GET subscriptions":
+            return ("GET", f"/billing/subscriptions?clinic_id={clinic['id']}", None,
+                    "subscriptions:read", 200)
+        case "POST subscriptions":
+            return ("POST", "/billing/subscriptions",
+                    {"clinic_id": clinic["id"], "plan_id": _plan_of(api, sa_token, clinic),
+                     "patient_id": patient}, "subscriptions:manage", 201)
+        case "GET subscription":
+            return ("GET", f"/billing/subscriptions/{_subscription_of(api, sa_token, clinic, patient)}",
+                    None, "subscriptions:read", 200)
+        case "POST subscription/cancel":
+            sub = _subscription_of(api, sa_token, clinic, patient)
+            return ("POST", f"/billing/subscriptions/{sub}/cancel", {"at_period_end": False},
+                    "subscriptions:manage", 200)
+    raise AssertionError(route)
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", PLAN_ROUTES)
+def test_plan_route(world: World, api, sa_token, db, route: str, caller: str, where: str) -> None:
+    who = world.callers.get(caller, {"token": None})
+    method, path, body, permission, success = plan_request(route, world, where, api, sa_token)
+    before = db.fetch("SELECT (SELECT count(*) FROM billing_plans) AS p, "
+                      "(SELECT count(*) FROM billing_subscriptions WHERE status = 'cancelled') AS c,"
+                      " (SELECT count(*) FROM billing_subscriptions) AS s")[0]
+    r = api.as_(who["token"], method, path, json=body)
+    scope = scope_of(permission, Role(caller)) if caller != "ANONYMOUS" else Scope.DENY
+    if caller == "ANONYMOUS":
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    elif scope is Scope.DENY:
+        expected = 403
+    elif scope is Scope.LOCATION and route in ("GET subscription", "POST subscription/cancel"):
+        expected = 404  # a subscription is at no location: out of an L caller's reach
+    else:
+        expected = success
+    assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if method != "GET":  # a refused write changes nothing
+            after = db.fetch("SELECT (SELECT count(*) FROM billing_plans) AS p, "
+                             "(SELECT count(*) FROM billing_subscriptions WHERE status = "
+                             "'cancelled') AS c, (SELECT count(*) FROM billing_subscriptions) AS s"
+                             )[0]
+            assert after == before
+    if route == "GET subscriptions" and expected == 200:
+        patients = {s["patient_id"] for s in r.json()["items"]}
+        if scope is Scope.OWN:
+            assert patients <= {who["user_id"]}
+        elif scope is Scope.LOCATION:
+            assert patients <= {who["user_id"]}
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in world.b_secrets:
+            assert str(secret) not in r.text

@@ -19,7 +19,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -106,6 +106,10 @@ class Ctx:
     suppressed: str  # an email address the clinic suppresses: the target of suppression removal
     sa_user_id: str  # the super admin (the caller): whose preferences must stay as they are
     notification_id: str  # an unread inbox item of the super admin: the target of read marks
+    # --- billing: plans ---
+    plan_id: str = ""  # a plan of the clinic: the target of plan PATCH
+    subscription_id: str = ""  # the patient's live subscription: the target of cancels
+    spare_plan_id: str = ""  # a plan the patient has not subscribed to
     # --- billing: invoices ---
     invoice_id: str = NIL  # an open invoice of the clinic: the target of invoice writes
 
@@ -143,11 +147,30 @@ def ctx(api, db, clinic_factory, member_factory, sa_token) -> Ctx:
     r = api.as_(other_admin["token"], "POST", f"/clinics/{other['id']}/members",
                 json={"email": nurse["email"], "name": "Nurse", "role": "NURSE"})
     assert r.status_code == 202, r.text
-    return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
+    made = Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
                doctor["user_id"], patient["user_id"], appointment_id, visit_id, queue_id, entry_id,
                doctor2["user_id"], r.json()["invitation_id"], *communication(api, db, cid, sa_token),
                *notifications(api, db, cid, sa_token),
                invoice_id=open_invoice(api, cid, patient["user_id"], sa_token))
+    return replace(made, **billing_plan_ids(api, cid, patient["user_id"], sa_token))
+
+
+def billing_plan_ids(api, clinic_id: str, patient_id: str, sa_token: str) -> dict[str, str]:
+    """A plan of the clinic and the patient's subscription to it (billing: plans)."""
+    r = api.as_(sa_token, "POST", "/billing/plans",
+                json={"clinic_id": clinic_id, "name": "Bad input plan", "price": 0,
+                      "interval": "month", "quotas": {"in_person": 2}})
+    assert r.status_code == 201, r.text
+    plan_id = r.json()["id"]
+    r = api.as_(sa_token, "POST", "/billing/subscriptions",
+                json={"clinic_id": clinic_id, "plan_id": plan_id, "patient_id": patient_id})
+    assert r.status_code == 201, r.text
+    subscription_id = r.json()["id"]
+    r = api.as_(sa_token, "POST", "/billing/plans",
+                json={"clinic_id": clinic_id, "name": "Bad input spare plan", "price": 0,
+                      "interval": "year"})
+    assert r.status_code == 201, r.text
+    return {"plan_id": plan_id, "subscription_id": subscription_id, "spare_plan_id": r.json()["id"]}
 
 
 def notifications(api, db, clinic_id: str, sa_token: str) -> tuple[str, str]:
@@ -232,6 +255,12 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                   (SELECT count(*) FROM notifications WHERE read_at IS NOT NULL) AS read_marks,
                   (SELECT row_to_json(n)::text FROM notifications n
                     WHERE n.id = $7::uuid) AS notification,
+                  (SELECT json_agg(p ORDER BY p.id)::text FROM billing_plans p
+                    WHERE p.clinic_id = $1::uuid) AS billing_plans,
+                  (SELECT json_agg(s ORDER BY s.id)::text FROM billing_subscriptions s
+                    WHERE s.clinic_id = $1::uuid) AS billing_subscriptions,
+                  (SELECT count(*) FROM billing_plans) AS billing_plan_count,
+                  (SELECT count(*) FROM billing_subscriptions) AS billing_subscription_count,
                   (SELECT count(*) FROM billing_invoices) AS invoices,
                   (SELECT count(*) FROM billing_invoice_lines) AS invoice_lines,
                   (SELECT row_to_json(i)::text FROM billing_invoices i
@@ -257,7 +286,9 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
             "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
             "invitation_id": ctx.invitation_id, "device_id": ctx.device_id,
             "message_id": ctx.message_id, "channel": "email", "address": ctx.suppressed,
-            "notification_id": ctx.notification_id, "invoice_id": ctx.invoice_id,
+            "notification_id": ctx.notification_id,
+            "plan_id": ctx.plan_id, "subscription_id": ctx.subscription_id,
+            "invoice_id": ctx.invoice_id,
             "kind": "appointment.booked", "locale": "hi-IN",
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
@@ -403,6 +434,27 @@ WRITES: dict[str, Write] = {
         "reason", 500, "reason", ("reason", 5)),
 }
 
+# --- billing: plans ---
+WRITES.update({
+    "create_plan": Write(
+        "POST", "/billing/plans",
+        lambda c: {"clinic_id": c.clinic_id, "name": f"Plan {uuid.uuid4().hex[:6]}",
+                   "price": 1000, "interval": "month", "quotas": {"in_person": 2}},
+        "name", 120, "price", ("price", [1000])),
+    "update_plan": Write(
+        "PATCH", "/billing/plans/{plan_id}", lambda c: {"price": 2000, "name": "Renamed plan"},
+        "name", 120, None, ("active", [1])),
+    "subscribe": Write(
+        "POST", "/billing/subscriptions",
+        lambda c: {"clinic_id": c.clinic_id, "plan_id": c.spare_plan_id,
+                   "patient_id": c.patient_id},
+        None, 0, "plan_id", ("patient_id", 5)),
+    "cancel_subscription": Write(
+        "POST", "/billing/subscriptions/{subscription_id}/cancel",
+        lambda c: {"at_period_end": True}, None, 0, None, ("at_period_end", [1]),
+        optional_body=True),
+})
+
 # Every protected route, with a body that would be accepted from an allowed caller.
 PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
     "logout": ("POST", "/auth/logout", None),
@@ -452,6 +504,11 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "get_message": ("GET", "/clinics/{clinic_id}/communication/messages/{message_id}", None),
     "get_template": ("GET", TEMPLATE, None),
     "delete_template": ("DELETE", TEMPLATE, None),
+    # --- billing: plans ---
+    "list_plans": ("GET", "/billing/plans", None),
+    "get_plan": ("GET", "/billing/plans/{plan_id}", None),
+    "list_subscriptions": ("GET", "/billing/subscriptions", None),
+    "get_subscription": ("GET", "/billing/subscriptions/{subscription_id}", None),
     # --- billing: invoices ---
     "list_invoices": ("GET", "/billing/invoices", None),
     "get_invoice": ("GET", "/billing/invoices/{invoice_id}", None),
@@ -469,6 +526,9 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "list_messages": lambda c: {"since": later(-3), "until": later(1)},
     "list_suppressions": lambda c: {"channel": "email"},
     "my_notifications": lambda c: {"unread": "true"},
+    # --- billing: plans ---
+    "list_plans": lambda c: {"clinic_id": c.clinic_id},
+    "list_subscriptions": lambda c: {"clinic_id": c.clinic_id},
     "list_invoices": lambda c: {"clinic_id": c.clinic_id},  # --- billing: invoices ---
 }
 
@@ -939,6 +999,26 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
 ]
 
 
+# --- billing: plans ---
+FIELD_CASES += [
+    ("create_plan", "other_currency", lambda c: {"currency": "USD"}, 400, "currency"),
+    ("create_plan", "unknown_currency", lambda c: {"currency": "QQQ"}, 400, "currency"),
+    ("create_plan", "negative_price", lambda c: {"price": -1}, 400, "price"),
+    ("create_plan", "absurd_price", lambda c: {"price": 10**12}, 400, "price"),
+    ("create_plan", "fractional_price", lambda c: {"price": 10.5}, 400, "price"),
+    ("create_plan", "zero_quota", lambda c: {"quotas": {"in_person": 0}}, 400, "quotas"),
+    ("create_plan", "unknown_type", lambda c: {"quotas": {"surgery": 1}}, 400, "quotas.surgery"),
+    ("create_plan", "weekly", lambda c: {"interval": "week"}, 400, "interval"),
+    ("create_plan", "long_trial", lambda c: {"trial_days": 366}, 400, "trial_days"),
+    ("create_plan", "blank_name", lambda c: {"name": "  "}, 400, "name"),
+    ("create_plan", "unknown_clinic", lambda c: {"clinic_id": str(uuid.uuid4())}, 404, None),
+    ("update_plan", "negative_price", lambda c: {"price": -5}, 400, "price"),
+    ("update_plan", "unknown_type", lambda c: {"quotas": {"x": 1}}, 400, "quotas.x"),
+    ("subscribe", "unknown_plan", lambda c: {"plan_id": str(uuid.uuid4())}, 400, "plan_id"),
+    ("subscribe", "not_a_patient", lambda c: {"patient_id": c.user_id}, 400, "patient_id"),
+]
+
+
 @pytest.mark.parametrize(("route", "change", "status", "field"),
                          [pytest.param(r, ch, s, f, id=f"{r}-{name}")
                           for r, name, ch, s, f in FIELD_CASES])
@@ -982,9 +1062,13 @@ PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location
                *COMMUNICATION_ROUTES,
                *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES,
                *COMMUNICATION_PATH_ROUTES, *INVOICE_PATH_ROUTES]
+# --- billing: plans ---
+PLAN_PATH_ROUTES = ["get_plan", "update_plan", "get_subscription", "cancel_subscription"]
+PATH_ROUTES += PLAN_PATH_ROUTES
 PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
             "device_id", "message_id", "notification_id",
-            "queue_id", "entry_id", "invitation_id", "invoice_id")
+            "queue_id", "entry_id", "invitation_id", "invoice_id",
+            "plan_id", "subscription_id")
 
 
 def path_params(routes: list[str], values: dict[str, str]) -> list[Any]:
@@ -1022,7 +1106,7 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
                                       *(r for r in INVITATION_ROUTES if r != "list_invitations"),
                                       "remove_device", "add_suppression", "remove_suppression",
                                       "get_message", "mark_notification_read",
-                                      *INVOICE_PATH_ROUTES],
+                                      *INVOICE_PATH_ROUTES, *PLAN_PATH_ROUTES],
                                      {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
@@ -1048,6 +1132,9 @@ LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "suppressions": "/clinics/{clinic_id}/communication/suppressions",
          "messages": "/clinics/{clinic_id}/communication/messages",
          "my_messages": "/users/me/messages", "my_notifications": "/users/me/notifications",
+         # --- billing: plans ---
+         "plans": "/billing/plans?clinic_id={clinic_id}",
+         "subscriptions": "/billing/subscriptions?clinic_id={clinic_id}",
          "invoices": "/billing/invoices?clinic_id={clinic_id}"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}

@@ -1076,14 +1076,14 @@ def test_every_write_command_is_pinned() -> None:
 
 # the pinned counts ---------------------------------------------------------------------------
 
-BOOK_ONE = 13  # before: 29
-BOOK_SERIES_4 = 13  # before: 56
-BOOK_PATIENT = 15  # staff's 13, plus the patient's turn and their upcoming count
-FOLLOW_UP = 15  # the parent (read outside, with its reset), then a booking's 13
+BOOK_ONE = 14  # before: 29; +1: billing reads the patient's live plans (coverage.cover)
+BOOK_SERIES_4 = 14  # before: 56; +1: as BOOK_ONE
+BOOK_PATIENT = 16  # staff's 14, plus the patient's turn and their upcoming count
+FOLLOW_UP = 16  # the parent (read outside, with its reset), then a booking's 14
 BOARD_TOKEN = 10  # queue and clinic read outside a transaction; the audit row in its own
 BOOK_CONFLICT = 9  # before: 27
 CONFIRM = 11  # before: 16
-CANCEL = 12  # before: 17
+CANCEL = 13  # before: 17; +1: billing looks for a plan's claim (coverage.give_back)
 START = 17  # a queued appointment's: the handler moves its entry and tells the queue
 COMPLETE = 16
 NO_SHOW = 16
@@ -1103,7 +1103,7 @@ REQUEUE = 20
 CONSULT_START = 24  # before: 25
 CONSULT_COMPLETE = 22  # before: 24
 TRANSFER = 26
-CANCEL_QUEUED = 17  # new: the queue handler path
+CANCEL_QUEUED = 18  # new: the queue handler path; +1: as CANCEL
 PAUSE = 13
 RESUME = 13  # was pinned as PAUSE (it counted the resume)
 ADD_MEMBER = 13  # before: 14 (the membership read back after its INSERT)
@@ -1171,6 +1171,141 @@ PUT_PREFERENCES = 7  # the upsert and the audit row (3), in one transaction
 MARK_READ = 2  # one UPDATE (the owner in its WHERE), no transaction, no audit, and the reset
 MARK_READ_AGAIN = 2  # the same UPDATE finds it read and keeps its time
 MARK_ALL_READ = 2  # one UPDATE counted in the same statement, and the reset
+
+
+# --- billing: plans ---------------------------------------------------------------------------
+
+COMMANDS.update({
+    "billing.commands.plans:create_plan": ("CREATE_PLAN",),
+    "billing.commands.plans:update_plan": ("UPDATE_PLAN",),
+    "billing.commands.subscriptions:subscribe": ("SUBSCRIBE", "SUBSCRIBE_TRIAL"),
+    "billing.commands.subscriptions:cancel": ("CANCEL_SUBSCRIPTION",),
+    "billing.commands.subscriptions:renew_due": ("RENEW_DUE",),
+    "billing.commands.coverage:cover": ("BOOK_COVERED",),
+    "billing.commands.coverage:give_back": ("CANCEL_COVERED",),
+})
+NOT_COMMANDS.update({
+    "billing.commands.coverage:covered": "read: whether a plan covers an appointment",
+})
+
+# each with BEGIN, COMMIT and the pool's reset; an audit row is 3 (lock, chain head, INSERT),
+# events 3 (NOTIFY, the clinic's sequence, the INSERT)
+CREATE_PLAN = 8  # the clinic (its currency), the INSERT, the audit row
+UPDATE_PLAN = 8  # the plan locked, the UPDATE (the name check in its WHERE), the audit row
+SUBSCRIBE = 16  # clinic, plan, patient, the INSERT, the period's invoice (open_invoice: one
+#   statement and its PDF job), its id on the subscription, events, audit
+SUBSCRIBE_TRIAL = 13  # no invoice
+CANCEL_SUBSCRIPTION = 8  # at period end: the subscription locked with its usage, the UPDATE,
+#   the audit row (no status change, no event)
+RENEW_DUE = 19  # one due: locked with its plan, its invoice's status, the clinic, the new
+#   invoice (and its PDF job), the new period, events, audit; then the empty look for the next, in its own
+#   transaction (3)
+BOOK_COVERED = 18  # BOOK_PATIENT + the claim + the move to scheduled (pending_payment)
+CANCEL_COVERED = 15  # CANCEL + the clinic's refund policy + the release
+
+
+@pytest.fixture(scope="module")
+def planned(api, sa_token, clinic_factory, member_factory, domain_layer) -> dict[str, Any]:
+    """A clinic whose in-person visits wait for payment, with plans its patients hold."""
+    c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=6,
+                    patient_max_future_appointments=500, payment_required_types=["in_person"])
+    c["sa_p"] = domain_layer.principal(sa_token)
+    c["desk_p"] = domain_layer.principal(c["desk"]["token"])
+    c["loc"] = uuid.UUID(c["locations"][0]["id"])
+    c["cid"] = uuid.UUID(c["id"])
+    return c
+
+
+def _plan(c: dict[str, Any], name: str, **kw: Any) -> Command:
+    from domain.billing.commands import plans
+    from domain.billing.models import Interval
+
+    return lambda: plans.create_plan(c["sa_p"], clinic_id=c["cid"], name=name, price=10000,
+                                     interval=Interval.MONTH, quotas={"in_person": 5}, **kw)
+
+
+def _subscribe(c: dict[str, Any], plan: Any, patient: int) -> Command:
+    from domain.billing.commands import subscriptions
+
+    return lambda: subscriptions.subscribe(
+        c["desk_p"], clinic_id=c["cid"], plan_id=plan.id,
+        patient_id=uuid.UUID(c["patients"][patient]["user_id"]))
+
+
+def test_plans_and_subscriptions(domain_layer, planned, pinned) -> None:
+    from domain import db
+    from domain.billing.commands import plans, subscriptions
+
+    c = planned
+    result, n, sent = measure(domain_layer, _plan(c, "warm"), _plan(c, "counted"))
+    pinned("CREATE_PLAN", n, sent)
+    paid = result
+    result, n, sent = measure(
+        domain_layer, lambda: plans.update_plan(c["sa_p"], paid.id, price=20000),
+        lambda: plans.update_plan(c["sa_p"], paid.id, price=30000, name="renamed"))
+    assert result.price == 30000
+    pinned("UPDATE_PLAN", n, sent)
+    result, n, sent = measure(domain_layer, _subscribe(c, paid, 0), _subscribe(c, paid, 1))
+    assert result.status == "active"
+    pinned("SUBSCRIBE", n, sent)
+    trial = domain_layer.run(_plan(c, "trial", trial_days=5)())
+    result, n, sent = measure(domain_layer, _subscribe(c, trial, 0), _subscribe(c, trial, 1))
+    assert result.status == "trialing"
+    pinned("SUBSCRIBE_TRIAL", n, sent)
+    a = domain_layer.run(_subscribe(c, trial, 2)())
+    b = domain_layer.run(_subscribe(c, trial, 3)())
+    result, n, sent = measure(
+        domain_layer, lambda: subscriptions.cancel(c["desk_p"], a.id, at_period_end=True),
+        lambda: subscriptions.cancel(c["desk_p"], b.id, at_period_end=True))
+    assert result.cancel_at_period_end
+    pinned("CANCEL_SUBSCRIPTION", n, sent)
+
+    def ended(sub: Any) -> None:
+        domain_layer.run(db.fetch(
+            "UPDATE billing_subscriptions SET current_period_start = now() - interval '2 days',"
+            " current_period_end = now() - interval '1 second' WHERE id = $1", sub.id))
+
+    while domain_layer.run(subscriptions.renew_due()):  # nothing else of the run left due
+        pass
+    d = domain_layer.run(_subscribe(c, paid, 4)())
+    e = domain_layer.run(_subscribe(c, paid, 5)())
+    # paid periods renew (an unpaid one fails with fewer statements: no new invoice)
+    domain_layer.run(db.fetch("UPDATE billing_invoices SET status = 'paid', amount_paid = total,"
+                              " paid_at = now() WHERE subscription_id = ANY($1::uuid[])",
+                              [d.id, e.id]))
+    ended(d)
+    assert domain_layer.run(subscriptions.renew_due()) == 1  # the warm run
+    ended(e)
+    result, n, sent = measure(domain_layer, _noop, subscriptions.renew_due)
+    assert result == 1
+    pinned("RENEW_DUE", n, sent)
+    pinned.verify()
+
+
+def test_covered_booking_and_release(domain_layer, planned, pinned) -> None:
+    c = planned
+    plan = domain_layer.run(_plan(c, "cover", trial_days=30)())
+    me = domain_layer.principal(c["patients"][5]["token"])
+    domain_layer.run(_subscribe(c, plan, 5)())
+    day = fresh_day()
+
+    def mine(start: datetime) -> Command:
+        return lambda: scheduling.book(
+            me, clinic_id=c["cid"], doctor_id=uuid.UUID(c["doctors"][0]["user_id"]),
+            patient_id=me.user_id, appointment_type=AppointmentType.IN_PERSON, start=start,
+            location_id=c["loc"])
+
+    result, n, sent = measure(domain_layer, mine(_at(day, 8)), mine(_at(day, 9)))
+    assert [a.status for a in result] == ["scheduled"]
+    pinned("BOOK_COVERED", n, sent)
+    a, b = (domain_layer.run(mine(_at(day, h))())[0] for h in (10, 11))
+    result, n, sent = measure(domain_layer, _transition(c, a, "cancel"),
+                              _transition(c, b, "cancel"))
+    assert result.status == "cancelled"
+    pinned("CANCEL_COVERED", n, sent)
+    pinned.verify()
+
+
 # --- billing: invoices ---
 OPEN_INVOICE = 11  # inside the caller's transaction (BEGIN/COMMIT/reset here are the test's):
 #                  number, invoice and lines in one statement; the PDF job; event + audit at COMMIT
