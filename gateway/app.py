@@ -34,6 +34,7 @@ from gateway.routes import (
     AUTHENTICATED,
     PUBLIC,
     auth,
+    billing_refunds,
     boards,
     clinics,
     communication,
@@ -59,7 +60,7 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                scheduling.router, queues.router, devices.router, communication_log.router,
                communication_log.my_router, communication.router,
                communication_templates.router, notifications.router, webhooks.router,
-               unsubscribe.router]
+               unsubscribe.router, billing_refunds.router]
 
 
 def tune_gc() -> None:

@@ -1,0 +1,286 @@
+"""Refunds: partial with a reason (audited), never above what was paid (also with 20 requests at
+once), by the roles the permission file names, automatically on a cancellation inside the
+clinic's policy and not outside it; webhook facts applied once per provider refund id."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.billing.payment_rows import paid
+from tests.queue_fixtures import TZ, fresh_day, make_clinic
+from tests.servers import eventually, workers
+
+NOTICE = 10080  # a week: a visit two days out is inside it, one a month out is not
+
+
+@pytest.fixture(scope="module")
+def house(api, sa_token, clinic_factory, member_factory) -> dict[str, Any]:
+    c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=2,
+                    billing={"currency": "INR", "refund_notice_minutes": NOTICE})
+    c["accountant"] = member_factory(c["id"], "ACCOUNTANT", tag="refund-acc")
+    c["admin"] = member_factory(c["id"], "CLINIC_ADMIN", tag="refund-admin")
+    other = clinic_factory()
+    c["other_admin"] = member_factory(other["id"], "CLINIC_ADMIN", tag="refund-other")
+    return c
+
+
+def refund(api, token: str, payment_id: str, **body: Any) -> httpx.Response:
+    return api.as_(token, "POST", f"/billing/payments/{payment_id}/refunds",
+                   json={"reason": "patient asked", **body})
+
+
+def refunded(db, payment_id: str) -> int:
+    return int(db.fetch("SELECT refunded FROM billing_payments WHERE id = $1::uuid",
+                        payment_id)[0]["refunded"])
+
+
+def test_a_partial_refund_is_audited_with_its_reason_and_listed(api, db, house) -> None:
+    patient = house["patients"][0]
+    payment = paid(db, house["id"], patient["user_id"], 1000)
+    r = refund(api, house["accountant"]["token"], payment, amount=300,
+               reason="double charge at the desk")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["amount"], body["status"], body["currency"], body["automatic"]) == \
+        (300, "succeeded", "INR", False)
+    assert body["requested_by"] == house["accountant"]["user_id"]
+    assert refunded(db, payment) == 300
+    audit = db.fetch("SELECT actor_id, detail FROM audit_log WHERE action = 'refunds:create' "
+                     "AND resource_id = $1", body["id"])
+    assert len(audit) == 1 and str(audit[0]["actor_id"]) == house["accountant"]["user_id"]
+    assert '"reason": "double charge at the desk"' in audit[0]["detail"]
+    events = db.fetch("SELECT type, data::text AS data FROM events WHERE type LIKE 'refund.%' "
+                      "AND data->>'refund_id' = $1", body["id"])
+    assert [e["type"] for e in events] == ["refund.succeeded"]
+    assert "double charge" not in events[0]["data"]  # reasons stay off the wire
+    listed = api.as_(house["admin"]["token"], "GET", f"/billing/payments/{payment}/refunds")
+    assert listed.status_code == 200 and [x["id"] for x in listed.json()["items"]] == [body["id"]]
+    mine = api.as_(patient["token"], "GET", f"/billing/refunds/{body['id']}")
+    assert mine.status_code == 200 and mine.json()["amount"] == 300
+    theirs = api.as_(house["patients"][1]["token"], "GET", f"/billing/refunds/{body['id']}")
+    assert theirs.status_code == 404
+    page = api.as_(house["accountant"]["token"], "GET", "/billing/refunds",
+                   params={"clinic_id": house["id"], "limit": 200})
+    assert page.status_code == 200 and body["id"] in {x["id"] for x in page.json()["items"]}
+    own = api.as_(house["patients"][1]["token"], "GET", "/billing/refunds",
+                  params={"clinic_id": house["id"]})
+    assert own.status_code == 200 and body["id"] not in own.text
+
+
+def test_above_the_remainder_is_refused_naming_amount_and_changes_nothing(api, db, house) -> None:
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)
+    assert refund(api, house["admin"]["token"], payment, amount=700).status_code == 201
+    before = db.fetch("SELECT count(*) AS n FROM billing_refunds WHERE payment_id = $1::uuid",
+                      payment)
+    r = refund(api, house["admin"]["token"], payment, amount=301)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert [e["field"] for e in r.json()["errors"]] == ["amount"]
+    assert refunded(db, payment) == 700
+    assert db.fetch("SELECT count(*) AS n FROM billing_refunds WHERE payment_id = $1::uuid",
+                    payment) == before
+    rest = refund(api, house["admin"]["token"], payment)  # no amount: all that is left
+    assert rest.status_code == 201 and rest.json()["amount"] == 300, rest.text
+    again = refund(api, house["admin"]["token"], payment)
+    assert again.status_code == 409, again.text
+    assert refunded(db, payment) == 1000
+
+
+@pytest.mark.parametrize(("amount", "field"), [(0, "amount"), (-5, "amount"), (10**12, "amount"),
+                                               ("twelve", "amount"), (1.5, "amount"), ([12], "amount")])
+def test_bad_amounts_are_named(api, db, house, amount: Any, field: str) -> None:
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)
+    r = refund(api, house["admin"]["token"], payment, amount=amount)
+    assert r.status_code == 400, r.text
+    assert field in [e["field"] for e in r.json()["errors"]]
+    assert refunded(db, payment) == 0
+
+
+def test_who_may_refund(api, db, house) -> None:
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)
+    assert refund(api, house["desk"]["token"], payment, amount=1).status_code == 403
+    assert refund(api, house["patients"][0]["token"], payment, amount=1).status_code == 403
+    other = refund(api, house["other_admin"]["token"], payment, amount=1)
+    assert other.status_code == 404 and house["id"] not in other.text
+    assert refund(api, None, payment, amount=1).status_code == 401
+    assert refunded(db, payment) == 0
+
+
+def test_a_payment_that_did_not_succeed_is_not_refunded(api, db, house) -> None:
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000, status="failed")
+    r = refund(api, house["admin"]["token"], payment, amount=100)
+    assert r.status_code == 409, r.text
+    assert refunded(db, payment) == 0
+
+
+def test_20_concurrent_refunds_never_exceed_the_paid_amount(server, api, db, house) -> None:
+    """10,000 paid, 20 requests of 700 at once: exactly 14 fit (9,800), the other 6 are told
+    the remainder (400 naming amount); no 5xx."""
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 10_000)
+    token = house["accountant"]["token"]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.base_url + "/api/v1", timeout=60) as client:
+            return list(await asyncio.gather(*(
+                client.post(f"/billing/payments/{payment}/refunds",
+                            json={"amount": 700, "reason": f"burst {i}"},
+                            headers={"Authorization": f"Bearer {token}"}) for i in range(20))))
+
+    answers = asyncio.run(burst())
+    codes = sorted(r.status_code for r in answers)
+    assert not [c for c in codes if c >= 500], [r.text for r in answers if r.status_code >= 500]
+    assert codes.count(201) == 14 and codes.count(400) == 6, codes
+    for r in answers:
+        if r.status_code == 400:
+            assert [e["field"] for e in r.json()["errors"]] == ["amount"]
+    rows = db.fetch("SELECT sum(amount) AS total, count(*) AS n FROM billing_refunds "
+                    "WHERE payment_id = $1::uuid AND status <> 'failed'", payment)
+    assert (rows[0]["total"], rows[0]["n"]) == (9800, 14)
+    assert refunded(db, payment) == 9800
+
+
+# --- automatic refunds on cancellation --------------------------------------------------------
+
+def _visit(api, house: dict[str, Any], start: datetime) -> dict[str, Any]:
+    patient = house["patients"][1]
+    r = api.as_(house["desk"]["token"], "POST", "/appointments", json={
+        "clinic_id": house["id"], "doctor_id": house["doctors"][0]["user_id"],
+        "patient_id": patient["user_id"], "type": "in_person", "start": start.isoformat(),
+        "duration_minutes": 15, "location_id": house["locations"][0]["id"]})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _jobs(db, payment_id: str) -> list[dict[str, Any]]:
+    return db.fetch("SELECT task FROM scheduled_jobs WHERE job_key = $1",
+                    f"billing.refunds.automatic:{payment_id}")
+
+
+def test_a_cancellation_inside_the_policy_refunds_in_full_automatically(env, api, db,
+                                                                        house) -> None:
+    day = fresh_day()  # a month out: well before the week's notice
+    visit = _visit(api, house, datetime(day.year, day.month, day.day, 9, 0, tzinfo=TZ))
+    payment = paid(db, house["id"], house["patients"][1]["user_id"], 2500,
+                   appointment_id=visit["id"])
+    assert refund(api, house["admin"]["token"], payment, amount=500).status_code == 201
+    r = api.as_(house["patients"][1]["token"], "POST", f"/appointments/{visit['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert [j["task"] for j in _jobs(db, payment)] == ["billing.refunds.automatic"]
+    with workers(env, 1):
+        eventually(lambda: refunded(db, payment) == 2500)
+    rows = db.fetch("SELECT amount, status, automatic, requested_by FROM billing_refunds "
+                    "WHERE payment_id = $1::uuid ORDER BY created_at", payment)
+    assert [(x["amount"], x["status"], x["automatic"]) for x in rows] == [
+        (500, "succeeded", False), (2000, "succeeded", True)]
+    assert rows[1]["requested_by"] is None  # the system's
+    audit = db.fetch("SELECT actor_id FROM audit_log WHERE action = 'refunds:create' "
+                     "AND detail->>'payment_id' = $1 AND detail->>'automatic' = 'true'", payment)
+    assert len(audit) == 1 and audit[0]["actor_id"] is None
+
+
+def test_a_cancellation_outside_the_policy_is_not_refunded(api, db, house) -> None:
+    day = (datetime.now(TZ) + timedelta(days=2)).date()  # two days out: inside the week
+    visit = _visit(api, house, datetime(day.year, day.month, day.day, 11, 0, tzinfo=TZ))
+    payment = paid(db, house["id"], house["patients"][1]["user_id"], 2500,
+                   appointment_id=visit["id"])
+    r = api.as_(house["desk"]["token"], "POST", f"/appointments/{visit['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert _jobs(db, payment) == []
+    assert refunded(db, payment) == 0
+
+
+def test_an_unpaid_cancellation_schedules_nothing(api, db, house) -> None:
+    day = fresh_day()
+    visit = _visit(api, house, datetime(day.year, day.month, day.day, 10, 0, tzinfo=TZ))
+    r = api.as_(house["desk"]["token"], "POST", f"/appointments/{visit['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert db.fetch("SELECT 1 FROM scheduled_jobs WHERE task = 'billing.refunds.automatic' "
+                    "AND payload->>'payment_id' IN (SELECT p.id::text FROM billing_payments p "
+                    "JOIN billing_invoices i ON i.id = p.invoice_id "
+                    "WHERE i.appointment_id = $1::uuid)", visit["id"]) == []
+
+
+# --- online payments: the provider's answer and its webhook facts (in process) -----------------
+
+@pytest.fixture(scope="module")
+def in_process(env, domain_layer) -> Any:
+    """The domain layer, able to read credentials as the server does (the same key)."""
+    import os
+
+    from domain import settings
+
+    os.environ["CAREWIRE_CREDENTIALS_KEY"] = env["CAREWIRE_CREDENTIALS_KEY"]
+    settings.get.cache_clear()
+    return domain_layer
+
+
+async def _in_tx(coro_fn: Any) -> Any:
+    from domain import db as domain_db
+
+    async with domain_db.transaction():
+        return await coro_fn()
+
+
+def test_an_unreachable_provider_leaves_the_refund_pending_and_reserved(api, db, house,
+                                                                        in_process) -> None:
+    """No credentials stored: the provider cannot be asked. The refund stays pending with its
+    amount reserved, and the send job (same idempotency key) is planned; the job itself
+    reports the provider unavailable, so the runner retries."""
+    from domain.billing.commands import refunds
+    from domain.errors import Unavailable
+
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 5000, provider="stripe")
+    r = refund(api, house["accountant"]["token"], payment, amount=1200)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["status"], body["provider_refund_id"]) == ("pending", None)
+    assert refunded(db, payment) == 1200
+    assert db.fetch("SELECT task FROM scheduled_jobs WHERE job_key = $1",
+                    f"billing.refunds.send:{body['id']}") == [{"task": "billing.refunds.send"}]
+    with pytest.raises(Unavailable):
+        in_process.run(refunds.send_refund(uuid.UUID(body["id"])))
+    assert refund(api, house["accountant"]["token"], payment, amount=3801).status_code == 400
+
+
+def test_webhook_facts_settle_a_refund_once_and_a_failure_gives_it_back(api, db, house,
+                                                                        domain_layer) -> None:
+    from domain.billing.commands import refunds
+
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 5000, provider="stripe")
+    pid = uuid.UUID(payment)
+    first = refund(api, house["admin"]["token"], payment, amount=1000).json()
+    second = refund(api, house["admin"]["token"], payment, amount=2000).json()
+    assert refunded(db, payment) == 3000
+
+    def apply(rid: str, state: str, amount: int | None) -> Any:
+        return domain_layer.run(_in_tx(lambda: refunds.apply_refund_fact(pid, rid, state,
+                                                                         amount)))
+
+    # the webhook overtook our call's answer: matched by amount, given the provider's id
+    done = apply("re_1", "succeeded", 1000)
+    assert done is not None and str(done.id) == first["id"] and done.status == "succeeded"
+    assert apply("re_1", "succeeded", 1000) is None  # the same fact again: nothing changes
+    failed = apply("re_2", "failed", 2000)
+    assert failed is not None and str(failed.id) == second["id"] and failed.status == "failed"
+    assert apply("re_2", "failed", 2000) is None
+    assert refunded(db, payment) == 1000  # the failed one gave its 2000 back, once
+    # a refund made in the provider's dashboard: recorded once, within the remainder
+    outside = apply("re_3", "succeeded", 1500)
+    assert outside is not None and outside.reason == "refunded at the provider"
+    assert apply("re_3", "succeeded", 1500) is None
+    assert apply("re_4", "succeeded", 2501) is None  # above the remainder: not recorded
+    assert refunded(db, payment) == 2500
+    rows = db.fetch("SELECT provider_refund_id, status, amount FROM billing_refunds "
+                    "WHERE payment_id = $1::uuid ORDER BY created_at", payment)
+    assert [(x["provider_refund_id"], x["status"], x["amount"]) for x in rows] == [
+        ("re_1", "succeeded", 1000), ("re_2", "failed", 2000), ("re_3", "succeeded", 1500)]
+    types = db.fetch("SELECT type FROM events WHERE data->>'payment_id' = $1 ORDER BY seq",
+                     payment)
+    assert [t["type"] for t in types] == ["refund.created", "refund.created", "refund.succeeded",
+                                          "refund.failed", "refund.succeeded"]
