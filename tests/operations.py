@@ -66,4 +66,8 @@ OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
+    # --- billing: refunds ---
+    ("POST", "/api/v1/billing/payments/{payment_id}/refunds"),
+    ("GET", "/api/v1/billing/payments/{payment_id}/refunds"),
+    ("GET", "/api/v1/billing/refunds"), ("GET", "/api/v1/billing/refunds/{refund_id}"),
 }

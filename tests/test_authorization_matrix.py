@@ -1072,3 +1072,71 @@ def test_an_unsubscribe_link_needs_no_login_and_no_login_helps(world: World, api
     r = api.as_(token, "POST", f"/unsubscribe/{link}")
     assert r.status_code == 200, r.text
     assert [(str(x["clinic_id"]), x["kind"]) for x in rows()] == [(world.a["id"], "appointment.booked")]
+
+
+# --- billing: refunds --------------------------------------------------------------------------
+# A refund's payment is its patient's (O) and at its visit's location (L); refunds:create is the
+# accountant's and the clinic admin's. Payments come from rows (tests/billing/payment_rows.py)
+# until the payments branch brings desk payments over REST.
+
+REFUND_ROUTES = ["POST /billing/payments/{id}/refunds", "GET /billing/payments/{id}/refunds",
+                 "GET /billing/refunds/{id}", "GET /billing/refunds"]
+
+
+def refund_case(route: str, p: Party, api, db, sa_token: str) -> Case:
+    from tests.billing.payment_rows import paid
+
+    payment = paid(db, p.clinic_id, p.patient_id, 1000,
+                   appointment_id=booked(api, sa_token, p))
+    reach = {"owner": p.patient_id, "location": p.location_id}
+    match route:
+        case "POST /billing/payments/{id}/refunds":
+            return Case("POST", f"/billing/payments/{payment}/refunds", "refunds:create",
+                        success=201, body={"amount": 100, "reason": "matrix"}, **reach)
+        case "GET /billing/payments/{id}/refunds":
+            return Case("GET", f"/billing/payments/{payment}/refunds", "refunds:read",
+                        success=200, **reach)
+        case "GET /billing/refunds/{id}":
+            r = api.as_(sa_token, "POST", f"/billing/payments/{payment}/refunds",
+                        json={"amount": 100, "reason": "matrix"})
+            assert r.status_code == 201, r.text
+            return Case("GET", f"/billing/refunds/{r.json()['id']}", "refunds:read", success=200,
+                        **reach)
+        case "GET /billing/refunds":  # the clinic's list: every role that may read gets a page
+            return Case("GET", "/billing/refunds", "refunds:read", success=200,
+                        params={"clinic_id": p.clinic_id}, owner=None, location=None,
+                        refusal=lambda role, scope: None)
+    raise AssertionError(route)
+
+
+def refund_params() -> list[Any]:
+    return [pytest.param(route, caller, where, id=f"{route}-{caller}-{where}")
+            for route in REFUND_ROUTES for caller in CALLERS
+            for where in ("mine", "theirs", "other")
+            if not (route == "GET /billing/refunds" and where == "theirs")]
+
+
+@pytest.mark.parametrize(("route", "caller", "where"), refund_params())
+def test_refund_route(world: World, sched: Sched, api, db, sa_token, route: str, caller: str,
+                      where: str) -> None:
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    case = refund_case(route, sched.parties[where], api, db, sa_token)
+    payment = case.path.split("/")[3] if case.path.startswith("/billing/payments/") else None
+    before = db.fetch("SELECT refunded FROM billing_payments WHERE id = $1::uuid",
+                      payment) if payment else None
+    r = api.as_(who["token"], case.method, case.path, json=case.body, params=case.params)
+    if route == "GET /billing/refunds":
+        expected = (401 if caller == "ANONYMOUS" else
+                    404 if where == "other" and caller != "SUPER_ADMIN" else
+                    403 if scope_of("refunds:read", Role(caller)) is Scope.DENY else 200)
+    else:
+        expected = expected_for(case, caller, where, who)
+    assert r.status_code == expected, f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if payment:  # refused: nothing refunded
+            assert db.fetch("SELECT refunded FROM billing_payments WHERE id = $1::uuid",
+                            payment) == before
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in sched.b_secrets:
+            assert str(secret) not in r.text

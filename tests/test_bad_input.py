@@ -1332,3 +1332,152 @@ def test_fuzzed_requests_with_real_ids_never_get_a_500(server, live_schema, fuzz
     """The same, reaching past "not found" into the schedule, booking and lifecycle rules."""
     _fuzz(server, live_schema[path][method].as_strategy(generation_mode=mode), fuzz_token,
           real_ids)
+
+
+# --- billing: refunds --------------------------------------------------------------------------
+# Paths name a payment or a refund, which Ctx does not hold: this block fills them itself, and
+# adds its routes to PROTECTED for the coverage check above. Payments come from rows
+# (tests/billing/payment_rows.py) until the payments branch brings desk payments over REST.
+
+REFUND_WRITES = {
+    "create_refund": Write("POST", "/billing/payments/{payment_id}/refunds",
+                           lambda c: {"amount": 100, "reason": "asked at the desk"},
+                           "reason", 500, "reason", ("amount", [100])),
+}
+REFUND_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "list_payment_refunds": ("GET", "/billing/payments/{payment_id}/refunds", None),
+    "get_refund": ("GET", "/billing/refunds/{refund_id}", None),
+    "list_refunds": ("GET", "/billing/refunds", None),
+}
+REFUND_ROUTES = {**REFUND_READS,
+                 **{name: (w.method, w.path, w.body) for name, w in REFUND_WRITES.items()}}
+PROTECTED.update(REFUND_ROUTES)
+
+
+@dataclass(frozen=True)
+class RefundCtx:
+    payment_id: str  # 1,000 paid at the desk, 100 of it refunded
+    refund_id: str
+
+
+@pytest.fixture(scope="module")
+def refund_ctx(api, db, ctx) -> RefundCtx:
+    from tests.billing.payment_rows import paid
+
+    payment = paid(db, ctx.clinic_id, ctx.patient_id, 1000)
+    r = api.as_(ctx.sa_token, "POST", f"/billing/payments/{payment}/refunds",
+                json={"amount": 100, "reason": "first"})
+    assert r.status_code == 201, r.text
+    return RefundCtx(payment, r.json()["id"])
+
+
+def refund_state(db, rc: RefundCtx) -> dict[str, Any]:
+    rows = db.fetch(
+        """SELECT (SELECT count(*) FROM billing_refunds) AS refunds,
+                  (SELECT count(*) FROM events WHERE type LIKE 'refund.%') AS events,
+                  (SELECT row_to_json(p)::text FROM billing_payments p
+                    WHERE p.id = $1::uuid) AS payment""", rc.payment_id)
+    assert '"refunded":100' in rows[0]["payment"], rows[0]
+    return rows[0]
+
+
+def refund_send(api, ctx: Ctx, rc: RefundCtx, route: str, *, token: str | None = None,
+                ids_: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    method, path, _ = REFUND_ROUTES[route]
+    url = path.format(**{"payment_id": rc.payment_id, "refund_id": rc.refund_id, **(ids_ or {})})
+    if route == "list_refunds":
+        kw.setdefault("params", {"clinic_id": ctx.clinic_id})
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize(("route", "spoil"), [
+    pytest.param(route, spoil, id=f"{route}-{spoil}") for route, write in REFUND_WRITES.items()
+    for spoil in SPOILS if _applies(write, spoil)])
+def test_a_spoiled_refund_body_is_refused_whole(api, db, ctx, refund_ctx, route, spoil):
+    write, how = REFUND_WRITES[route], SPOILS[spoil]
+    before = refund_state(db, refund_ctx)
+    r = refund_send(api, ctx, refund_ctx, route, **how.make(write, write.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(write))
+    assert how.says(write) in problem["detail"], problem
+    assert refund_state(db, refund_ctx) == before
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    pytest.param({"amount": 0}, "amount", id="zero"),
+    pytest.param({"amount": -1}, "amount", id="negative"),
+    pytest.param({"amount": 10**12}, "amount", id="absurd"),
+    pytest.param({"amount": 2**63}, "amount", id="beyond_bigint"),
+    pytest.param({"amount": 1.5}, "amount", id="fraction"),
+    pytest.param({"amount": "ten"}, "amount", id="word"),
+    pytest.param({"amount": 901}, "amount", id="above_the_remainder"),
+    pytest.param({"amount": 10, "reason": "   "}, "reason", id="blank_reason"),
+    pytest.param({"amount": 10, "reason": ""}, "reason", id="empty_reason"),
+    pytest.param({"amount": 10, "reason": 7}, "reason", id="number_reason"),
+])
+def test_a_bad_refund_field_is_named_and_nothing_changes(api, db, ctx, refund_ctx, body, field):
+    before = refund_state(db, refund_ctx)
+    r = refund_send(api, ctx, refund_ctx, "create_refund", json={"reason": "asked", **body})
+    assert_problem(r, 400, field=field)
+    assert refund_state(db, refund_ctx) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in REFUND_ROUTES.items() for param in ("payment_id", "refund_id")
+    if "{" + param + "}" in path for label, value in BAD_UUIDS.items()])
+def test_a_bad_uuid_in_a_refund_path_is_named(api, db, ctx, refund_ctx, route, param, value):
+    before = refund_state(db, refund_ctx)
+    write = REFUND_WRITES.get(route)
+    r = refund_send(api, ctx, refund_ctx, route, ids_={param: value},
+                    **({"json": write.body(ctx)} if write else {}))
+    assert_problem(r, 400, field=param)
+    assert refund_state(db, refund_ctx) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in REFUND_ROUTES.items() for param in ("payment_id", "refund_id")
+    if "{" + param + "}" in path for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_payment_or_refund_is_404(api, db, ctx, refund_ctx, route, param, value):
+    before = refund_state(db, refund_ctx)
+    write = REFUND_WRITES.get(route)
+    r = refund_send(api, ctx, refund_ctx, route, ids_={param: value},
+                    **({"json": write.body(ctx)} if write else {}))
+    assert_problem(r, 404, code="not_found")
+    assert refund_state(db, refund_ctx) == before
+
+
+def _refund_queries() -> list[Any]:
+    out = []
+    for route in ("list_refunds", "list_payment_refunds"):
+        out += [pytest.param(route, {"limit": v}, "limit", id=f"{route}-limit-{k}")
+                for k, v in LIMITS.items()]
+        out += [pytest.param(route, {"cursor": v}, "cursor", id=f"{route}-cursor-{k}")
+                for k, v in CURSORS.items() if k != "nul"]
+    out += [pytest.param("list_refunds", {"clinic_id": v}, "clinic_id", id=f"clinic_id-{k}")
+            for k, v in BAD_UUIDS.items() if k not in ("nul", "emoji")]
+    out += [pytest.param("list_refunds", {"status": "refunded"}, "status", id="status-unknown"),
+            pytest.param("list_refunds", {}, "clinic_id", id="clinic_id-missing")]
+    return out
+
+
+@pytest.mark.parametrize(("route", "query", "field"), _refund_queries())
+def test_a_bad_refund_query_is_named(api, ctx, refund_ctx, route, query, field):
+    params = ({"clinic_id": ctx.clinic_id} if route == "list_refunds" and field != "clinic_id"
+              else {}) | query
+    r = refund_send(api, ctx, refund_ctx, route, params=params)
+    assert_problem(r, 400, field=field)
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(REFUND_ROUTES))
+def test_a_bad_bearer_token_on_a_refund_route_is_401(api, db, ctx, refund_ctx, route, auth):
+    before = refund_state(db, refund_ctx)
+    method, path, body = REFUND_ROUTES[route]
+    value = AUTHORIZATIONS[auth]
+    url = path.format(payment_id=refund_ctx.payment_id, refund_id=refund_ctx.refund_id)
+    r = api.as_(None, method, url, headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}),
+                **({"params": {"clinic_id": ctx.clinic_id}} if route == "list_refunds" else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert refund_state(db, refund_ctx) == before
