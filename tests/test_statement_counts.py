@@ -1009,7 +1009,7 @@ FOLLOW_UP = 15  # the parent (read outside, with its reset), then a booking's 13
 BOARD_TOKEN = 10  # queue and clinic read outside a transaction; the audit row in its own
 BOOK_CONFLICT = 9  # before: 27
 CONFIRM = 11  # before: 16
-CANCEL = 12  # before: 17
+CANCEL = 13  # before: 17; +1 billing's paid lookup (refunds' handler)
 START = 17  # a queued appointment's: the handler moves its entry and tells the queue
 COMPLETE = 16
 NO_SHOW = 16
@@ -1028,7 +1028,7 @@ REQUEUE = 20
 CONSULT_START = 24  # before: 25
 CONSULT_COMPLETE = 22  # before: 24
 TRANSFER = 26
-CANCEL_QUEUED = 17  # new: the queue handler path
+CANCEL_QUEUED = 18  # the queue handler path; +1 billing's paid lookup
 PAUSE = 13
 RESUME = 13  # was pinned as PAUSE (it counted the resume)
 ADD_MEMBER = 13  # before: 14 (the membership read back after its INSERT)
@@ -1096,3 +1096,105 @@ PUT_PREFERENCES = 7  # the upsert and the audit row (3), in one transaction
 MARK_READ = 2  # one UPDATE (the owner in its WHERE), no transaction, no audit, and the reset
 MARK_READ_AGAIN = 2  # the same UPDATE finds it read and keeps its time
 MARK_ALL_READ = 2  # one UPDATE counted in the same statement, and the reset
+
+
+# --- billing: refunds --------------------------------------------------------------------------
+# Payments come from rows (tests/billing/payment_rows.py) until the payments branch is merged.
+
+def _in_tx(command: Command) -> Command:
+    async def run() -> Any:
+        from domain import db as domain_db
+
+        async with domain_db.transaction():
+            return await command()
+    return run
+
+
+def test_refund_commands(domain_layer, house, db, env, pinned) -> None:
+    from domain.billing.commands import refunds
+    from domain.errors import Unavailable
+    from tests.billing.payment_rows import paid
+    from tests.tenancy.test_credentials import keys_in_process
+
+    sa, cid = house["sa_p"], house["id"]
+    patient = house["patients"][0]["user_id"]
+
+    def pay(provider: str = "cash") -> uuid.UUID:
+        return uuid.UUID(paid(db, cid, patient, 10_000, provider=provider))
+
+    def give(payment: uuid.UUID, amount: int | None = 100) -> Command:
+        return lambda: refunds.refund(sa, payment, amount=amount, reason="counted")
+
+    result, n, sent = measure(domain_layer, give(pay()), give(pay()))
+    assert result.status == "succeeded"
+    pinned("REFUND_DESK", n, sent)
+    with keys_in_process(env["CAREWIRE_CREDENTIALS_KEY"]):
+        online = [pay("stripe") for _ in range(2)]
+        result, n, sent = measure(domain_layer, give(online[0]), give(online[1]))
+        assert result.status == "pending"  # no credentials stored: the provider is not reached
+        pinned("REFUND_UNREACHABLE", n, sent)
+        send = lambda r: (lambda: refunds.send_refund(r.id))  # noqa: E731
+        pending = [domain_layer.run(give(p)()) for p in online]
+        _, n, sent = measure(domain_layer, send(pending[0]), send(pending[1]),
+                             refused=Unavailable)
+        pinned("SEND_REFUND_UNREACHABLE", n, sent)
+
+    def fact(payment: uuid.UUID, rid: str) -> Command:
+        return _in_tx(lambda: refunds.apply_refund_fact(payment, rid, "succeeded", 100))
+
+    result, n, sent = measure(domain_layer, fact(online[0], "re_a"), fact(online[1], "re_b"))
+    assert result is not None and result.status == "succeeded"
+    pinned("REFUND_FACT", n, sent)
+    result, n, sent = measure(domain_layer, fact(online[0], "re_a"), fact(online[1], "re_b"))
+    assert result is None
+    pinned("REFUND_FACT_AGAIN", n, sent)
+
+    plan = lambda p: _in_tx(lambda: refunds.schedule_automatic_refund(p, reason="counted"))  # noqa: E731
+    result, n, sent = measure(domain_layer, plan(pay()), plan(pay()))
+    assert result is True
+    pinned("SCHEDULE_AUTOMATIC_REFUND", n, sent)
+    auto = lambda p: (lambda: refunds.refund_automatically(p, "counted"))  # noqa: E731
+    result, n, sent = measure(domain_layer, auto(pay()), auto(pay()))
+    assert result is not None and result.automatic and result.amount == 10_000
+    pinned("REFUND_AUTOMATICALLY", n, sent)
+    pinned.verify()
+
+
+def test_cancel_of_a_paid_visit_inside_the_policy(domain_layer, house, db, pinned) -> None:
+    """The transition's billing handler: the paid lookup, the clinic's policy, the job."""
+    from tests.billing.payment_rows import paid
+
+    day = fresh_day()
+    a, b = (domain_layer.run(_book(house, _at(day, h, 30))())[0] for h in (10, 11))
+    for appointment in (a, b):
+        paid(db, house["id"], str(appointment.patient_id), 500, appointment_id=str(appointment.id))
+    result, n, sent = measure(domain_layer, _transition(house, a, "cancel"),
+                              _transition(house, b, "cancel"))
+    assert result.status == "cancelled"
+    assert db.fetch("SELECT 1 FROM scheduled_jobs WHERE task = 'billing.refunds.automatic' "
+                    "AND payload->>'payment_id' IN (SELECT p.id::text FROM billing_payments p "
+                    "JOIN billing_invoices i ON i.id = p.invoice_id "
+                    "WHERE i.appointment_id = $1)", b.id)
+    pinned("CANCEL_PAID", n, sent)
+    pinned.verify()
+
+
+COMMANDS["scheduling.commands.transitions:transition"] += ("CANCEL_PAID",)
+COMMANDS.update({
+    "billing.commands.refunds:refund": ("REFUND_DESK", "REFUND_UNREACHABLE"),
+    "billing.commands.refunds:send_refund": ("SEND_REFUND_UNREACHABLE",),
+    "billing.commands.refunds:apply_refund_fact": ("REFUND_FACT", "REFUND_FACT_AGAIN"),
+    "billing.commands.refunds:schedule_automatic_refund": ("SCHEDULE_AUTOMATIC_REFUND",),
+    "billing.commands.refunds:refund_automatically": ("REFUND_AUTOMATICALLY",),
+})
+
+REFUND_DESK = 11  # the payment locked, the reservation and the refund row in one statement,
+#                  the audit row (3), the event (2 with its NOTIFY)
+REFUND_UNREACHABLE = 14  # the desk's 11 and the send job planned; after COMMIT, the
+#                         credentials read (and its reset): none stored, the refund stays pending
+SEND_REFUND_UNREACHABLE = 4  # the refund with its payment, the credentials (each with a reset)
+REFUND_FACT = 12  # the payment locked, the refund found, settled in one statement, audit, event
+REFUND_FACT_AGAIN = 6  # the same fact: found, the guarded settle changes nothing
+SCHEDULE_AUTOMATIC_REFUND = 5  # the job (due now: its NOTIFY), in the caller's transaction
+REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
+CANCEL_PAID = 16  # CANCEL's, plus the clinic's policy and the automatic refund job (+NOTIFY)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -208,16 +209,13 @@ def test_an_unpaid_cancellation_schedules_nothing(api, db, house) -> None:
 
 # --- online payments: the provider's answer and its webhook facts (in process) -----------------
 
-@pytest.fixture(scope="module")
-def in_process(env, domain_layer) -> Any:
-    """The domain layer, able to read credentials as the server does (the same key)."""
-    import os
+@pytest.fixture
+def in_process(env, domain_layer) -> Iterator[Any]:
+    """The domain layer, reading credentials with the server's key."""
+    from tests.tenancy.test_credentials import keys_in_process
 
-    from domain import settings
-
-    os.environ["CAREWIRE_CREDENTIALS_KEY"] = env["CAREWIRE_CREDENTIALS_KEY"]
-    settings.get.cache_clear()
-    return domain_layer
+    with keys_in_process(env["CAREWIRE_CREDENTIALS_KEY"]):
+        yield domain_layer
 
 
 async def _in_tx(coro_fn: Any) -> Any:
