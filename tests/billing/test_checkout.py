@@ -150,3 +150,106 @@ def test_online_checkout_without_a_provider_is_a_conflict(desk_world: World) -> 
     assert desk_world.invoice(a["invoice_id"])["amount_paid"] == 0
 
 
+
+
+# --- online, through each provider's fake ----------------------------------------------------
+
+CHECKOUT_KEYS = {"stripe": {"client_secret"}, "razorpay": {"order_id", "key_id"},
+                 "phonepe": {"redirect_url"}, "paypal": {"approve_url", "order_id"}}
+
+
+def clear_faults(fake: object) -> None:
+    """Faults a retrying client did not use up (the Stripe SDK retries twice) are dropped."""
+    clear = getattr(fake, "clear_faults", None)
+    if clear is not None:
+        clear()
+
+
+def test_checkout_opens_one_order_per_invoice(provider_world: World) -> None:
+    w = provider_world
+    a = w.book("video")
+    r = w.checkout(a["invoice_id"])
+    assert r.status_code == 201, r.text
+    payment = r.json()
+    assert (payment["status"], payment["provider"], payment["amount"]) == \
+        ("pending", w.provider, FEES["video"])
+    assert set(payment["checkout"]) >= CHECKOUT_KEYS[w.provider] and payment["provider_order_id"]
+    again = w.checkout(a["invoice_id"])
+    assert again.status_code == 200 and again.json()["id"] == payment["id"]
+    assert again.json()["checkout"] == payment["checkout"]
+    assert w.invoice(a["invoice_id"])["amount_paid"] == 0  # nothing paid by opening an order
+    # the app is no place to ask for another amount
+    r = w.api.as_(w["patient"]["token"], "POST", "/billing/payments",
+                  json={"invoice_id": a["invoice_id"], "amount": 1})
+    assert r.status_code == 400 and "amount" in fields(r)
+
+
+def test_concurrent_checkouts_share_one_payment(billing_server, provider_world: World) -> None:
+    w = provider_world
+    a = w.book("video")
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=billing_server.base_url + "/api/v1",
+                                     timeout=60) as client:
+            return await asyncio.gather(*(client.post(
+                "/billing/payments", json={"invoice_id": a["invoice_id"]},
+                headers={"Authorization": f"Bearer {w['patient']['token']}"})
+                for _ in range(10)))
+
+    answers = asyncio.run(storm())
+    assert not [r.text for r in answers if r.status_code >= 500]
+    assert {r.status_code for r in answers} <= {200, 201}
+    assert len({r.json()["id"] for r in answers}) == 1
+    rows = w.db.fetch("SELECT status, provider_order_id FROM billing_payments "
+                      "WHERE invoice_id = $1", uuid.UUID(a["invoice_id"]))
+    assert len(rows) == 1 and rows[0]["provider_order_id"]
+
+
+def test_provider_down_or_slow_is_503_with_retry_after_and_nothing_paid(
+        provider_world: World) -> None:
+    w = provider_world
+    for fault in ("fail", "hang"):
+        a = w.book("video")
+        if fault == "fail":
+            w.fake.fail_next(10, 500)
+        else:
+            w.fake.hang_next(10)
+        try:
+            r = w.checkout(a["invoice_id"])
+        finally:
+            clear_faults(w.fake)
+        assert r.status_code in (502, 503), r.text
+        assert int(r.headers["retry-after"]) > 0 and fields(r) == []
+        [row] = w.db.fetch("SELECT status FROM billing_payments WHERE invoice_id = $1",
+                           uuid.UUID(a["invoice_id"]))
+        assert row["status"] == "failed"
+        assert w.invoice(a["invoice_id"])["amount_paid"] == 0
+        assert w.appointment_status(a["id"]) == "pending_payment"
+        r = w.checkout(a["invoice_id"])  # the provider is back: a new attempt opens
+        assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+
+
+def test_credentials_go_in_and_come_back_masked(provider_world: World, clinic_factory,
+                                                member_factory) -> None:
+    w = provider_world
+    path = f"/clinics/{w.id}/billing/credentials/{w.provider}"
+    r = w.api.as_(w["admin"]["token"], "GET", path)
+    assert r.status_code == 200, r.text
+    shown = r.json()["credentials"]
+    assert set(shown) == set(w.fake.credentials())
+    for name, value in w.fake.credentials().items():
+        assert value not in r.text and shown[name].startswith("****")
+    assert w.api.as_(w["accountant"]["token"], "GET", path).status_code == 200
+    assert w.api.as_(w["accountant"]["token"], "PUT", path,
+                     json={"credentials": w.fake.credentials()}).status_code == 403
+    assert w.api.as_(w["desk"]["token"], "GET", path).status_code == 403
+    r = w.api.as_(w["admin"]["token"], "PUT", path, json={"credentials": {"nope": "x" * 10}})
+    assert r.status_code == 400 and "credentials.nope" in fields(r)
+    r = w.api.as_(w["admin"]["token"], "PUT", f"/clinics/{w.id}/billing/credentials/venmo",
+                  json={"credentials": {"a": "b"}})
+    assert r.status_code == 400
+    other = clinic_factory()
+    boss = member_factory(other["id"], "CLINIC_ADMIN", tag="boss")
+    assert w.api.as_(boss["token"], "GET", path).status_code == 404
+    assert w.api.as_(boss["token"], "PUT", path,
+                     json={"credentials": w.fake.credentials()}).status_code == 404
