@@ -34,6 +34,7 @@ from gateway.routes import (
     AUTHENTICATED,
     PUBLIC,
     auth,
+    billing_payments,
     billing_refunds,
     boards,
     clinics,
@@ -45,6 +46,7 @@ from gateway.routes import (
     health,
     members,
     notifications,
+    payment_webhooks,
     queues,
     scheduling,
     unsubscribe,
@@ -60,7 +62,12 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                scheduling.router, queues.router, devices.router, communication_log.router,
                communication_log.my_router, communication.router,
                communication_templates.router, notifications.router, webhooks.router,
-               unsubscribe.router, billing_refunds.router]
+               unsubscribe.router,
+               # --- billing: payments ---
+               billing_payments.router, billing_payments.credentials_router,
+               payment_webhooks.router,
+               # --- billing: refunds ---
+               billing_refunds.router]
 
 
 def tune_gc() -> None:

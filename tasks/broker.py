@@ -6,7 +6,7 @@ from __future__ import annotations
 from taskiq_redis import RedisStreamBroker
 
 from domain import kv, settings
-from tasks import billing_refunds, maintenance, webhooks  # noqa: F401  (register their jobs)
+from tasks import billing_reconcile, billing_refunds, maintenance, webhooks  # noqa: F401  (register their jobs)
 from tasks.runner import execute
 
 EXECUTE = "carewire.execute"

@@ -5,4 +5,7 @@ Money is integer minor units plus an ISO 4217 code (domain/money.py); every amou
 happens in SQL or under a row lock. Provider webhooks go through the one inbox
 (domain/inbox); provider secrets through tenancy's credentials store."""
 
+# charges' on_booking runs after plans' coverage (a covered visit is not charged): keep it last
+from domain.billing.commands import charges as _charges  # noqa: F401
+from domain.billing.commands import invoices as _invoices  # noqa: F401 - registers on_expiry
 from domain.billing.commands import refunds as _refunds  # noqa: F401 - registers its handler

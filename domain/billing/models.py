@@ -90,6 +90,15 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
+class LineInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One line of a new invoice, as callers (and POST /billing/invoices) give it; the amount
+    is computed (quantity x unit_amount), never taken from the caller."""
+
+    description: str
+    quantity: int
+    unit_amount: int
+
+
 class InvoiceLine(msgspec.Struct, frozen=True, kw_only=True):
     description: str
     quantity: int
