@@ -119,12 +119,17 @@ def test_one_5xx_is_retried_by_the_sdk_with_the_same_key(fake: FakeStripe) -> No
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_are_provider_errors(fake: FakeStripe, status: int) -> None:
+    """5xx are retried twice by the SDK (same key), 429 not at all; then ProviderError."""
     before = len(fake.intents)
+    seen = len(creates(fake))
     fake.fail_next(3, status)
-    err = fails(ProviderError, ADAPTER.create_order(
-        fake.credentials(), reference=str(uuid.uuid4()), amount=100, currency="USD",
-        description="x", return_url="https://app.carewire.test/paid"))
+    with settings_env(CAREWIRE_STRIPE_URL=fake.url, CAREWIRE_PAYMENT_TIMEOUT_SECONDS="8"):
+        err = fails(ProviderError, ADAPTER.create_order(
+            fake.credentials(), reference=str(uuid.uuid4()), amount=100, currency="USD",
+            description="x", return_url="https://app.carewire.test/paid"))
     assert err.status == 503 and err.retry_after > 0
+    assert ("rate limited" if status == 429 else f"server error {status}") in str(err)
+    assert len(creates(fake)) - seen == (1 if status == 429 else 3)
     assert len(fake.intents) == before
     fake.clear_faults()
 
@@ -294,6 +299,8 @@ def test_payment_facts(fake: FakeStripe) -> None:
     assert (ok.kind, ok.event_type, ok.state) == ("payment", "payment_intent.succeeded", "succeeded")
     assert (ok.order_id, ok.amount, ok.currency) == (made.order_id, 25_000, "INR")
     assert ok.payment_id and ok.payment_id.startswith("ch_")
+    # the delivery moved the fake: its status API agrees
+    assert run(ADAPTER.order_status(fake.credentials(), made.order_id)).state == "succeeded"
     [bad] = facts(fake, fake.webhook("payment.failed", made.order_id))
     assert (bad.kind, bad.event_type, bad.state) == ("payment", "payment_intent.payment_failed",
                                                       "failed")
@@ -322,3 +329,37 @@ def test_refund_facts(fake: FakeStripe) -> None:
     charge = {"id": "ch_x", "object": "charge", "amount_refunded": 3_000}
     [other] = facts(fake, fake.event("charge.refunded", charge))
     assert (other.kind, other.event_type) == ("other", "charge.refunded")
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+def test_concurrent_creates_with_one_reference_make_one_intent(fake: FakeStripe) -> None:
+    reference = str(uuid.uuid4())
+
+    async def many() -> list[Any]:
+        return list(await asyncio.gather(*(ADAPTER.create_order(
+            fake.credentials(), reference=reference, amount=4_200, currency="EUR",
+            description="x", return_url="https://app.carewire.test/paid") for _ in range(20))))
+
+    made = run(many())
+    assert {m.order_id for m in made} == {made[0].order_id}
+    assert sum(pi["metadata"].get("reference") == reference for pi in fake.intents.values()) == 1
+
+
+def test_concurrent_refunds_never_exceed_the_payment(fake: FakeStripe) -> None:
+    made = order(fake, 10_000, "USD")
+    fake.pay(made.order_id)
+
+    async def many() -> list[Any]:
+        return list(await asyncio.gather(*(ADAPTER.refund(
+            fake.credentials(), order_id=made.order_id, payment_id=None, amount=1_000,
+            currency="USD", reference=str(uuid.uuid4())) for _ in range(20)),
+            return_exceptions=True))
+
+    results = run(many())
+    refunded = [r for r in results if not isinstance(r, BaseException)]
+    rejected = [r for r in results if isinstance(r, ProviderRejected)]
+    assert (len(refunded), len(rejected)) == (10, 10)
+    assert all(r.field == "amount" for r in rejected)
+    assert sum(r["amount"] for r in fake.refunds.values()
+               if r["payment_intent"] == made.order_id) == 10_000

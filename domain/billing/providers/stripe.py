@@ -9,7 +9,8 @@ HTTPX client, webhooks verified by `stripe.Webhook.construct_event` on the raw b
 - Status: a retrieved intent `succeeded` -> succeeded; `canceled`, or back at
   `requires_payment_method` after a failed attempt (`last_payment_error`) -> failed; every other
   status (`processing`, `requires_action`, `requires_capture`, ...) -> pending.
-- Refund: `POST /v1/refunds {payment_intent, amount}` with `Idempotency-Key = reference`;
+- Refund: `POST /v1/refunds {payment_intent, amount}` with `Idempotency-Key = reference`
+  (the intent names the charge and its currency, so `payment_id` and `currency` are not sent);
   `succeeded` -> succeeded, `failed` / `canceled` -> failed, `pending` / `requires_action` ->
   pending.
 - Errors: connection failures, timeouts, 429 and 5xx -> ProviderError (503; an unreadable answer
@@ -101,7 +102,8 @@ def _field(param: object) -> str | None:
 
 async def _call(what: str, call: Awaitable[T]) -> T:
     """Await one SDK call within the payment timeout, mapping its errors onto ours. Messages
-    carry Stripe's type/code/message, never the key."""
+    carry the status, Stripe's error code and param, never its message (it can quote our
+    input) nor the key."""
     try:
         async with asyncio.timeout(app_settings().payment_timeout_seconds):
             return await call
@@ -116,11 +118,12 @@ async def _call(what: str, call: Awaitable[T]) -> T:
         raise ProviderRejected(f"stripe: {what}: the clinic's key was refused ({exc.http_status})",
                                field="credentials") from None
     except stripe.IdempotencyError as exc:
-        raise ProviderRejected(f"stripe: {what}: idempotency key reused with other parameters: "
-                               f"{exc.user_message or ''}", field="reference") from None
+        raise ProviderRejected(f"stripe: {what}: idempotency key reused with other parameters "
+                               f"({exc.http_status})", field="reference") from None
     except (stripe.InvalidRequestError, stripe.CardError) as exc:
-        raise ProviderRejected(f"stripe: {what}: {exc.code or 'invalid_request'}: "
-                               f"{exc.user_message or ''}", field=_field(exc.param)) from None
+        raise ProviderRejected(f"stripe: {what}: {exc.http_status} {exc.code or 'invalid_request'}"
+                               + (f" ({exc.param})" if exc.param else ""),
+                               field=_field(exc.param)) from None
     except stripe.StripeError as exc:
         status = exc.http_status or 0
         if status >= 500 or status == 409:

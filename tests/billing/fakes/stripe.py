@@ -92,43 +92,56 @@ class FakeStripe(FakeServer):
 
     def pay(self, order_id: str) -> None:
         with self.lock:
-            pi = self.intents[order_id]
-            pi.update(status="succeeded", amount_received=pi["amount"], last_payment_error=None,
-                      latest_charge=pi["latest_charge"] or _id("ch"),
-                      payment_method=pi["payment_method"] or _id("pm"))
+            self._pay(self.intents[order_id])
 
     def decline(self, order_id: str) -> None:
         with self.lock:
-            pi = self.intents[order_id]
-            pi.update(status="requires_payment_method", latest_charge=_id("ch"),
-                      last_payment_error={"type": "card_error", "code": "card_declined",
-                                          "decline_code": "generic_decline",
-                                          "message": "Your card was declined."})
+            self._decline(self.intents[order_id])
 
     def webhook(self, kind: Literal["payment.succeeded", "payment.failed", "refund.succeeded",
                                     "refund.failed"],
                 order_id: str, *, refund_id: str | None = None,
                 event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """The delivery Stripe posts when that happens. It moves the fake forward as the event
+        says, never back: a payment event on an intent not yet succeeded pays / declines it
+        (a failure event about a succeeded intent is delivered as a snapshot only); a refund
+        event settles that refund when the fake holds it."""
         with self.lock:
-            pi = dict(self.intents[order_id])
+            pi = self.intents[order_id]
             if kind == "payment.succeeded":
-                pi.update(status="succeeded", amount_received=pi["amount"], last_payment_error=None,
-                          latest_charge=pi["latest_charge"] or _id("ch"))
-                return self.event("payment_intent.succeeded", pi, event_id=event_id)
+                if pi["status"] != "succeeded":
+                    self._pay(pi)
+                return self.event("payment_intent.succeeded", dict(pi), event_id=event_id)
             if kind == "payment.failed":
-                pi.update(status="requires_payment_method", latest_charge=pi["latest_charge"] or _id("ch"),
-                          last_payment_error={"type": "card_error", "code": "card_declined",
-                                              "decline_code": "generic_decline",
-                                              "message": "Your card was declined."})
-                return self.event("payment_intent.payment_failed", pi, event_id=event_id)
-            known = self.refunds.get(refund_id or "")
-            refund = dict(known) if known else self._refund_object(
-                pi, refund_id or _id("re"), pi["amount"], "pending", {})
+                if pi["status"] != "succeeded":
+                    self._decline(pi)
+                    snapshot = dict(pi)
+                else:
+                    snapshot = self._decline(dict(pi))
+                return self.event("payment_intent.payment_failed", snapshot, event_id=event_id)
+            refund = self.refunds.get(refund_id or "")
+            if refund is None:
+                refund = self._refund_object(pi, refund_id or _id("re"), pi["amount"], "pending", {})
             if kind == "refund.succeeded":
                 refund["status"] = "succeeded"
-                return self.event("refund.updated", refund, event_id=event_id)
+                return self.event("refund.updated", dict(refund), event_id=event_id)
             refund.update(status="failed", failure_reason="expired_or_canceled_card")
-            return self.event("refund.failed", refund, event_id=event_id)
+            return self.event("refund.failed", dict(refund), event_id=event_id)
+
+    @staticmethod
+    def _pay(pi: dict[str, Any]) -> dict[str, Any]:
+        pi.update(status="succeeded", amount_received=pi["amount"], last_payment_error=None,
+                  latest_charge=pi["latest_charge"] or _id("ch"),
+                  payment_method=pi["payment_method"] or _id("pm"))
+        return pi
+
+    @staticmethod
+    def _decline(pi: dict[str, Any]) -> dict[str, Any]:
+        pi.update(status="requires_payment_method", latest_charge=_id("ch"),
+                  last_payment_error={"type": "card_error", "code": "card_declined",
+                                      "decline_code": "generic_decline",
+                                      "message": "Your card was declined."})
+        return pi
 
     def fail_next(self, n: int, status: int = 500) -> None:
         with self.lock:
