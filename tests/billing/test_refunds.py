@@ -282,3 +282,119 @@ def test_webhook_facts_settle_a_refund_once_and_a_failure_gives_it_back(api, db,
                      payment)
     assert [t["type"] for t in types] == ["refund.created", "refund.created", "refund.succeeded",
                                           "refund.failed", "refund.succeeded"]
+
+
+# --- online payments at each provider fake, end to end -----------------------------------------
+
+def _process_webhooks(w: Any, domain_layer: Any) -> list[str]:
+    """Run the inbox job (in this process) on the clinic's unprocessed deliveries."""
+    from domain.inbox.commands import process
+
+    rows = w.db.fetch("SELECT event_id FROM webhook_inbox WHERE provider = $1 "
+                      "AND processed_at IS NULL AND headers::jsonb->>'x-carewire-clinic' = $2 "
+                      "ORDER BY id", w.provider, w.id)
+    results = [domain_layer.run(process(w.provider, r["event_id"])) for r in rows]
+    return [h.result for h in results if h is not None]
+
+
+def _paid_online(w: Any, domain_layer: Any) -> dict[str, Any]:
+    """A video visit paid at the provider, its webhook processed: the payment, succeeded."""
+    visit = w.book("video")
+    r = w.checkout(visit["invoice_id"])
+    assert r.status_code == 201, r.text
+    payment = r.json()
+    w.fake.pay(payment["provider_order_id"])
+    body, headers = w.fake.webhook("payment.succeeded", payment["provider_order_id"])
+    assert w.post_webhook(body, headers).status_code == 200
+    assert "succeeded" in _process_webhooks(w, domain_layer)
+    assert w.payment(payment["id"])["status"] == "succeeded"
+    return payment
+
+
+def test_an_online_refund_reaches_the_provider_and_its_webhook_settles_it_once(
+        provider_world, domain_layer) -> None:
+    w = provider_world
+    payment = _paid_online(w, domain_layer)
+    r = w.api.as_(w["accountant"]["token"], "POST", f"/billing/payments/{payment['id']}/refunds",
+                  json={"amount": 10_000, "reason": "visit shortened"})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["status"] in ("pending", "succeeded") and made["provider_refund_id"], made
+    assert w.payment(payment["id"])["refunded"] == 10_000
+    for _ in range(2):  # the provider says so (twice: delivered again)
+        body, headers = w.fake.webhook("refund.succeeded", payment["provider_order_id"],
+                                       refund_id=made["provider_refund_id"])
+        assert w.post_webhook(body, headers).status_code == 200
+        _process_webhooks(w, domain_layer)
+    rows = w.db.fetch("SELECT status, amount, provider_refund_id FROM billing_refunds "
+                      "WHERE payment_id = $1", uuid.UUID(payment["id"]))
+    assert [(x["status"], x["amount"], x["provider_refund_id"]) for x in rows] == [
+        ("succeeded", 10_000, made["provider_refund_id"])]
+    assert w.payment(payment["id"])["refunded"] == 10_000
+    settled = w.db.fetch("SELECT count(*) AS n FROM events WHERE type = 'refund.succeeded' "
+                         "AND data->>'refund_id' = $1", made["id"])
+    assert settled[0]["n"] == 1
+
+
+def test_20_concurrent_online_refunds_never_exceed_the_payment(provider_world,
+                                                               domain_layer) -> None:
+    """50,000 paid online, 20 requests of 6,000 at once: 8 fit (48,000), each sent to the
+    provider once outside any transaction; the other 12 are told the remainder; no 5xx."""
+    w = provider_world
+    payment = _paid_online(w, domain_layer)
+    token = w["admin"]["token"]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(w.api.http.base_url), timeout=60) as client:
+            return list(await asyncio.gather(*(
+                client.post(f"/billing/payments/{payment['id']}/refunds",
+                            json={"amount": 6_000, "reason": f"burst {i}"},
+                            headers={"Authorization": f"Bearer {token}"}) for i in range(20))))
+
+    answers = asyncio.run(burst())
+    codes = sorted(r.status_code for r in answers)
+    assert not [c for c in codes if c >= 500], [r.text for r in answers if r.status_code >= 500]
+    assert codes.count(201) == 8 and codes.count(400) == 12, codes
+    made = [r.json() for r in answers if r.status_code == 201]
+    assert all(m["provider_refund_id"] for m in made)
+    assert len({m["provider_refund_id"] for m in made}) == 8  # eight refunds at the provider
+    assert w.payment(payment["id"])["refunded"] == 48_000
+
+
+def test_a_provider_outage_leaves_the_refund_pending_and_the_job_sends_it(
+        stripe_world, billing_env, domain_layer) -> None:
+    """Stripe answers 500 (the SDK retries twice): the refund stays pending with its amount
+    reserved; the send job asks again with the same idempotency key once Stripe is back."""
+    w = stripe_world
+    payment = _paid_online(w, domain_layer)
+    w.fake.fail_next(3)
+    r = w.api.as_(w["accountant"]["token"], "POST", f"/billing/payments/{payment['id']}/refunds",
+                  json={"amount": 20_000, "reason": "outage"})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert (made["status"], made["provider_refund_id"]) == ("pending", None)
+    assert w.payment(payment["id"])["refunded"] == 20_000
+
+    def sent() -> dict[str, Any] | None:
+        rows = w.db.fetch("SELECT status, provider_refund_id FROM billing_refunds WHERE id = $1",
+                          uuid.UUID(made["id"]))
+        return rows[0] if rows[0]["provider_refund_id"] is not None else None
+
+    with workers(billing_env, 1):
+        row = eventually(sent, timeout=40)
+    assert row["status"] in ("pending", "succeeded")  # at Stripe now: its webhook settles it
+    assert w.payment(payment["id"])["refunded"] == 20_000
+
+
+def test_the_provider_refusing_a_refund_gives_the_amount_back(stripe_world, domain_layer) -> None:
+    w = stripe_world
+    payment = _paid_online(w, domain_layer)
+    w.fake.fail_next(1, 400)
+    r = w.api.as_(w["admin"]["token"], "POST", f"/billing/payments/{payment['id']}/refunds",
+                  json={"amount": 5_000, "reason": "refused"})
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"]
+    rows = w.db.fetch("SELECT status FROM billing_refunds WHERE payment_id = $1",
+                      uuid.UUID(payment["id"]))
+    assert [x["status"] for x in rows] == ["failed"]
+    assert w.payment(payment["id"])["refunded"] == 0
