@@ -5,6 +5,7 @@ clinic's policy and not outside it; webhook facts applied once per provider refu
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.billing.payment_rows import paid
 from tests.queue_fixtures import TZ, fresh_day, make_clinic
@@ -398,3 +401,52 @@ def test_the_provider_refusing_a_refund_gives_the_amount_back(stripe_world, doma
                       uuid.UUID(payment["id"]))
     assert [x["status"] for x in rows] == ["failed"]
     assert w.payment(payment["id"])["refunded"] == 0
+
+
+# --- any order, refunds included -----------------------------------------------------------------
+
+LIFECYCLE = ["authorized", "captured", "failed", "refunded", "duplicated", "refund_again"]
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(order=st.permutations(LIFECYCLE))
+def test_every_ordering_of_payment_and_refund_events_ends_in_the_same_state(
+        stripe_world, domain_layer, order: list[str]) -> None:
+    """A refund made at Stripe (its dashboard) in full, with the payment's authorization,
+    capture, a stale failure, and repeats, in any order: the payment ends succeeded and
+    refunded in full, one refund row, the invoice paid and the visit scheduled."""
+    from domain.inbox.commands import process
+    from tests.billing.conftest import FEES
+
+    w = stripe_world
+    visit = w.book("video")
+    r = w.checkout(visit["invoice_id"])
+    assert r.status_code == 201, r.text
+    payment = r.json()
+    pi = payment["provider_order_id"]
+    authorized = w.fake.event("payment_intent.amount_capturable_updated",
+                              {**w.fake.intents[pi], "status": "requires_capture"})
+    captured = w.fake.webhook("payment.succeeded", pi)
+    refunded = w.fake.webhook("refund.succeeded", pi)
+    refund_id = json.loads(refunded[0])["data"]["object"]["id"]
+    bodies = {"authorized": authorized, "captured": captured,
+              "failed": w.fake.webhook("payment.failed", pi), "refunded": refunded,
+              "duplicated": w.fake.webhook("payment.succeeded", pi),
+              "refund_again": w.fake.webhook("refund.succeeded", pi, refund_id=refund_id)}
+    for name in order:
+        raw, headers = bodies[name]
+        assert w.post_webhook(raw, headers).status_code == 200
+        domain_layer.run(process(w.provider, f"{w.id}:{json.loads(raw)['id']}"))
+    final = w.payment(payment["id"])
+    assert (final["status"], final["refunded"]) == ("succeeded", FEES["video"])
+    rows = w.db.fetch("SELECT status, amount, provider_refund_id FROM billing_refunds "
+                      "WHERE payment_id = $1", uuid.UUID(payment["id"]))
+    assert [(x["status"], x["amount"], x["provider_refund_id"]) for x in rows] == [
+        ("succeeded", FEES["video"], refund_id)]
+    assert w.invoice(visit["invoice_id"])["status"] == "paid"
+    assert w.appointment_status(visit["id"]) == "scheduled"
+    for raw, _ in bodies.values():
+        [row] = w.db.fetch("SELECT processed_at, error FROM webhook_inbox WHERE provider = $1 "
+                           "AND event_id = $2", w.provider, f"{w.id}:{json.loads(raw)['id']}")
+        assert row["processed_at"] is not None and row["error"] is None
