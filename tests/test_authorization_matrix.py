@@ -1076,8 +1076,8 @@ def test_an_unsubscribe_link_needs_no_login_and_no_login_helps(world: World, api
 
 # --- billing: refunds --------------------------------------------------------------------------
 # A refund's payment is its patient's (O) and at its visit's location (L); refunds:create is the
-# accountant's and the clinic admin's. Payments come from rows (tests/billing/payment_rows.py)
-# until the payments branch brings desk payments over REST.
+# accountant's and the clinic admin's. Payments come from rows (tests/billing/payment_rows.py):
+# these clinics take no payments; paying is tested in tests/billing.
 
 REFUND_ROUTES = ["POST /billing/payments/{id}/refunds", "GET /billing/payments/{id}/refunds",
                  "GET /billing/refunds/{id}", "GET /billing/refunds"]

@@ -1337,7 +1337,7 @@ def test_fuzzed_requests_with_real_ids_never_get_a_500(server, live_schema, fuzz
 # --- billing: refunds --------------------------------------------------------------------------
 # Paths name a payment or a refund, which Ctx does not hold: this block fills them itself, and
 # adds its routes to PROTECTED for the coverage check above. Payments come from rows
-# (tests/billing/payment_rows.py) until the payments branch brings desk payments over REST.
+# (tests/billing/payment_rows.py): this clinic takes no payments.
 
 REFUND_WRITES = {
     "create_refund": Write("POST", "/billing/payments/{payment_id}/refunds",

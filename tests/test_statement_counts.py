@@ -1099,7 +1099,7 @@ MARK_ALL_READ = 2  # one UPDATE counted in the same statement, and the reset
 
 
 # --- billing: refunds --------------------------------------------------------------------------
-# Payments come from rows (tests/billing/payment_rows.py) until the payments branch is merged.
+# Payments come from rows (tests/billing/payment_rows.py): this clinic takes no payments.
 
 def _in_tx(command: Command) -> Command:
     async def run() -> Any:

@@ -1,6 +1,7 @@
-"""A paid invoice and its payment as rows, for refund tests while the payments branch (desk
-payments over REST) is not in this one: the same rows `record_payment` and the desk route
-leave behind (invoice paid in full, payment succeeded)."""
+"""A paid invoice and its payment as rows: the same rows the desk route leaves behind (invoice
+paid in full, payment succeeded), for what REST cannot set up cheaply: a payment that failed,
+an online payment of a clinic with no credentials stored, and the shared suites (authorization
+matrix, bad input) whose clinics take no payments. Refund tests otherwise pay over REST."""
 
 from __future__ import annotations
 

@@ -21,17 +21,41 @@ from tests.queue_fixtures import TZ, fresh_day, make_clinic
 from tests.servers import eventually, workers
 
 NOTICE = 10080  # a week: a visit two days out is inside it, one a month out is not
+FEE = 10_000  # a video visit, paid before it (payment_required_types)
 
 
 @pytest.fixture(scope="module")
 def house(api, sa_token, clinic_factory, member_factory) -> dict[str, Any]:
     c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=2,
-                    billing={"currency": "INR", "refund_notice_minutes": NOTICE})
+                    payment_required_types=["video"], patient_max_future_appointments=500,
+                    billing={"currency": "INR", "refund_notice_minutes": NOTICE,
+                             "fees": {"video": FEE}})
     c["accountant"] = member_factory(c["id"], "ACCOUNTANT", tag="refund-acc")
     c["admin"] = member_factory(c["id"], "CLINIC_ADMIN", tag="refund-admin")
     other = clinic_factory()
     c["other_admin"] = member_factory(other["id"], "CLINIC_ADMIN", tag="refund-other")
     return c
+
+
+def _at(day: Any, hour: int) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, 0, tzinfo=TZ)
+
+
+def desk_paid(api, db, house: dict[str, Any], start: datetime | None = None,
+              patient: int = 0) -> tuple[str, str]:
+    """A video visit booked by the desk (pending_payment, its invoice opened by billing) and
+    paid in full in cash at the desk, over REST: (payment id, visit id)."""
+    r = api.as_(house["desk"]["token"], "POST", "/appointments", json={
+        "clinic_id": house["id"], "doctor_id": house["doctors"][0]["user_id"],
+        "patient_id": house["patients"][patient]["user_id"], "type": "video",
+        "start": (start or _at(fresh_day(), 9)).isoformat(), "duration_minutes": 15})
+    assert r.status_code == 201 and r.json()["status"] == "pending_payment", r.text
+    visit = r.json()["id"]
+    [invoice] = db.fetch("SELECT id FROM billing_invoices WHERE appointment_id = $1::uuid", visit)
+    r = api.as_(house["desk"]["token"], "POST", "/billing/payments",
+                json={"invoice_id": str(invoice["id"]), "method": "cash", "amount": FEE})
+    assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
+    return str(r.json()["id"]), visit
 
 
 def refund(api, token: str, payment_id: str, **body: Any) -> httpx.Response:
@@ -46,7 +70,7 @@ def refunded(db, payment_id: str) -> int:
 
 def test_a_partial_refund_is_audited_with_its_reason_and_listed(api, db, house) -> None:
     patient = house["patients"][0]
-    payment = paid(db, house["id"], patient["user_id"], 1000)
+    payment, _ = desk_paid(api, db, house)
     r = refund(api, house["accountant"]["token"], payment, amount=300,
                reason="double charge at the desk")
     assert r.status_code == 201, r.text
@@ -78,28 +102,28 @@ def test_a_partial_refund_is_audited_with_its_reason_and_listed(api, db, house) 
 
 
 def test_above_the_remainder_is_refused_naming_amount_and_changes_nothing(api, db, house) -> None:
-    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)
-    assert refund(api, house["admin"]["token"], payment, amount=700).status_code == 201
+    payment, _ = desk_paid(api, db, house)
+    assert refund(api, house["admin"]["token"], payment, amount=7000).status_code == 201
     before = db.fetch("SELECT count(*) AS n FROM billing_refunds WHERE payment_id = $1::uuid",
                       payment)
-    r = refund(api, house["admin"]["token"], payment, amount=301)
+    r = refund(api, house["admin"]["token"], payment, amount=3001)
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert [e["field"] for e in r.json()["errors"]] == ["amount"]
-    assert refunded(db, payment) == 700
+    assert refunded(db, payment) == 7000
     assert db.fetch("SELECT count(*) AS n FROM billing_refunds WHERE payment_id = $1::uuid",
                     payment) == before
     rest = refund(api, house["admin"]["token"], payment)  # no amount: all that is left
-    assert rest.status_code == 201 and rest.json()["amount"] == 300, rest.text
+    assert rest.status_code == 201 and rest.json()["amount"] == 3000, rest.text
     again = refund(api, house["admin"]["token"], payment)
     assert again.status_code == 409, again.text
-    assert refunded(db, payment) == 1000
+    assert refunded(db, payment) == FEE
 
 
 @pytest.mark.parametrize(("amount", "field"), [(0, "amount"), (-5, "amount"), (10**12, "amount"),
                                                ("twelve", "amount"), (1.5, "amount"), ([12], "amount")])
 def test_bad_amounts_are_named(api, db, house, amount: Any, field: str) -> None:
-    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)
+    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)  # rows: 5 at once
     r = refund(api, house["admin"]["token"], payment, amount=amount)
     assert r.status_code == 400, r.text
     assert field in [e["field"] for e in r.json()["errors"]]
@@ -107,7 +131,7 @@ def test_bad_amounts_are_named(api, db, house, amount: Any, field: str) -> None:
 
 
 def test_who_may_refund(api, db, house) -> None:
-    payment = paid(db, house["id"], house["patients"][0]["user_id"], 1000)
+    payment, _ = desk_paid(api, db, house)
     assert refund(api, house["desk"]["token"], payment, amount=1).status_code == 403
     assert refund(api, house["patients"][0]["token"], payment, amount=1).status_code == 403
     other = refund(api, house["other_admin"]["token"], payment, amount=1)
@@ -126,7 +150,7 @@ def test_a_payment_that_did_not_succeed_is_not_refunded(api, db, house) -> None:
 def test_20_concurrent_refunds_never_exceed_the_paid_amount(server, api, db, house) -> None:
     """10,000 paid, 20 requests of 700 at once: exactly 14 fit (9,800), the other 6 are told
     the remainder (400 naming amount); no 5xx."""
-    payment = paid(db, house["id"], house["patients"][0]["user_id"], 10_000)
+    payment, _ = desk_paid(api, db, house)
     token = house["accountant"]["token"]
 
     async def burst() -> list[httpx.Response]:
@@ -168,20 +192,18 @@ def _jobs(db, payment_id: str) -> list[dict[str, Any]]:
 
 def test_a_cancellation_inside_the_policy_refunds_in_full_automatically(env, api, db,
                                                                         house) -> None:
-    day = fresh_day()  # a month out: well before the week's notice
-    visit = _visit(api, house, datetime(day.year, day.month, day.day, 9, 0, tzinfo=TZ))
-    payment = paid(db, house["id"], house["patients"][1]["user_id"], 2500,
-                   appointment_id=visit["id"])
+    # a month out: well before the week's notice
+    payment, visit = desk_paid(api, db, house, _at(fresh_day(), 9), patient=1)
     assert refund(api, house["admin"]["token"], payment, amount=500).status_code == 201
-    r = api.as_(house["patients"][1]["token"], "POST", f"/appointments/{visit['id']}/cancel")
+    r = api.as_(house["patients"][1]["token"], "POST", f"/appointments/{visit}/cancel")
     assert r.status_code == 200, r.text
     assert [j["task"] for j in _jobs(db, payment)] == ["billing.refunds.automatic"]
     with workers(env, 1):
-        eventually(lambda: refunded(db, payment) == 2500)
+        eventually(lambda: refunded(db, payment) == FEE)
     rows = db.fetch("SELECT amount, status, automatic, requested_by FROM billing_refunds "
                     "WHERE payment_id = $1::uuid ORDER BY created_at", payment)
     assert [(x["amount"], x["status"], x["automatic"]) for x in rows] == [
-        (500, "succeeded", False), (2000, "succeeded", True)]
+        (500, "succeeded", False), (FEE - 500, "succeeded", True)]
     assert rows[1]["requested_by"] is None  # the system's
     audit = db.fetch("SELECT actor_id FROM audit_log WHERE action = 'refunds:create' "
                      "AND detail->>'payment_id' = $1 AND detail->>'automatic' = 'true'", payment)
@@ -190,10 +212,8 @@ def test_a_cancellation_inside_the_policy_refunds_in_full_automatically(env, api
 
 def test_a_cancellation_outside_the_policy_is_not_refunded(api, db, house) -> None:
     day = (datetime.now(TZ) + timedelta(days=2)).date()  # two days out: inside the week
-    visit = _visit(api, house, datetime(day.year, day.month, day.day, 11, 0, tzinfo=TZ))
-    payment = paid(db, house["id"], house["patients"][1]["user_id"], 2500,
-                   appointment_id=visit["id"])
-    r = api.as_(house["desk"]["token"], "POST", f"/appointments/{visit['id']}/cancel")
+    payment, visit = desk_paid(api, db, house, _at(day, 11), patient=1)
+    r = api.as_(house["desk"]["token"], "POST", f"/appointments/{visit}/cancel")
     assert r.status_code == 200, r.text
     assert _jobs(db, payment) == []
     assert refunded(db, payment) == 0
