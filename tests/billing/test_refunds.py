@@ -470,3 +470,31 @@ def test_every_ordering_of_payment_and_refund_events_ends_in_the_same_state(
         [row] = w.db.fetch("SELECT processed_at, error FROM webhook_inbox WHERE provider = $1 "
                            "AND event_id = $2", w.provider, f"{w.id}:{json.loads(raw)['id']}")
         assert row["processed_at"] is not None and row["error"] is None
+
+
+def test_the_patient_hears_of_their_refund_on_their_socket(server, api, db, house) -> None:
+    """refund.created / refund.succeeded reach the patient's own room: ids, status, amounts,
+    never the reason; another patient hears nothing."""
+    from tests.realtime_client import Recorder
+
+    payment, _ = desk_paid(api, db, house)
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        mine, theirs = Recorder(server.base_url), Recorder(server.base_url)
+        await mine.connect(house["patients"][0]["token"])
+        await theirs.connect(house["patients"][1]["token"])
+        r = await asyncio.to_thread(refund, api, house["accountant"]["token"], payment,
+                                    amount=1234, reason="secret reason")
+        assert r.status_code == 201, r.text
+        await mine.wait_for(lambda: any(d["data"]["payment_id"] == payment
+                                        for d in mine.named("refund.succeeded")))
+        heard = mine.named("refund.succeeded")
+        await mine.close()
+        await theirs.close()
+        return heard, theirs.named("refund.succeeded")
+
+    heard, others = asyncio.run(scenario())
+    [event] = [d for d in heard if d["data"]["payment_id"] == payment]
+    assert (event["data"]["amount"], event["data"]["status"]) == (1234, "succeeded")
+    assert "secret reason" not in json.dumps(event)
+    assert not [d for d in others if d["data"]["payment_id"] == payment]
