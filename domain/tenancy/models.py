@@ -72,7 +72,7 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: (a kind left out keeps the built-in default; see domain/notifications/models.py).
     notification_channels: dict[str, list[Literal["push", "email", "whatsapp", "sms", "in_app"]]] = {}
     #: Fees, tax, the payment provider and the refund policy (replaced as a whole when given).
-    billing: BillingSettings = BillingSettings()
+    billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
 
 
 class Clinic(msgspec.Struct, frozen=True):
