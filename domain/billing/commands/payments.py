@@ -139,7 +139,11 @@ async def open_checkout(principal: Principal, *, invoice_id: uuid.UUID,
             raise Conflict("this clinic takes no online payments; pay at the desk",
                            resource_type="payment")
         try:
+            adapter(provider)
             creds = await get_credentials(clinic.id, provider)
+        except ImportError:  # its adapter is not part of this build
+            raise Conflict(f"{provider} payments are not available here",
+                           resource_type="payment") from None
         except NotFound:
             raise Conflict(f"this clinic's {provider} account is not set up",
                            resource_type="payment") from None
