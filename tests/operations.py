@@ -66,6 +66,12 @@ OPENAPI_OPERATIONS = {
     ("POST", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/api/v1/webhooks/communication/whatsapp"),
     ("GET", "/health/live"), ("GET", "/health/ready"),
+    # --- billing: payments ---
+    ("POST", "/api/v1/billing/payments"), ("GET", "/api/v1/billing/payments"),
+    ("GET", "/api/v1/billing/payments/{payment_id}"),
+    ("PUT", "/api/v1/clinics/{clinic_id}/billing/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/billing/credentials/{provider}"),
+    ("POST", "/api/v1/webhooks/payments/{provider}/{clinic_id}"),
     # --- billing: refunds ---
     ("POST", "/api/v1/billing/payments/{payment_id}/refunds"),
     ("GET", "/api/v1/billing/payments/{payment_id}/refunds"),

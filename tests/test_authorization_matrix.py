@@ -1074,6 +1074,130 @@ def test_an_unsubscribe_link_needs_no_login_and_no_login_helps(world: World, api
     assert [(str(x["clinic_id"]), x["kind"]) for x in rows()] == [(world.a["id"], "appointment.booked")]
 
 
+# --- billing: payments ---------------------------------------------------------------------------
+
+def _invoice(domain_layer, clinic_id: str, patient_id: str) -> str:
+    """An open invoice of 100.00 INR for the patient (invoices' own command, in process)."""
+    from domain import db
+    from domain.billing.commands.invoices import open_invoice
+    from domain.billing.models import LineInput
+    from domain.tenancy.queries import load_clinic
+
+    async def go() -> str:
+        async with db.transaction():
+            clinic = await load_clinic(uuid.UUID(clinic_id))
+            invoice = await open_invoice(None, clinic, patient_id=uuid.UUID(patient_id),
+                                         lines=[LineInput("Consultation", 1, 10_000)])
+        return str(invoice.id)
+
+    return str(domain_layer.run(go()))
+
+
+def _patient_of(world: World, api, sa_token, clinic: dict[str, Any], caller: str) -> str:
+    """Whose invoice a caller acts on: a PATIENT's own, anyone else's a fresh patient's."""
+    if caller == "PATIENT" and clinic is world.a:
+        return str(world.callers["PATIENT"]["user_id"])
+    return target(api, sa_token, clinic, location_index=None)
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_payment_routes(world: World, api, sa_token, domain_layer, caller: str,
+                        where: str) -> None:
+    """Desk payments: staff with payments:create (a patient pays online: 403); reads:
+    payments:read, a patient their own; a LOCATION_HEAD's L reaches no payment (they carry no
+    location): the list answers, a payment is 404. Another clinic: 404."""
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    invoice = _invoice(domain_layer, clinic["id"], _patient_of(world, api, sa_token, clinic,
+                                                                 caller))
+    r = api.as_(who["token"], "POST", "/billing/payments",
+                json={"invoice_id": invoice, "method": "cash", "amount": 1_000})
+    role = Role(caller) if caller != "ANONYMOUS" else None
+    if role is None:
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    elif scope_of("payments:create", role) is Scope.DENY or role is Role.PATIENT:
+        expected = 403
+    else:
+        expected = 201
+    assert r.status_code == expected, f"{caller} desk payment: {r.status_code} {r.text}"
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in world.b_secrets:
+            assert str(secret) not in r.text
+    paid = api.as_(sa_token, "POST", "/billing/payments",
+                   json={"invoice_id": invoice, "method": "cash", "amount": 2_000})
+    assert paid.status_code == 201, paid.text
+    payment_id = paid.json()["id"]
+    read = scope_of("payments:read", role) if role else Scope.DENY
+    r = api.as_(who["token"], "GET", f"/billing/payments/{payment_id}")
+    if role is None:
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    elif read is Scope.DENY:
+        expected = 403
+    elif read is Scope.LOCATION:
+        expected = 404
+    else:
+        expected = 200
+    assert r.status_code == expected, f"{caller} read: {r.status_code} {r.text}"
+    r = api.as_(who["token"], "GET", "/billing/payments", params={"clinic_id": clinic["id"]})
+    if expected in (200, 404) and role is not None and read is not Scope.DENY \
+            and not (where == "other" and caller != "SUPER_ADMIN"):
+        assert r.status_code == 200, r.text
+        ids = {p["id"] for p in r.json()["items"]}
+        assert (payment_id in ids) == (expected == 200)
+    else:
+        assert r.status_code == expected, f"{caller} list: {r.status_code} {r.text}"
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_billing_credentials_routes(world: World, api, caller: str, where: str) -> None:
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    path = f"/clinics/{clinic['id']}/billing/credentials/stripe"
+    body = {"credentials": {"secret_key": "sk_test_" + "k" * 20,
+                            "webhook_secret": "whsec_" + "w" * 20}}
+    for method, permission in (("PUT", "billing_settings:manage"),
+                               ("GET", "billing_settings:read")):
+        r = api.as_(who["token"], method, path, json=body if method == "PUT" else None)
+        if caller == "ANONYMOUS":
+            expected = 401
+        elif where == "other" and caller != "SUPER_ADMIN":
+            expected = 404
+        elif scope_of(permission, Role(caller)) is Scope.DENY:
+            expected = 403
+        else:
+            expected = 200
+        assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
+        assert "k" * 20 not in r.text and "w" * 20 not in r.text
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_payment_webhooks_need_no_login_and_no_login_helps(world: World, api, sa_token, db,
+                                                           caller: str) -> None:
+    from tests.billing.fakes.stripe import FakeStripe
+
+    stripe = FakeStripe()  # not started: its secrets sign, nothing is called
+    r = api.as_(sa_token, "PUT", f"/clinics/{world.a['id']}/billing/credentials/stripe",
+                json={"credentials": stripe.credentials()})
+    assert r.status_code == 200, r.text
+    token = world.callers.get(caller, {"token": None})["token"]
+    body, headers = stripe.event("payment_intent.succeeded",
+                                 {"id": "pi_" + uuid.uuid4().hex, "object": "payment_intent"})
+    path = f"/webhooks/payments/stripe/{world.a['id']}"
+    r = api.as_(token, "POST", path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 401, r.text
+    r = api.as_(token, "POST", path, content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    event_id = f"{world.a['id']}:{json.loads(body)['id']}"
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox WHERE provider = 'stripe' "
+                    "AND event_id = $1", event_id)[0]["n"] == 1
+
+
 # --- billing: refunds --------------------------------------------------------------------------
 # A refund's payment is its patient's (O) and at its visit's location (L); refunds:create is the
 # accountant's and the clinic admin's. Payments come from rows (tests/billing/payment_rows.py):

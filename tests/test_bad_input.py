@@ -240,6 +240,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
             "message_id": ctx.message_id, "channel": "email", "address": ctx.suppressed,
             "notification_id": ctx.notification_id,
             "kind": "appointment.booked", "locale": "hi-IN",
+            "payment_id": NIL, "provider": "stripe",  # billing: payments
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -371,6 +372,16 @@ WRITES: dict[str, Write] = {
     "preview_template": Write(
         "POST", TEMPLATE + "/preview", lambda c: {"source": EMAIL_TEMPLATE}, "source", 20_000,
         None, ("source", ["x"]), optional_body=True),
+    # --- billing: payments ---
+    "create_payment": Write(
+        "POST", "/billing/payments",
+        lambda c: {"invoice_id": NIL, "method": "cash", "amount": 100}, None, 0, "invoice_id",
+        ("amount", [100])),
+    "put_billing_credentials": Write(
+        "PUT", "/clinics/{clinic_id}/billing/credentials/{provider}",
+        lambda c: {"credentials": {"secret_key": "sk_test_" + "k" * 12,
+                                   "webhook_secret": "whsec_" + "w" * 12}},
+        None, 0, "credentials", ("credentials", 5)),
 }
 
 # Every protected route, with a body that would be accepted from an allowed caller.
@@ -422,6 +433,11 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "get_message": ("GET", "/clinics/{clinic_id}/communication/messages/{message_id}", None),
     "get_template": ("GET", TEMPLATE, None),
     "delete_template": ("DELETE", TEMPLATE, None),
+    # --- billing: payments ---
+    "list_payments": ("GET", "/billing/payments", None),
+    "get_payment": ("GET", "/billing/payments/{payment_id}", None),
+    "get_billing_credentials": ("GET", "/clinics/{clinic_id}/billing/credentials/{provider}",
+                                None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
 }
 
@@ -434,6 +450,7 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "list_messages": lambda c: {"since": later(-3), "until": later(1)},
     "list_suppressions": lambda c: {"channel": "email"},
     "my_notifications": lambda c: {"unread": "true"},
+    "list_payments": lambda c: {"clinic_id": c.clinic_id},  # billing: payments
 }
 
 
@@ -978,7 +995,8 @@ LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "appointments": "/appointments?clinic_id={clinic_id}",
          "suppressions": "/clinics/{clinic_id}/communication/suppressions",
          "messages": "/clinics/{clinic_id}/communication/messages",
-         "my_messages": "/users/me/messages", "my_notifications": "/users/me/notifications"}
+         "my_messages": "/users/me/messages", "my_notifications": "/users/me/notifications",
+         "payments": "/billing/payments?clinic_id={clinic_id}"}  # billing: payments
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}
 CURSORS = {"garbage": "garbage", "nul": "%00", "not_base64": "!!!!",
@@ -1129,7 +1147,9 @@ def test_a_bad_idempotency_key_does_not_remove_a_member(api, db, ctx, key):
 WEBHOOKS = {"ses": ("POST", "/webhooks/communication/ses"),
             "zeptomail": ("POST", "/webhooks/communication/zeptomail"),
             "whatsapp": ("POST", "/webhooks/communication/whatsapp"),
-            "whatsapp_handshake": ("GET", "/webhooks/communication/whatsapp")}
+            "whatsapp_handshake": ("GET", "/webhooks/communication/whatsapp"),
+            # billing: payments (its own tests at the end of this file)
+            "payments": ("POST", "/webhooks/payments/{provider}/{clinic_id}")}
 WEBHOOK_BODIES = {
     "empty": b"", "malformed": b'{"a": ', "array": b"[{}]", "string": b'"hello"', "null": b"null",
     "deeply_nested": raw_with({"a": 1}, "x", deep(100_000)),
@@ -1332,6 +1352,88 @@ def test_fuzzed_requests_with_real_ids_never_get_a_500(server, live_schema, fuzz
     """The same, reaching past "not found" into the schedule, booking and lifecycle rules."""
     _fuzz(server, live_schema[path][method].as_strategy(generation_mode=mode), fuzz_token,
           real_ids)
+
+
+# --- billing: payments ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("route", "param"), [("get_payment", "payment_id"),
+                                              ("get_billing_credentials", "clinic_id"),
+                                              ("put_billing_credentials", "clinic_id")])
+@pytest.mark.parametrize("value", list(BAD_UUIDS))
+def test_a_bad_id_in_a_billing_path_is_named(api, db, ctx, route, param, value):
+    before = snapshot(db, ctx)
+    r = call_with(api, ctx, route, param, BAD_UUIDS[value])
+    assert_problem(r, 400, field=param)
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize("route", ["get_payment", "get_billing_credentials",
+                                   "put_billing_credentials"])
+def test_an_unknown_billing_id_is_404(api, db, ctx, route):
+    param = "payment_id" if route == "get_payment" else "clinic_id"
+    r = call_with(api, ctx, route, param, str(uuid.uuid4()))
+    assert_problem(r, 404, code="not_found")
+
+
+@pytest.mark.parametrize("provider", ["venmo", "STRIPE", "%00"])
+def test_an_unknown_payment_provider_in_the_path_is_named(api, ctx, provider):
+    for route in ("get_billing_credentials", "put_billing_credentials"):
+        method, path, body = PROTECTED[route]
+        url = path.format(**{**ids(ctx, path), "provider": provider})
+        r = api.as_(ctx.sa_token, method, url, **({"json": body(ctx)} if body else {}))
+        assert_problem(r, 400, field="provider")
+
+
+@pytest.mark.parametrize(("change", "field", "status"), [
+    ({"amount": 0}, "amount", 400), ({"amount": -1}, "amount", 400),
+    ({"amount": 10**12}, "amount", 400), ({"amount": 1.5}, "amount", 400),
+    ({"method": "cheque"}, "method", 400), ({"method": None, "amount": 5}, "amount", 400),
+    ({"invoice_id": "nope"}, "invoice_id", 400), ({"return_url": "javascript:alert(1)"},
+                                                  "return_url", 400),
+    ({"amount": None}, "amount", 400), ({}, None, 404)])
+def test_a_bad_payment_is_named_and_nothing_is_paid(api, db, ctx, change, field, status):
+    before = db.fetch("SELECT count(*) AS n FROM billing_payments")[0]["n"]
+    r = send(api, ctx, "create_payment", json={**WRITES["create_payment"].body(ctx), **change})
+    assert_problem(r, status, code="invalid" if status == 400 else "not_found", field=field)
+    assert db.fetch("SELECT count(*) AS n FROM billing_payments")[0]["n"] == before
+
+
+@pytest.fixture(scope="module")
+def stripe_secrets(api, ctx) -> Any:
+    from tests.billing.fakes.stripe import FakeStripe
+
+    stripe = FakeStripe()  # not started: its secrets sign, nothing is called
+    r = api.as_(ctx.sa_token, "PUT", fill("/clinics/{clinic_id}/billing/credentials/stripe", ctx),
+                json={"credentials": stripe.credentials()})
+    assert r.status_code == 200, r.text
+    return stripe
+
+
+@pytest.mark.parametrize("spoil", list(WEBHOOK_BODIES))
+def test_a_malformed_payment_webhook_is_400_and_stores_nothing(api, db, ctx, stripe_secrets,
+                                                              spoil):
+    body = WEBHOOK_BODIES[spoil]
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    r = api.as_(None, "POST", fill("/webhooks/payments/stripe/{clinic_id}", ctx), content=body,
+                headers=stripe_secrets.sign(body) if spoil != "invalid_utf8" else {
+                    **JSON, "Stripe-Signature": "t=1,v1=00"})
+    assert_problem(r, 400)
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before
+
+
+def test_a_huge_payment_webhook_is_413_and_an_unsigned_one_401(api, db, ctx, stripe_secrets):
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    path = fill("/webhooks/payments/stripe/{clinic_id}", ctx)
+    huge = json.dumps({"x": "x" * (MIB + 1)}).encode()
+    assert_problem(api.as_(None, "POST", path, content=huge, headers=stripe_secrets.sign(huge)),
+                   413)
+    r = api.as_(None, "POST", path, content=b'{"id": "evt_1"}', headers=JSON)
+    assert_problem(r, 401, code="unauthenticated")
+    for provider, clinic in (("venmo", ctx.clinic_id), ("stripe", "not-a-uuid")):
+        r = api.as_(None, "POST", f"/webhooks/payments/{provider}/{clinic}",
+                    content=b'{"id": "evt_1"}', headers=JSON)
+        assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM)
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before
 
 
 # --- billing: refunds --------------------------------------------------------------------------

@@ -862,6 +862,118 @@ def test_delivery_status_commands(domain_layer, house, db, pinned) -> None:
     pinned.verify()
 
 
+# --- billing: payments -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def billed(env, api, sa_token, clinic_factory, member_factory, domain_layer) -> Iterator[Any]:
+    """A clinic charging for video visits through a local Stripe; the in-process settings reach
+    that Stripe and hold the run's credentials key."""
+    from tests.billing.fakes.stripe import FakeStripe
+    from tests.communication.test_email_providers import settings_env
+
+    fake = FakeStripe().start()
+    with settings_env(CAREWIRE_STRIPE_URL=fake.url,
+                      CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=4,
+                        payment_required_types=["video"],
+                        billing={"provider": "stripe", "fees": {"video": 50_000}})
+        admin = member_factory(c["id"], "CLINIC_ADMIN", tag="badmin")
+        c["admin_p"] = domain_layer.principal(admin["token"])
+        c["desk_p"] = domain_layer.principal(c["desk"]["token"])
+        c["patient_p"] = [domain_layer.principal(p["token"]) for p in c["patients"]]
+        c["loc"] = uuid.UUID(c["locations"][0]["id"])
+        c["cid"] = uuid.UUID(c["id"])
+        c["fake"] = fake
+        yield c
+    fake.stop()
+
+
+def _invoice_of(layer: Any, appointment_id: uuid.UUID) -> uuid.UUID:
+    from domain import db
+
+    rows = layer.run(db.fetch("SELECT id FROM billing_invoices WHERE appointment_id = $1",
+                              appointment_id))
+    return uuid.UUID(str(rows[0]["id"]))
+
+
+def test_billing_payments(domain_layer, billed, pinned) -> None:
+    """Credentials, the booking's charge, a desk payment, a checkout, the provider's word
+    (settle) and a reconciliation pass with nothing due."""
+    from domain.billing.commands import credentials, payments, reconcile
+    from domain.billing.queries.payments import load_payment
+
+    c = billed
+    creds = c["fake"].credentials()
+    result, n, sent = measure(
+        domain_layer,
+        lambda: credentials.put_provider_credentials(c["admin_p"], c["cid"], "stripe", creds),
+        lambda: credentials.put_provider_credentials(c["admin_p"], c["cid"], "stripe", creds))
+    pinned("PUT_PROVIDER_CREDENTIALS", n, sent)
+    day = fresh_day()
+    booked = [domain_layer.run(_book(c, _at(day, 9, 15 * i), patient=i,
+                                     kind=AppointmentType.VIDEO)()) for i in range(2)]
+    result, n, sent = measure(
+        domain_layer, _book(c, _at(day, 11), patient=2, kind=AppointmentType.VIDEO),
+        _book(c, _at(day, 12), patient=3, kind=AppointmentType.VIDEO))
+    pinned("BOOK_CHARGED", n, sent)
+    invoices = [_invoice_of(domain_layer, a[0].id) for a in booked]
+    result, n, sent = measure(
+        domain_layer,
+        lambda: payments.record_desk_payment(c["desk_p"], invoice_id=invoices[0],
+                                             method="cash", amount=100),
+        lambda: payments.record_desk_payment(c["desk_p"], invoice_id=invoices[0],
+                                             method="cash", amount=49_900))
+    assert result.status == "succeeded"
+    pinned("DESK_PAYMENT", n, sent)
+    warm_invoice = _invoice_of(domain_layer, booked[1][0].id)
+    later = [domain_layer.run(_book(c, _at(day, 14, 15 * i), patient=i,
+                                    kind=AppointmentType.VIDEO)())[0] for i in range(2)]
+    result, n, sent = measure(
+        domain_layer, lambda: payments.open_checkout(c["patient_p"][1], invoice_id=warm_invoice),
+        lambda: payments.open_checkout(c["patient_p"][0],
+                                       invoice_id=_invoice_of(domain_layer, later[0].id)))
+    payment, created = result
+    assert created and payment.provider_order_id
+    pinned("OPEN_CHECKOUT", n, sent)
+    warm_payment, _ = domain_layer.run(payments.open_checkout(
+        c["patient_p"][1], invoice_id=_invoice_of(domain_layer, later[1].id)))
+
+    async def settled(payment_id: uuid.UUID) -> str:
+        from domain import db
+
+        async with db.transaction():
+            return await payments.settle(await load_payment(payment_id), "succeeded",
+                                         provider_payment_id="ch_counted")
+
+    result, n, sent = measure(domain_layer, lambda: settled(warm_payment.id),
+                              lambda: settled(payment.id))
+    assert result == "succeeded"
+    pinned("SETTLE_SUCCEEDED", n, sent)
+    result, n, sent = measure(domain_layer, lambda: settled(payment.id),
+                              lambda: settled(payment.id))
+    assert result == "already_succeeded"
+    pinned("SETTLE_AGAIN", n, sent)
+    domain_layer.run(reconcile.reconcile())  # anything another test left due
+    result, n, sent = measure(domain_layer, _noop, reconcile.reconcile)
+    pinned("RECONCILE_NOTHING_DUE", n, sent)
+    pinned.verify()
+
+
+PUT_PROVIDER_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row)
+BOOK_CHARGED = 14  # a video booking in a clinic with a fee: the booking and its open invoice
+#: the invoice read, the appointment locked (expiry's lock order), the guarded invoice UPDATE,
+#: the payment row, the visit scheduled once paid in full; audit and events at COMMIT
+DESK_PAYMENT = 14
+#: two transactions around the provider call: invoice, clinic, credentials and the pending row
+#: (ON CONFLICT: one per invoice); then the order stored with its event and audit row
+OPEN_CHECKOUT = 17
+#: (the test's own read of the payment) the invoice, the appointment locked, the guarded
+#: payment UPDATE, record_payment's guarded UPDATE, the visit scheduled; audit and events
+SETTLE_SUCCEEDED = 15
+SETTLE_AGAIN = 4  # the payment as read is succeeded: nothing else
+RECONCILE_NOTHING_DUE = 2  # one claim statement (and the pool's reset)
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -936,6 +1048,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "notifications.commands.preferences:put_preferences": ("PUT_PREFERENCES",),
     "notifications.commands.inbox:mark_read": ("MARK_READ", "MARK_READ_AGAIN"),
     "notifications.commands.inbox:mark_all_read": ("MARK_ALL_READ",),
+    # --- billing: payments ---
+    "billing.commands.credentials:put_provider_credentials": ("PUT_PROVIDER_CREDENTIALS",),
+    "billing.commands.charges:charge": ("BOOK_CHARGED",),
+    "billing.commands.payments:record_desk_payment": ("DESK_PAYMENT",),
+    "billing.commands.payments:open_checkout": ("OPEN_CHECKOUT",),
+    "billing.commands.payments:settle": ("SETTLE_SUCCEEDED", "SETTLE_AGAIN"),
+    "billing.commands.reconcile:reconcile": ("RECONCILE_NOTHING_DUE",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -956,6 +1075,9 @@ NOT_COMMANDS: dict[str, str] = {
     "queueing.commands:appointment_code": "read: an appointment's check-in code",
     "communication.commands.templates:load_templates": "read: a batch's clinic templates",
     "notifications.commands.consume:pending": "read: the clinics whose log is ahead of its cursor",
+    # --- billing: payments ---
+    "billing.commands.payments:events_record": "notes a payment event in the journal; no SQL",
+    "billing.commands.credentials:provider_credentials": "read: the masked credentials",
 }
 
 

@@ -52,9 +52,17 @@ async def intake(provider: str, clinic_id: uuid.UUID, body: bytes,
     except (NotFound, CredentialsUnavailable):
         raise Refused(401, "not_configured",
                       f"{provider} webhooks are not configured for this address") from None
-    payments = adapter(provider)
-    await payments.verify_webhook(creds, body, headers)
-    event_id = payments.webhook_event_id(body, headers)
+    try:
+        payments = adapter(provider)
+    except ImportError:  # its adapter is not part of this build
+        raise Refused(400, "unknown_provider", f"{provider} is not available here") from None
+    try:
+        await payments.verify_webhook(creds, body, headers)
+        event_id = payments.webhook_event_id(body, headers)
+    except (AttributeError, TypeError, ValueError, RecursionError, UnicodeDecodeError):
+        # an authentic body of the wrong shape that the provider's library trips on (Stripe's
+        # construct_event on a signed JSON array): malformed, never a 500
+        raise Refused(400, "malformed", "the webhook body is not an event") from None
     kept = {n: headers[n][:500] for n in KEPT if n in headers}
     kept[CLINIC_HEADER] = str(clinic_id)
     return await receive(provider=provider, event_ids=[f"{clinic_id}:{event_id}"], body=body,

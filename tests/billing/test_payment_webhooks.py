@@ -222,3 +222,51 @@ def test_every_ordering_of_a_payments_events_ends_in_the_same_state(
     for raw, _ in bodies.values():
         [row] = inbox(w, event_id(raw, w))
         assert row["processed_at"] is not None and row["error"] is None
+
+
+# --- missed webhooks: reconciliation ------------------------------------------------------------
+
+def test_reconciliation_asks_the_provider_about_old_pending_payments(
+        env, stripe_world: World, domain_layer) -> None:
+    from domain.billing.commands.reconcile import reconcile
+    from tests.communication.test_email_providers import settings_env
+
+    w = stripe_world
+    paid_a, paid = opened(w)
+    declined_a, declined = opened(w)
+    lost_a, lost = opened(w)
+    _, fresh = opened(w)
+    w.fake.pay(paid["provider_order_id"])
+    w.fake.decline(declined["provider_order_id"])
+    w.fake.pay(fresh["provider_order_id"])  # paid, but too recent to ask about yet
+    w.db.fetch("UPDATE billing_payments SET provider_order_id = NULL WHERE id = $1",
+               uuid.UUID(lost["id"]))  # the process died before the order was stored
+    w.db.fetch("UPDATE billing_payments SET created_at = now() - interval '1 hour' "
+               "WHERE id = ANY($1::uuid[])",
+               [uuid.UUID(p["id"]) for p in (paid, declined, lost)])
+    with settings_env(CAREWIRE_STRIPE_URL=w.fake.url,
+                      CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        counts = domain_layer.run(reconcile())
+        assert counts.get("succeeded", 0) >= 1 and counts.get("failed", 0) >= 2, counts
+        assert domain_layer.run(reconcile()).get("succeeded", 0) == 0  # nothing twice
+    assert w.payment(paid["id"])["status"] == "succeeded"
+    assert w.invoice(paid_a["invoice_id"])["status"] == "paid"
+    assert w.appointment_status(paid_a["id"]) == "scheduled"
+    assert succeeded_events(w, paid["id"]) == 1
+    for payment, appointment in ((declined, declined_a), (lost, lost_a)):
+        row = w.payment(payment["id"])
+        assert row["status"] == "failed" and row["failure_reason"], row
+        assert w.appointment_status(appointment["id"]) == "pending_payment"
+    assert w.payment(lost["id"])["failure_reason"] == "checkout was never opened"
+    assert w.payment(fresh["id"])["status"] == "pending"
+    # the webhook that was missed arrives after all: nothing moves twice
+    body, headers = w.fake.webhook("payment.succeeded", paid["provider_order_id"])
+    assert w.post_webhook(body, headers).status_code == 200
+    assert domain_layer.run(process(w.provider, event_id(body, w))).result == \
+        "already_succeeded"
+    assert w.invoice(paid_a["invoice_id"])["amount_paid"] == FEES["video"]
+    # a declined card retried at the provider still pays (failed -> succeeded)
+    retry, rh = w.fake.webhook("payment.succeeded", declined["provider_order_id"])
+    assert w.post_webhook(retry, rh).status_code == 200
+    assert domain_layer.run(process(w.provider, event_id(retry, w))).result == "succeeded"
+    assert w.appointment_status(declined_a["id"]) == "scheduled"

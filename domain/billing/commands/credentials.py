@@ -11,6 +11,7 @@ from domain.billing.providers import adapter
 from domain.errors import FieldError, Invalid, invalid_field
 from domain.principal import Principal
 from domain.tenancy.credentials import masked_credentials, put_credentials
+from domain.tenancy.queries import load_clinic
 
 
 def _provider(provider: str) -> str:
@@ -23,7 +24,10 @@ async def put_provider_credentials(principal: Principal, clinic_id: uuid.UUID, p
                                    fields: dict[str, str]) -> dict[str, str]:
     """Replace the provider's credentials; exactly the adapter's fields (400 naming a missing
     or unknown one). The masked fields back."""
-    needed = adapter(_provider(provider)).required_fields
+    try:
+        needed = adapter(_provider(provider)).required_fields
+    except ImportError:  # its adapter is not part of this build
+        raise invalid_field("provider", f"{provider} is not available here") from None
     errors = [FieldError(f"credentials.{n}", "required") for n in needed if n not in fields]
     errors += [FieldError(f"credentials.{n}", f"unknown for {provider}")
                for n in fields if n not in needed]
@@ -37,4 +41,6 @@ async def provider_credentials(principal: Principal, clinic_id: uuid.UUID,
                                provider: str) -> dict[str, str]:
     """The stored fields masked (`****` + last 4); {} when none are stored."""
     masked = await masked_credentials(principal, clinic_id, permission="billing_settings:read")
+    if not masked:
+        await load_clinic(clinic_id)  # a clinic that does not exist is 404, even to SUPER_ADMIN
     return masked.get(_provider(provider), {})

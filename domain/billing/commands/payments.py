@@ -31,7 +31,7 @@ from domain.access.roles import Role
 from domain.audit.commands import record
 from domain.billing import events
 from domain.billing.commands.invoices import record_payment
-from domain.billing.models import DESK_METHODS, InvoiceStatus, Payment
+from domain.billing.models import DESK_METHODS, InvoiceStatus, Payment, PaymentStatus
 from domain.billing.providers import adapter
 from domain.billing.providers.base import ProviderError, ProviderRejected, State
 from domain.billing.queries.invoices import load_invoice, visible_invoice
@@ -139,7 +139,11 @@ async def open_checkout(principal: Principal, *, invoice_id: uuid.UUID,
             raise Conflict("this clinic takes no online payments; pay at the desk",
                            resource_type="payment")
         try:
+            adapter(provider)
             creds = await get_credentials(clinic.id, provider)
+        except ImportError:  # its adapter is not part of this build
+            raise Conflict(f"{provider} payments are not available here",
+                           resource_type="payment") from None
         except NotFound:
             raise Conflict(f"this clinic's {provider} account is not set up",
                            resource_type="payment") from None
@@ -238,6 +242,8 @@ async def settle(payment: Payment, state: State, *, provider_payment_id: str | N
                      resource_id=payment.id, clinic_id=payment.clinic_id,
                      detail={"reason": (failure_reason or "declined")[:200]})
         return "failed"
+    if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.CANCELLED):
+        return f"already_{payment.status.value}"  # as read: the guard below stands all the same
     invoice = await load_invoice(payment.invoice_id)
     appointment = (await load_appointment(invoice.appointment_id, lock=True)
                    if invoice.appointment_id else None)
