@@ -1316,7 +1316,7 @@ REFUND_UNREACHABLE = 14  # the desk's 11 and the send job planned; after COMMIT,
 #                         credentials read (and its reset): none stored, the refund stays pending
 SEND_REFUND_UNREACHABLE = 4  # the refund with its payment, the credentials (each with a reset)
 REFUND_FACT = 12  # the payment locked, the refund found, settled in one statement, audit, event
-REFUND_FACT_AGAIN = 6  # the same fact: found, the guarded settle changes nothing
+REFUND_FACT_AGAIN = 5  # the same fact: found settled, nothing else
 SCHEDULE_AUTOMATIC_REFUND = 5  # the job (due now: its NOTIFY), in the caller's transaction
 REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
 CANCEL_PAID = 16  # CANCEL's, plus the clinic's policy and the automatic refund job (+NOTIFY)

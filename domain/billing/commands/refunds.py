@@ -255,13 +255,15 @@ async def apply_refund_fact(payment_id: uuid.UUID, provider_refund_id: str, stat
                           payment_id):
         return None
     rows = await db.fetch(
-        """SELECT id FROM billing_refunds
+        """SELECT id, status FROM billing_refunds
            WHERE payment_id = $1 AND (provider_refund_id = $2 OR (
                provider_refund_id IS NULL AND status = 'pending'
                AND ($3::bigint IS NULL OR amount = $3)))
            ORDER BY provider_refund_id IS NULL, created_at LIMIT 1 FOR UPDATE""",
         payment_id, provider_refund_id, amount)
     if rows:
+        if rows[0]["status"] != RefundStatus.PENDING.value:
+            return None  # settled already: a final state never moves
         return await _settle(None, rows[0]["id"], provider_refund_id, wanted)
     if wanted is RefundStatus.FAILED or amount is None or amount <= 0:
         return None  # nothing of ours failed, or nothing to record
