@@ -498,3 +498,34 @@ def test_the_patient_hears_of_their_refund_on_their_socket(server, api, db, hous
     assert (event["data"]["amount"], event["data"]["status"]) == (1234, "succeeded")
     assert "secret reason" not in json.dumps(event)
     assert not [d for d in others if d["data"]["payment_id"] == payment]
+
+
+def test_money_that_came_after_the_window_is_refunded_automatically_at_the_provider(
+        stripe_world, billing_env, domain_layer) -> None:
+    """The visit expired unpaid, then the payment succeeded at Stripe: payments plans an
+    automatic refund (the invoice is void); the job refunds all of it at Stripe."""
+    from domain.scheduling.commands import expire_unpaid
+
+    w = stripe_world
+    visit = w.book("video")
+    r = w.checkout(visit["invoice_id"])
+    assert r.status_code == 201, r.text
+    payment = r.json()
+    w.db.fetch("UPDATE appointments SET payment_due_at = now() - interval '1 second' "
+               "WHERE id = $1", uuid.UUID(visit["id"]))
+    domain_layer.run(expire_unpaid())
+    w.fake.pay(payment["provider_order_id"])
+    body, headers = w.fake.webhook("payment.succeeded", payment["provider_order_id"])
+    assert w.post_webhook(body, headers).status_code == 200
+    assert "late_payment" in _process_webhooks(w, domain_layer)
+
+    def refunded_at_stripe() -> list[dict[str, Any]]:
+        return w.db.fetch("SELECT amount, automatic, provider_refund_id FROM billing_refunds "
+                          "WHERE payment_id = $1 AND provider_refund_id IS NOT NULL",
+                          uuid.UUID(payment["id"]))
+
+    with workers(billing_env, 1):
+        [row] = eventually(refunded_at_stripe, timeout=40)
+    assert (row["amount"], row["automatic"]) == (payment["amount"], True)
+    assert w.payment(payment["id"])["refunded"] == payment["amount"]
+    assert w.appointment_status(visit["id"]) == "expired"
