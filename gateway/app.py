@@ -35,7 +35,9 @@ from gateway.routes import (
     PUBLIC,
     auth,
     billing_invoices,
+    billing_payments,
     billing_plans,
+    billing_refunds,
     boards,
     clinics,
     communication,
@@ -46,6 +48,7 @@ from gateway.routes import (
     health,
     members,
     notifications,
+    payment_webhooks,
     queues,
     scheduling,
     unsubscribe,
@@ -61,8 +64,11 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                scheduling.router, queues.router, devices.router, communication_log.router,
                communication_log.my_router, communication.router,
                communication_templates.router, notifications.router, webhooks.router,
-               unsubscribe.router, billing_invoices.router]
-API_ROUTERS += [billing_plans.router]
+                 unsubscribe.router,
+                 # --- billing ---
+                 billing_invoices.router, billing_plans.router,
+                 billing_payments.router, billing_payments.credentials_router,
+                 payment_webhooks.router, billing_refunds.router]
 
 
 def tune_gc() -> None:

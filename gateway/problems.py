@@ -17,7 +17,7 @@ from litestar.types import Scope
 from domain.addresses import client_address
 from domain.audit import refusals
 from domain.audit.commands import Outcome, record
-from domain.errors import DomainError, RateLimited
+from domain.errors import DomainError
 from domain.principal import Principal, RequestMeta
 from domain.validation import msgspec_field_error
 from gateway.routes import NO_NUL
@@ -146,7 +146,8 @@ async def _refused(exc: DomainError, scope: Scope, *, self_audited: bool) -> Non
 
 
 def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    retry_after = getattr(exc, "retry_after", None)  # rate limits, a payment provider away
+    headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
     if exc.code == "unauthenticated":
         headers = {"WWW-Authenticate": "Bearer"}
     return problem(exc.code, exc.message, request=request, headers=headers,

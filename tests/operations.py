@@ -72,6 +72,16 @@ OPENAPI_OPERATIONS = {
     ("GET", "/api/v1/billing/invoices/{invoice_id}/pdf"),
     ("POST", "/api/v1/billing/invoices/{invoice_id}/finalize"),
     ("POST", "/api/v1/billing/invoices/{invoice_id}/void"),
+    # --- billing: payments ---
+    ("POST", "/api/v1/billing/payments"), ("GET", "/api/v1/billing/payments"),
+    ("GET", "/api/v1/billing/payments/{payment_id}"),
+    ("PUT", "/api/v1/clinics/{clinic_id}/billing/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/billing/credentials/{provider}"),
+    ("POST", "/api/v1/webhooks/payments/{provider}/{clinic_id}"),
+    # --- billing: refunds ---
+    ("POST", "/api/v1/billing/payments/{payment_id}/refunds"),
+    ("GET", "/api/v1/billing/payments/{payment_id}/refunds"),
+    ("GET", "/api/v1/billing/refunds"), ("GET", "/api/v1/billing/refunds/{refund_id}"),
 }
 
 # --- billing: plans ---

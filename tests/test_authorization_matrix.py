@@ -1234,6 +1234,32 @@ def plan_request(route: str, world: World, where: str, api, sa_token: str
     raise AssertionError(route)
 
 
+# --- billing: payments ---------------------------------------------------------------------------
+
+def _invoice(domain_layer, clinic_id: str, patient_id: str) -> str:
+    """An open invoice of 100.00 INR for the patient (invoices' own command, in process)."""
+    from domain import db
+    from domain.billing.commands.invoices import open_invoice
+    from domain.billing.models import LineInput
+    from domain.tenancy.queries import load_clinic
+
+    async def go() -> str:
+        async with db.transaction():
+            clinic = await load_clinic(uuid.UUID(clinic_id))
+            invoice = await open_invoice(None, clinic, patient_id=uuid.UUID(patient_id),
+                                         lines=[LineInput("Consultation", 1, 10_000)])
+        return str(invoice.id)
+
+    return str(domain_layer.run(go()))
+
+
+def _patient_of(world: World, api, sa_token, clinic: dict[str, Any], caller: str) -> str:
+    """Whose invoice a caller acts on: a PATIENT's own, anyone else's a fresh patient's."""
+    if caller == "PATIENT" and clinic is world.a:
+        return str(world.callers["PATIENT"]["user_id"])
+    return target(api, sa_token, clinic, location_index=None)
+
+
 @pytest.mark.parametrize("where", ["own", "other"])
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("route", PLAN_ROUTES)
@@ -1272,4 +1298,170 @@ def test_plan_route(world: World, api, sa_token, db, route: str, caller: str, wh
             assert patients <= {who["user_id"]}
     if where == "other" and caller != "SUPER_ADMIN":
         for secret in world.b_secrets:
+            assert str(secret) not in r.text
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_payment_routes(world: World, api, sa_token, domain_layer, caller: str,
+                        where: str) -> None:
+    """Desk payments: staff with payments:create (a patient pays online: 403); reads:
+    payments:read, a patient their own; a LOCATION_HEAD's L reaches no payment (they carry no
+    location): the list answers, a payment is 404. Another clinic: 404."""
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    invoice = _invoice(domain_layer, clinic["id"], _patient_of(world, api, sa_token, clinic,
+                                                                 caller))
+    r = api.as_(who["token"], "POST", "/billing/payments",
+                json={"invoice_id": invoice, "method": "cash", "amount": 1_000})
+    role = Role(caller) if caller != "ANONYMOUS" else None
+    if role is None:
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    elif scope_of("payments:create", role) is Scope.DENY or role is Role.PATIENT:
+        expected = 403
+    else:
+        expected = 201
+    assert r.status_code == expected, f"{caller} desk payment: {r.status_code} {r.text}"
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in world.b_secrets:
+            assert str(secret) not in r.text
+    paid = api.as_(sa_token, "POST", "/billing/payments",
+                   json={"invoice_id": invoice, "method": "cash", "amount": 2_000})
+    assert paid.status_code == 201, paid.text
+    payment_id = paid.json()["id"]
+    read = scope_of("payments:read", role) if role else Scope.DENY
+    r = api.as_(who["token"], "GET", f"/billing/payments/{payment_id}")
+    if role is None:
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    elif read is Scope.DENY:
+        expected = 403
+    elif read is Scope.LOCATION:
+        expected = 404
+    else:
+        expected = 200
+    assert r.status_code == expected, f"{caller} read: {r.status_code} {r.text}"
+    r = api.as_(who["token"], "GET", "/billing/payments", params={"clinic_id": clinic["id"]})
+    if expected in (200, 404) and role is not None and read is not Scope.DENY \
+            and not (where == "other" and caller != "SUPER_ADMIN"):
+        assert r.status_code == 200, r.text
+        ids = {p["id"] for p in r.json()["items"]}
+        assert (payment_id in ids) == (expected == 200)
+    else:
+        assert r.status_code == expected, f"{caller} list: {r.status_code} {r.text}"
+
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_billing_credentials_routes(world: World, api, caller: str, where: str) -> None:
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    path = f"/clinics/{clinic['id']}/billing/credentials/stripe"
+    body = {"credentials": {"secret_key": "sk_test_" + "k" * 20,
+                            "webhook_secret": "whsec_" + "w" * 20}}
+    for method, permission in (("PUT", "billing_settings:manage"),
+                               ("GET", "billing_settings:read")):
+        r = api.as_(who["token"], method, path, json=body if method == "PUT" else None)
+        if caller == "ANONYMOUS":
+            expected = 401
+        elif where == "other" and caller != "SUPER_ADMIN":
+            expected = 404
+        elif scope_of(permission, Role(caller)) is Scope.DENY:
+            expected = 403
+        else:
+            expected = 200
+        assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
+        assert "k" * 20 not in r.text and "w" * 20 not in r.text
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_payment_webhooks_need_no_login_and_no_login_helps(world: World, api, sa_token, db,
+                                                           caller: str) -> None:
+    from tests.billing.fakes.stripe import FakeStripe
+
+    stripe = FakeStripe()  # not started: its secrets sign, nothing is called
+    r = api.as_(sa_token, "PUT", f"/clinics/{world.a['id']}/billing/credentials/stripe",
+                json={"credentials": stripe.credentials()})
+    assert r.status_code == 200, r.text
+    token = world.callers.get(caller, {"token": None})["token"]
+    body, headers = stripe.event("payment_intent.succeeded",
+                                 {"id": "pi_" + uuid.uuid4().hex, "object": "payment_intent"})
+    path = f"/webhooks/payments/stripe/{world.a['id']}"
+    r = api.as_(token, "POST", path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 401, r.text
+    r = api.as_(token, "POST", path, content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    event_id = f"{world.a['id']}:{json.loads(body)['id']}"
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox WHERE provider = 'stripe' "
+                    "AND event_id = $1", event_id)[0]["n"] == 1
+
+
+# --- billing: refunds --------------------------------------------------------------------------
+# A refund's payment is its patient's (O) and at its visit's location (L); refunds:create is the
+# accountant's and the clinic admin's. Payments come from rows (tests/billing/payment_rows.py):
+# these clinics take no payments; paying is tested in tests/billing.
+
+REFUND_ROUTES = ["POST /billing/payments/{id}/refunds", "GET /billing/payments/{id}/refunds",
+                 "GET /billing/refunds/{id}", "GET /billing/refunds"]
+
+
+def refund_case(route: str, p: Party, api, db, sa_token: str) -> Case:
+    from tests.billing.payment_rows import paid
+
+    payment = paid(db, p.clinic_id, p.patient_id, 1000,
+                   appointment_id=booked(api, sa_token, p))
+    reach = {"owner": p.patient_id, "location": p.location_id}
+    match route:
+        case "POST /billing/payments/{id}/refunds":
+            return Case("POST", f"/billing/payments/{payment}/refunds", "refunds:create",
+                        success=201, body={"amount": 100, "reason": "matrix"}, **reach)
+        case "GET /billing/payments/{id}/refunds":
+            return Case("GET", f"/billing/payments/{payment}/refunds", "refunds:read",
+                        success=200, **reach)
+        case "GET /billing/refunds/{id}":
+            r = api.as_(sa_token, "POST", f"/billing/payments/{payment}/refunds",
+                        json={"amount": 100, "reason": "matrix"})
+            assert r.status_code == 201, r.text
+            return Case("GET", f"/billing/refunds/{r.json()['id']}", "refunds:read", success=200,
+                        **reach)
+        case "GET /billing/refunds":  # the clinic's list: every role that may read gets a page
+            return Case("GET", "/billing/refunds", "refunds:read", success=200,
+                        params={"clinic_id": p.clinic_id}, owner=None, location=None,
+                        refusal=lambda role, scope: None)
+    raise AssertionError(route)
+
+
+def refund_params() -> list[Any]:
+    return [pytest.param(route, caller, where, id=f"{route}-{caller}-{where}")
+            for route in REFUND_ROUTES for caller in CALLERS
+            for where in ("mine", "theirs", "other")
+            if not (route == "GET /billing/refunds" and where == "theirs")]
+
+
+@pytest.mark.parametrize(("route", "caller", "where"), refund_params())
+def test_refund_route(world: World, sched: Sched, api, db, sa_token, route: str, caller: str,
+                      where: str) -> None:
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    case = refund_case(route, sched.parties[where], api, db, sa_token)
+    payment = case.path.split("/")[3] if case.path.startswith("/billing/payments/") else None
+    before = db.fetch("SELECT refunded FROM billing_payments WHERE id = $1::uuid",
+                      payment) if payment else None
+    r = api.as_(who["token"], case.method, case.path, json=case.body, params=case.params)
+    if route == "GET /billing/refunds":
+        expected = (401 if caller == "ANONYMOUS" else
+                    404 if where == "other" and caller != "SUPER_ADMIN" else
+                    403 if scope_of("refunds:read", Role(caller)) is Scope.DENY else 200)
+    else:
+        expected = expected_for(case, caller, where, who)
+    assert r.status_code == expected, f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if payment:  # refused: nothing refunded
+            assert db.fetch("SELECT refunded FROM billing_payments WHERE id = $1::uuid",
+                            payment) == before
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in sched.b_secrets:
             assert str(secret) not in r.text

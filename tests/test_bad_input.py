@@ -290,6 +290,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
             "plan_id": ctx.plan_id, "subscription_id": ctx.subscription_id,
             "invoice_id": ctx.invoice_id,
             "kind": "appointment.booked", "locale": "hi-IN",
+            "payment_id": NIL, "provider": "stripe",  # billing: payments
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
 
 
@@ -432,6 +433,16 @@ WRITES: dict[str, Write] = {
     "void_invoice": Write(
         "POST", "/billing/invoices/{invoice_id}/void", lambda c: {"reason": "issued twice"},
         "reason", 500, "reason", ("reason", 5)),
+    # --- billing: payments ---
+    "create_payment": Write(
+        "POST", "/billing/payments",
+        lambda c: {"invoice_id": NIL, "method": "cash", "amount": 100}, None, 0, "invoice_id",
+        ("amount", [100])),
+    "put_billing_credentials": Write(
+        "PUT", "/clinics/{clinic_id}/billing/credentials/{provider}",
+        lambda c: {"credentials": {"secret_key": "sk_test_" + "k" * 12,
+                                   "webhook_secret": "whsec_" + "w" * 12}},
+        None, 0, "credentials", ("credentials", 5)),
 }
 
 # --- billing: plans ---
@@ -514,6 +525,11 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "get_invoice": ("GET", "/billing/invoices/{invoice_id}", None),
     "invoice_pdf": ("GET", "/billing/invoices/{invoice_id}/pdf", None),
     "finalize_invoice": ("POST", "/billing/invoices/{invoice_id}/finalize", None),
+    # --- billing: payments ---
+    "list_payments": ("GET", "/billing/payments", None),
+    "get_payment": ("GET", "/billing/payments/{payment_id}", None),
+    "get_billing_credentials": ("GET", "/clinics/{clinic_id}/billing/credentials/{provider}",
+                                None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
 }
 
@@ -530,6 +546,7 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "list_plans": lambda c: {"clinic_id": c.clinic_id},
     "list_subscriptions": lambda c: {"clinic_id": c.clinic_id},
     "list_invoices": lambda c: {"clinic_id": c.clinic_id},  # --- billing: invoices ---
+    "list_payments": lambda c: {"clinic_id": c.clinic_id},  # billing: payments
 }
 
 
@@ -1135,7 +1152,8 @@ LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          # --- billing: plans ---
          "plans": "/billing/plans?clinic_id={clinic_id}",
          "subscriptions": "/billing/subscriptions?clinic_id={clinic_id}",
-         "invoices": "/billing/invoices?clinic_id={clinic_id}"}
+         "invoices": "/billing/invoices?clinic_id={clinic_id}",
+         "payments": "/billing/payments?clinic_id={clinic_id}"}  # billing: payments
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}
 CURSORS = {"garbage": "garbage", "nul": "%00", "not_base64": "!!!!",
@@ -1286,7 +1304,9 @@ def test_a_bad_idempotency_key_does_not_remove_a_member(api, db, ctx, key):
 WEBHOOKS = {"ses": ("POST", "/webhooks/communication/ses"),
             "zeptomail": ("POST", "/webhooks/communication/zeptomail"),
             "whatsapp": ("POST", "/webhooks/communication/whatsapp"),
-            "whatsapp_handshake": ("GET", "/webhooks/communication/whatsapp")}
+            "whatsapp_handshake": ("GET", "/webhooks/communication/whatsapp"),
+            # billing: payments (its own tests at the end of this file)
+            "payments": ("POST", "/webhooks/payments/{provider}/{clinic_id}")}
 WEBHOOK_BODIES = {
     "empty": b"", "malformed": b'{"a": ', "array": b"[{}]", "string": b'"hello"', "null": b"null",
     "deeply_nested": raw_with({"a": 1}, "x", deep(100_000)),
@@ -1489,3 +1509,234 @@ def test_fuzzed_requests_with_real_ids_never_get_a_500(server, live_schema, fuzz
     """The same, reaching past "not found" into the schedule, booking and lifecycle rules."""
     _fuzz(server, live_schema[path][method].as_strategy(generation_mode=mode), fuzz_token,
           real_ids)
+
+
+# --- billing: payments ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("route", "param"), [("get_payment", "payment_id"),
+                                              ("get_billing_credentials", "clinic_id"),
+                                              ("put_billing_credentials", "clinic_id")])
+@pytest.mark.parametrize("value", list(BAD_UUIDS))
+def test_a_bad_id_in_a_billing_path_is_named(api, db, ctx, route, param, value):
+    before = snapshot(db, ctx)
+    r = call_with(api, ctx, route, param, BAD_UUIDS[value])
+    assert_problem(r, 400, field=param)
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize("route", ["get_payment", "get_billing_credentials",
+                                   "put_billing_credentials"])
+def test_an_unknown_billing_id_is_404(api, db, ctx, route):
+    param = "payment_id" if route == "get_payment" else "clinic_id"
+    r = call_with(api, ctx, route, param, str(uuid.uuid4()))
+    assert_problem(r, 404, code="not_found")
+
+
+@pytest.mark.parametrize("provider", ["venmo", "STRIPE", "%00"])
+def test_an_unknown_payment_provider_in_the_path_is_named(api, ctx, provider):
+    for route in ("get_billing_credentials", "put_billing_credentials"):
+        method, path, body = PROTECTED[route]
+        url = path.format(**{**ids(ctx, path), "provider": provider})
+        r = api.as_(ctx.sa_token, method, url, **({"json": body(ctx)} if body else {}))
+        assert_problem(r, 400, field="provider")
+
+
+@pytest.mark.parametrize(("change", "field", "status"), [
+    ({"amount": 0}, "amount", 400), ({"amount": -1}, "amount", 400),
+    ({"amount": 10**12}, "amount", 400), ({"amount": 1.5}, "amount", 400),
+    ({"method": "cheque"}, "method", 400), ({"method": None, "amount": 5}, "amount", 400),
+    ({"invoice_id": "nope"}, "invoice_id", 400), ({"return_url": "javascript:alert(1)"},
+                                                  "return_url", 400),
+    ({"amount": None}, "amount", 400), ({}, None, 404)])
+def test_a_bad_payment_is_named_and_nothing_is_paid(api, db, ctx, change, field, status):
+    before = db.fetch("SELECT count(*) AS n FROM billing_payments")[0]["n"]
+    r = send(api, ctx, "create_payment", json={**WRITES["create_payment"].body(ctx), **change})
+    assert_problem(r, status, code="invalid" if status == 400 else "not_found", field=field)
+    assert db.fetch("SELECT count(*) AS n FROM billing_payments")[0]["n"] == before
+
+
+@pytest.fixture(scope="module")
+def stripe_secrets(api, ctx) -> Any:
+    from tests.billing.fakes.stripe import FakeStripe
+
+    stripe = FakeStripe()  # not started: its secrets sign, nothing is called
+    r = api.as_(ctx.sa_token, "PUT", fill("/clinics/{clinic_id}/billing/credentials/stripe", ctx),
+                json={"credentials": stripe.credentials()})
+    assert r.status_code == 200, r.text
+    return stripe
+
+
+@pytest.mark.parametrize("spoil", list(WEBHOOK_BODIES))
+def test_a_malformed_payment_webhook_is_400_and_stores_nothing(api, db, ctx, stripe_secrets,
+                                                              spoil):
+    body = WEBHOOK_BODIES[spoil]
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    r = api.as_(None, "POST", fill("/webhooks/payments/stripe/{clinic_id}", ctx), content=body,
+                headers=stripe_secrets.sign(body) if spoil != "invalid_utf8" else {
+                    **JSON, "Stripe-Signature": "t=1,v1=00"})
+    assert_problem(r, 400)
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before
+
+
+def test_a_huge_payment_webhook_is_413_and_an_unsigned_one_401(api, db, ctx, stripe_secrets):
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    path = fill("/webhooks/payments/stripe/{clinic_id}", ctx)
+    huge = json.dumps({"x": "x" * (MIB + 1)}).encode()
+    assert_problem(api.as_(None, "POST", path, content=huge, headers=stripe_secrets.sign(huge)),
+                   413)
+    r = api.as_(None, "POST", path, content=b'{"id": "evt_1"}', headers=JSON)
+    assert_problem(r, 401, code="unauthenticated")
+    for provider, clinic in (("venmo", ctx.clinic_id), ("stripe", "not-a-uuid")):
+        r = api.as_(None, "POST", f"/webhooks/payments/{provider}/{clinic}",
+                    content=b'{"id": "evt_1"}', headers=JSON)
+        assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM)
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before
+
+
+# --- billing: refunds --------------------------------------------------------------------------
+# Paths name a payment or a refund, which Ctx does not hold: this block fills them itself, and
+# adds its routes to PROTECTED for the coverage check above. Payments come from rows
+# (tests/billing/payment_rows.py): this clinic takes no payments.
+
+REFUND_WRITES = {
+    "create_refund": Write("POST", "/billing/payments/{payment_id}/refunds",
+                           lambda c: {"amount": 100, "reason": "asked at the desk"},
+                           "reason", 500, "reason", ("amount", [100])),
+}
+REFUND_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "list_payment_refunds": ("GET", "/billing/payments/{payment_id}/refunds", None),
+    "get_refund": ("GET", "/billing/refunds/{refund_id}", None),
+    "list_refunds": ("GET", "/billing/refunds", None),
+}
+REFUND_ROUTES = {**REFUND_READS,
+                 **{name: (w.method, w.path, w.body) for name, w in REFUND_WRITES.items()}}
+PROTECTED.update(REFUND_ROUTES)
+
+
+@dataclass(frozen=True)
+class RefundCtx:
+    payment_id: str  # 1,000 paid at the desk, 100 of it refunded
+    refund_id: str
+
+
+@pytest.fixture(scope="module")
+def refund_ctx(api, db, ctx) -> RefundCtx:
+    from tests.billing.payment_rows import paid
+
+    payment = paid(db, ctx.clinic_id, ctx.patient_id, 1000)
+    r = api.as_(ctx.sa_token, "POST", f"/billing/payments/{payment}/refunds",
+                json={"amount": 100, "reason": "first"})
+    assert r.status_code == 201, r.text
+    return RefundCtx(payment, r.json()["id"])
+
+
+def refund_state(db, rc: RefundCtx) -> dict[str, Any]:
+    rows = db.fetch(
+        """SELECT (SELECT count(*) FROM billing_refunds) AS refunds,
+                  (SELECT count(*) FROM events WHERE type LIKE 'refund.%') AS events,
+                  (SELECT row_to_json(p)::text FROM billing_payments p
+                    WHERE p.id = $1::uuid) AS payment""", rc.payment_id)
+    assert '"refunded":100' in rows[0]["payment"], rows[0]
+    return rows[0]
+
+
+def refund_send(api, ctx: Ctx, rc: RefundCtx, route: str, *, token: str | None = None,
+                ids_: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    method, path, _ = REFUND_ROUTES[route]
+    url = path.format(**{"payment_id": rc.payment_id, "refund_id": rc.refund_id, **(ids_ or {})})
+    if route == "list_refunds":
+        kw.setdefault("params", {"clinic_id": ctx.clinic_id})
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize(("route", "spoil"), [
+    pytest.param(route, spoil, id=f"{route}-{spoil}") for route, write in REFUND_WRITES.items()
+    for spoil in SPOILS if _applies(write, spoil)])
+def test_a_spoiled_refund_body_is_refused_whole(api, db, ctx, refund_ctx, route, spoil):
+    write, how = REFUND_WRITES[route], SPOILS[spoil]
+    before = refund_state(db, refund_ctx)
+    r = refund_send(api, ctx, refund_ctx, route, **how.make(write, write.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(write))
+    assert how.says(write) in problem["detail"], problem
+    assert refund_state(db, refund_ctx) == before
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    pytest.param({"amount": 0}, "amount", id="zero"),
+    pytest.param({"amount": -1}, "amount", id="negative"),
+    pytest.param({"amount": 10**12}, "amount", id="absurd"),
+    pytest.param({"amount": 2**63}, "amount", id="beyond_bigint"),
+    pytest.param({"amount": 1.5}, "amount", id="fraction"),
+    pytest.param({"amount": "ten"}, "amount", id="word"),
+    pytest.param({"amount": 901}, "amount", id="above_the_remainder"),
+    pytest.param({"amount": 10, "reason": "   "}, "reason", id="blank_reason"),
+    pytest.param({"amount": 10, "reason": ""}, "reason", id="empty_reason"),
+    pytest.param({"amount": 10, "reason": 7}, "reason", id="number_reason"),
+])
+def test_a_bad_refund_field_is_named_and_nothing_changes(api, db, ctx, refund_ctx, body, field):
+    before = refund_state(db, refund_ctx)
+    r = refund_send(api, ctx, refund_ctx, "create_refund", json={"reason": "asked", **body})
+    assert_problem(r, 400, field=field)
+    assert refund_state(db, refund_ctx) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in REFUND_ROUTES.items() for param in ("payment_id", "refund_id")
+    if "{" + param + "}" in path for label, value in BAD_UUIDS.items()])
+def test_a_bad_uuid_in_a_refund_path_is_named(api, db, ctx, refund_ctx, route, param, value):
+    before = refund_state(db, refund_ctx)
+    write = REFUND_WRITES.get(route)
+    r = refund_send(api, ctx, refund_ctx, route, ids_={param: value},
+                    **({"json": write.body(ctx)} if write else {}))
+    assert_problem(r, 400, field=param)
+    assert refund_state(db, refund_ctx) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in REFUND_ROUTES.items() for param in ("payment_id", "refund_id")
+    if "{" + param + "}" in path for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_payment_or_refund_is_404(api, db, ctx, refund_ctx, route, param, value):
+    before = refund_state(db, refund_ctx)
+    write = REFUND_WRITES.get(route)
+    r = refund_send(api, ctx, refund_ctx, route, ids_={param: value},
+                    **({"json": write.body(ctx)} if write else {}))
+    assert_problem(r, 404, code="not_found")
+    assert refund_state(db, refund_ctx) == before
+
+
+def _refund_queries() -> list[Any]:
+    out = []
+    for route in ("list_refunds", "list_payment_refunds"):
+        out += [pytest.param(route, {"limit": v}, "limit", id=f"{route}-limit-{k}")
+                for k, v in LIMITS.items()]
+        out += [pytest.param(route, {"cursor": v}, "cursor", id=f"{route}-cursor-{k}")
+                for k, v in CURSORS.items() if k != "nul"]
+    out += [pytest.param("list_refunds", {"clinic_id": v}, "clinic_id", id=f"clinic_id-{k}")
+            for k, v in BAD_UUIDS.items() if k not in ("nul", "emoji")]
+    out += [pytest.param("list_refunds", {"status": "refunded"}, "status", id="status-unknown"),
+            pytest.param("list_refunds", {}, "clinic_id", id="clinic_id-missing")]
+    return out
+
+
+@pytest.mark.parametrize(("route", "query", "field"), _refund_queries())
+def test_a_bad_refund_query_is_named(api, ctx, refund_ctx, route, query, field):
+    params = ({"clinic_id": ctx.clinic_id} if route == "list_refunds" and field != "clinic_id"
+              else {}) | query
+    r = refund_send(api, ctx, refund_ctx, route, params=params)
+    assert_problem(r, 400, field=field)
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(REFUND_ROUTES))
+def test_a_bad_bearer_token_on_a_refund_route_is_401(api, db, ctx, refund_ctx, route, auth):
+    before = refund_state(db, refund_ctx)
+    method, path, body = REFUND_ROUTES[route]
+    value = AUTHORIZATIONS[auth]
+    url = path.format(payment_id=refund_ctx.payment_id, refund_id=refund_ctx.refund_id)
+    r = api.as_(None, method, url, headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}),
+                **({"params": {"clinic_id": ctx.clinic_id}} if route == "list_refunds" else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert refund_state(db, refund_ctx) == before

@@ -928,6 +928,118 @@ def test_invoice_commands(domain_layer, invoicing, pinned) -> None:
     pinned.verify()
 
 
+# --- billing: payments -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def billed(env, api, sa_token, clinic_factory, member_factory, domain_layer) -> Iterator[Any]:
+    """A clinic charging for video visits through a local Stripe; the in-process settings reach
+    that Stripe and hold the run's credentials key."""
+    from tests.billing.fakes.stripe import FakeStripe
+    from tests.communication.test_email_providers import settings_env
+
+    fake = FakeStripe().start()
+    with settings_env(CAREWIRE_STRIPE_URL=fake.url,
+                      CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=4,
+                        payment_required_types=["video"],
+                        billing={"provider": "stripe", "fees": {"video": 50_000}})
+        admin = member_factory(c["id"], "CLINIC_ADMIN", tag="badmin")
+        c["admin_p"] = domain_layer.principal(admin["token"])
+        c["desk_p"] = domain_layer.principal(c["desk"]["token"])
+        c["patient_p"] = [domain_layer.principal(p["token"]) for p in c["patients"]]
+        c["loc"] = uuid.UUID(c["locations"][0]["id"])
+        c["cid"] = uuid.UUID(c["id"])
+        c["fake"] = fake
+        yield c
+    fake.stop()
+
+
+def _invoice_of(layer: Any, appointment_id: uuid.UUID) -> uuid.UUID:
+    from domain import db
+
+    rows = layer.run(db.fetch("SELECT id FROM billing_invoices WHERE appointment_id = $1",
+                              appointment_id))
+    return uuid.UUID(str(rows[0]["id"]))
+
+
+def test_billing_payments(domain_layer, billed, pinned) -> None:
+    """Credentials, the booking's charge, a desk payment, a checkout, the provider's word
+    (settle) and a reconciliation pass with nothing due."""
+    from domain.billing.commands import credentials, payments, reconcile
+    from domain.billing.queries.payments import load_payment
+
+    c = billed
+    creds = c["fake"].credentials()
+    result, n, sent = measure(
+        domain_layer,
+        lambda: credentials.put_provider_credentials(c["admin_p"], c["cid"], "stripe", creds),
+        lambda: credentials.put_provider_credentials(c["admin_p"], c["cid"], "stripe", creds))
+    pinned("PUT_PROVIDER_CREDENTIALS", n, sent)
+    day = fresh_day()
+    booked = [domain_layer.run(_book(c, _at(day, 9, 15 * i), patient=i,
+                                     kind=AppointmentType.VIDEO)()) for i in range(2)]
+    result, n, sent = measure(
+        domain_layer, _book(c, _at(day, 11), patient=2, kind=AppointmentType.VIDEO),
+        _book(c, _at(day, 12), patient=3, kind=AppointmentType.VIDEO))
+    pinned("BOOK_CHARGED", n, sent)
+    invoices = [_invoice_of(domain_layer, a[0].id) for a in booked]
+    result, n, sent = measure(
+        domain_layer,
+        lambda: payments.record_desk_payment(c["desk_p"], invoice_id=invoices[0],
+                                             method="cash", amount=100),
+        lambda: payments.record_desk_payment(c["desk_p"], invoice_id=invoices[0],
+                                             method="cash", amount=49_900))
+    assert result.status == "succeeded"
+    pinned("DESK_PAYMENT", n, sent)
+    warm_invoice = _invoice_of(domain_layer, booked[1][0].id)
+    later = [domain_layer.run(_book(c, _at(day, 14, 15 * i), patient=i,
+                                    kind=AppointmentType.VIDEO)())[0] for i in range(2)]
+    result, n, sent = measure(
+        domain_layer, lambda: payments.open_checkout(c["patient_p"][1], invoice_id=warm_invoice),
+        lambda: payments.open_checkout(c["patient_p"][0],
+                                       invoice_id=_invoice_of(domain_layer, later[0].id)))
+    payment, created = result
+    assert created and payment.provider_order_id
+    pinned("OPEN_CHECKOUT", n, sent)
+    warm_payment, _ = domain_layer.run(payments.open_checkout(
+        c["patient_p"][1], invoice_id=_invoice_of(domain_layer, later[1].id)))
+
+    async def settled(payment_id: uuid.UUID) -> str:
+        from domain import db
+
+        async with db.transaction():
+            return await payments.settle(await load_payment(payment_id), "succeeded",
+                                         provider_payment_id="ch_counted")
+
+    result, n, sent = measure(domain_layer, lambda: settled(warm_payment.id),
+                              lambda: settled(payment.id))
+    assert result == "succeeded"
+    pinned("SETTLE_SUCCEEDED", n, sent)
+    result, n, sent = measure(domain_layer, lambda: settled(payment.id),
+                              lambda: settled(payment.id))
+    assert result == "already_succeeded"
+    pinned("SETTLE_AGAIN", n, sent)
+    domain_layer.run(reconcile.reconcile())  # anything another test left due
+    result, n, sent = measure(domain_layer, _noop, reconcile.reconcile)
+    pinned("RECONCILE_NOTHING_DUE", n, sent)
+    pinned.verify()
+
+
+PUT_PROVIDER_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row)
+BOOK_CHARGED = 14  # a video booking in a clinic with a fee: the booking and its open invoice
+#: the invoice read, the appointment locked (expiry's lock order), the guarded invoice UPDATE,
+#: the payment row, the visit scheduled once paid in full; audit and events at COMMIT
+DESK_PAYMENT = 14
+#: two transactions around the provider call: invoice, clinic, credentials and the pending row
+#: (ON CONFLICT: one per invoice); then the order stored with its event and audit row
+OPEN_CHECKOUT = 17
+#: (the test's own read of the payment) the invoice, the appointment locked, the guarded
+#: payment UPDATE, record_payment's guarded UPDATE, the visit scheduled; audit and events
+SETTLE_SUCCEEDED = 15
+SETTLE_AGAIN = 4  # the payment as read is succeeded: nothing else
+RECONCILE_NOTHING_DUE = 2  # one claim statement (and the pool's reset)
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -1008,6 +1120,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "billing.commands.invoices:create_draft": ("CREATE_DRAFT",),
     "billing.commands.invoices:finalize": ("FINALIZE_INVOICE",),
     "billing.commands.invoices:void_invoice": ("VOID_INVOICE",),
+    # --- billing: payments ---
+    "billing.commands.credentials:put_provider_credentials": ("PUT_PROVIDER_CREDENTIALS",),
+    "billing.commands.charges:charge": ("BOOK_CHARGED",),
+    "billing.commands.payments:record_desk_payment": ("DESK_PAYMENT",),
+    "billing.commands.payments:open_checkout": ("OPEN_CHECKOUT",),
+    "billing.commands.payments:settle": ("SETTLE_SUCCEEDED", "SETTLE_AGAIN"),
+    "billing.commands.reconcile:reconcile": ("RECONCILE_NOTHING_DUE",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -1030,6 +1149,9 @@ NOT_COMMANDS: dict[str, str] = {
     "notifications.commands.consume:pending": "read: the clinics whose log is ahead of its cursor",
     # --- billing: invoices ---
     "billing.commands.invoices:void_expired": "expire_unpaid's handler, counted in EXPIRE_UNPAID",
+    # --- billing: payments ---
+    "billing.commands.payments:events_record": "notes a payment event in the journal; no SQL",
+    "billing.commands.credentials:provider_credentials": "read: the masked credentials",
 }
 
 
@@ -1083,7 +1205,7 @@ FOLLOW_UP = 16  # the parent (read outside, with its reset), then a booking's 14
 BOARD_TOKEN = 10  # queue and clinic read outside a transaction; the audit row in its own
 BOOK_CONFLICT = 9  # before: 27
 CONFIRM = 11  # before: 16
-CANCEL = 13  # before: 17; +1: billing looks for a plan's claim (coverage.give_back)
+CANCEL = 14  # before: 17; +1 coverage.give_back's claim lookup, +1 refunds' paid lookup
 START = 17  # a queued appointment's: the handler moves its entry and tells the queue
 COMPLETE = 16
 NO_SHOW = 16
@@ -1103,7 +1225,7 @@ REQUEUE = 20
 CONSULT_START = 24  # before: 25
 CONSULT_COMPLETE = 22  # before: 24
 TRANSFER = 26
-CANCEL_QUEUED = 18  # new: the queue handler path; +1: as CANCEL
+CANCEL_QUEUED = 19  # the queue handler path; +2 as CANCEL
 PAUSE = 13
 RESUME = 13  # was pinned as PAUSE (it counted the resume)
 ADD_MEMBER = 13  # before: 14 (the membership read back after its INSERT)
@@ -1315,3 +1437,103 @@ CREATE_DRAFT = 9  # clinic (currency, tax), the patient's membership, the insert
 FINALIZE_INVOICE = 13  # the draft locked, the clinic (time zone, due days), number + update in
 #                      one statement, the PDF job; event + audit at COMMIT
 VOID_INVOICE = 11  # the invoice locked (tenancy and the refusals), the guarded UPDATE
+# --- billing: refunds --------------------------------------------------------------------------
+# Payments come from rows (tests/billing/payment_rows.py): this clinic takes no payments.
+
+def _in_tx(command: Command) -> Command:
+    async def run() -> Any:
+        from domain import db as domain_db
+
+        async with domain_db.transaction():
+            return await command()
+    return run
+
+
+def test_refund_commands(domain_layer, house, db, env, pinned) -> None:
+    from domain.billing.commands import refunds
+    from domain.errors import Unavailable
+    from tests.billing.payment_rows import paid
+    from tests.tenancy.test_credentials import keys_in_process
+
+    sa, cid = house["sa_p"], house["id"]
+    patient = house["patients"][0]["user_id"]
+
+    def pay(provider: str = "cash") -> uuid.UUID:
+        return uuid.UUID(paid(db, cid, patient, 10_000, provider=provider))
+
+    def give(payment: uuid.UUID, amount: int | None = 100) -> Command:
+        return lambda: refunds.refund(sa, payment, amount=amount, reason="counted")
+
+    result, n, sent = measure(domain_layer, give(pay()), give(pay()))
+    assert result.status == "succeeded"
+    pinned("REFUND_DESK", n, sent)
+    with keys_in_process(env["CAREWIRE_CREDENTIALS_KEY"]):
+        online = [pay("stripe") for _ in range(2)]
+        result, n, sent = measure(domain_layer, give(online[0]), give(online[1]))
+        assert result.status == "pending"  # no credentials stored: the provider is not reached
+        pinned("REFUND_UNREACHABLE", n, sent)
+        send = lambda r: (lambda: refunds.send_refund(r.id))  # noqa: E731
+        pending = [domain_layer.run(give(p)()) for p in online]
+        _, n, sent = measure(domain_layer, send(pending[0]), send(pending[1]),
+                             refused=Unavailable)
+        pinned("SEND_REFUND_UNREACHABLE", n, sent)
+
+    def fact(payment: uuid.UUID, rid: str) -> Command:
+        return _in_tx(lambda: refunds.apply_refund_fact(payment, rid, "succeeded", 100))
+
+    result, n, sent = measure(domain_layer, fact(online[0], "re_a"), fact(online[1], "re_b"))
+    assert result is not None and result.status == "succeeded"
+    pinned("REFUND_FACT", n, sent)
+    result, n, sent = measure(domain_layer, fact(online[0], "re_a"), fact(online[1], "re_b"))
+    assert result is None
+    pinned("REFUND_FACT_AGAIN", n, sent)
+
+    plan = lambda p: _in_tx(lambda: refunds.schedule_automatic_refund(p, reason="counted"))  # noqa: E731
+    result, n, sent = measure(domain_layer, plan(pay()), plan(pay()))
+    assert result is True
+    pinned("SCHEDULE_AUTOMATIC_REFUND", n, sent)
+    auto = lambda p: (lambda: refunds.refund_automatically(p, "counted"))  # noqa: E731
+    result, n, sent = measure(domain_layer, auto(pay()), auto(pay()))
+    assert result is not None and result.automatic and result.amount == 10_000
+    pinned("REFUND_AUTOMATICALLY", n, sent)
+    pinned.verify()
+
+
+def test_cancel_of_a_paid_visit_inside_the_policy(domain_layer, house, db, pinned) -> None:
+    """The transition's billing handler: the paid lookup, the clinic's policy, the job."""
+    from tests.billing.payment_rows import paid
+
+    day = fresh_day()
+    a, b = (domain_layer.run(_book(house, _at(day, h, 30))())[0] for h in (10, 11))
+    for appointment in (a, b):
+        paid(db, house["id"], str(appointment.patient_id), 500, appointment_id=str(appointment.id))
+    result, n, sent = measure(domain_layer, _transition(house, a, "cancel"),
+                              _transition(house, b, "cancel"))
+    assert result.status == "cancelled"
+    assert db.fetch("SELECT 1 FROM scheduled_jobs WHERE task = 'billing.refunds.automatic' "
+                    "AND payload->>'payment_id' IN (SELECT p.id::text FROM billing_payments p "
+                    "JOIN billing_invoices i ON i.id = p.invoice_id "
+                    "WHERE i.appointment_id = $1)", b.id)
+    pinned("CANCEL_PAID", n, sent)
+    pinned.verify()
+
+
+COMMANDS["scheduling.commands.transitions:transition"] += ("CANCEL_PAID",)
+COMMANDS.update({
+    "billing.commands.refunds:refund": ("REFUND_DESK", "REFUND_UNREACHABLE"),
+    "billing.commands.refunds:send_refund": ("SEND_REFUND_UNREACHABLE",),
+    "billing.commands.refunds:apply_refund_fact": ("REFUND_FACT", "REFUND_FACT_AGAIN"),
+    "billing.commands.refunds:schedule_automatic_refund": ("SCHEDULE_AUTOMATIC_REFUND",),
+    "billing.commands.refunds:refund_automatically": ("REFUND_AUTOMATICALLY",),
+})
+
+REFUND_DESK = 11  # the payment locked, the reservation and the refund row in one statement,
+#                  the audit row (3), the event (2 with its NOTIFY)
+REFUND_UNREACHABLE = 14  # the desk's 11 and the send job planned; after COMMIT, the
+#                         credentials read (and its reset): none stored, the refund stays pending
+SEND_REFUND_UNREACHABLE = 4  # the refund with its payment, the credentials (each with a reset)
+REFUND_FACT = 12  # the payment locked, the refund found, settled in one statement, audit, event
+REFUND_FACT_AGAIN = 5  # the same fact: found settled, nothing else
+SCHEDULE_AUTOMATIC_REFUND = 5  # the job (due now: its NOTIFY), in the caller's transaction
+REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
+CANCEL_PAID = 16  # CANCEL's, plus the clinic's policy and the automatic refund job (+NOTIFY)

@@ -5,7 +5,8 @@ Money is integer minor units plus an ISO 4217 code (domain/money.py); every amou
 happens in SQL or under a row lock. Provider webhooks go through the one inbox
 (domain/inbox); provider secrets through tenancy's credentials store."""
 
-# Importing the package registers billing's handlers with scheduling (plan coverage first:
-# a booking the plan covers is charged nothing), as domain/queueing/__init__.py does.
-from domain.billing.commands import coverage as _coverage  # noqa: F401
+# Importing the package registers billing's handlers with scheduling, as
+# domain/queueing/__init__.py does (charges imports coverage first: a covered visit is not charged).
+from domain.billing.commands import charges as _charges  # noqa: F401
 from domain.billing.commands import invoices as _invoices  # noqa: F401 - registers on_expiry
+from domain.billing.commands import refunds as _refunds  # noqa: F401 - registers its handler

@@ -17,6 +17,11 @@ HANDLERS: dict[str, str] = {
     "ses": "domain.communication.webhooks:handle_ses",
     "zeptomail": "domain.communication.webhooks:handle_zeptomail",
     "whatsapp": "domain.communication.webhooks:handle_whatsapp",
+    # --- billing: payments ---
+    "stripe": "domain.billing.webhooks:handle",
+    "razorpay": "domain.billing.webhooks:handle",
+    "phonepe": "domain.billing.webhooks:handle",
+    "paypal": "domain.billing.webhooks:handle",
 }
 
 

@@ -78,7 +78,16 @@ RULES: Final[dict[str, Rule]] = {
 }
 
 
+#: Billing events that tell the patient something, from the event's own ids and amounts (no
+#: appointment needed: a plan's invoice has none). The receipt is once per event.
+BILLING_RULES: Final[dict[str, str]] = {
+    "payment.succeeded": "billing.receipt",
+}
+
+
 def relevant(env: Envelope) -> bool:
+    if env.type in BILLING_RULES:
+        return True
     if env.type not in RULES:
         return False
     if env.type == "queue.position":  # "you are next": only the one now first in line
@@ -98,9 +107,17 @@ async def act(clinic: Clinic, events: list[Envelope]) -> None:
     """What `events` (relevant ones) mean, in the caller's transaction: each appointment's
     reminders planned as it now stands, and every notice of the batch made at once (the
     appointments, people, preferences and templates read once)."""
+    billing = [env for env in events if env.type in BILLING_RULES]
+    events = [env for env in events if env.type not in BILLING_RULES]
     ids = [uuid.UUID(env.data["appointment_id"]) for env in events]
-    facts = await load_facts([clinic], ids, [])
-    notices: list[Notice] = []
+    facts = await load_facts([clinic], ids,
+                             [uuid.UUID(env.data["patient_id"]) for env in billing])
+    notices: list[Notice] = [
+        Notice(clinic_id=clinic.id, kind=BILLING_RULES[env.type],
+               user_id=uuid.UUID(env.data["patient_id"]), appointment_id=None,
+               key=_key(env, BILLING_RULES[env.type]), amount=int(env.data["amount"]),
+               currency=str(env.data["currency"]))
+        for env in billing]
     synced: set[uuid.UUID] = set()
     for env, appointment_id in zip(events, ids, strict=True):
         a = facts.appointments.get(appointment_id)

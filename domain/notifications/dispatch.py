@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from domain import clock, db
+from domain import clock, db, money
 from domain.access import rooms
 from domain.communication import unsubscribe
 from domain.communication.commands.messages import Content, Outgoing, enqueue_many
@@ -119,6 +119,9 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     late: bool = False
     ticket: str | None = None
+    #: A receipt's amount (minor units of `currency`), formatted for the recipient's locale.
+    amount: int | None = None
+    currency: str | None = None
 
 
 async def load_facts(clinics: list[Clinic | uuid.UUID], appointment_ids: list[uuid.UUID],
@@ -140,16 +143,27 @@ async def load_facts(clinics: list[Clinic | uuid.UUID], appointment_ids: list[uu
 
 
 def _context(facts: Facts, clinic: Clinic, appointment: Appointment | None, locale: str,
-             ticket: str | None, unsubscribe_url: str | None) -> TemplateContext:
+             ticket: str | None, unsubscribe_url: str | None,
+             notice: Notice | None = None) -> TemplateContext:
     a = appointment
-    patient = facts.people.get(a.patient_id) if a else None
+    patient = (facts.people.get(a.patient_id) if a
+               else facts.people.get(notice.user_id) if notice else None)
     doctor = facts.people.get(a.doctor_id) if a else None
     return TemplateContext(
         clinic_name=clinic.name, clinic_timezone=clinic.timezone, locale=locale,
         patient_first_name=(patient.name.split()[0] if patient and patient.name.split() else ""),
         doctor_name=doctor.name if doctor else None, starts_at=a.start if a else None,
         location_name=facts.locations.get(a.location_id) if a and a.location_id else None,
-        ticket=ticket, unsubscribe_url=unsubscribe_url)
+        ticket=ticket, unsubscribe_url=unsubscribe_url, amount=_amount(notice, locale))
+
+
+def _amount(notice: Notice | None, locale: str) -> str | None:
+    if notice is None or notice.amount is None or notice.currency is None:
+        return None
+    try:
+        return money.display(notice.amount, notice.currency, locale.replace("-", "_"))
+    except ValueError:  # a locale babel does not know: the code and the plain figure
+        return money.display(notice.amount, notice.currency)
 
 
 def _address(channel: Channel, contact: Contact) -> str | None:
@@ -194,7 +208,7 @@ async def _render(notice: Notice, facts: Facts, outgoing: list[Outgoing]) -> _Ma
         if "email" in renders else None
     rendered = await render_for_send(
         clinic_id=clinic.id, kind=notice.kind, channels=renders, locale=locale,
-        context=_context(facts, clinic, appointment, locale, notice.ticket, url),
+        context=_context(facts, clinic, appointment, locale, notice.ticket, url, notice),
         loaded=facts.templates)
     data = {"kind": notice.kind, "clinic_id": str(clinic.id)}
     if notice.appointment_id:

@@ -27,6 +27,7 @@ DEFAULT_CHANNELS: Final[dict[str, tuple[NotifyChannel, ...]]] = {
     "video.starting": ("push", "email", "in_app"),
     "staff.appointment_booked": ("push", "in_app"),
     "staff.appointment_cancelled": ("push", "in_app"),
+    "billing.receipt": ("email", "in_app"),
 }
 KINDS: Final[tuple[str, ...]] = tuple(DEFAULT_CHANNELS)
 

@@ -118,10 +118,12 @@ def _clean(provider: str, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
 
 
 async def put_credentials(principal: Principal, clinic_id: uuid.UUID, provider: str,
-                          fields: dict[str, str]) -> dict[str, str]:
+                          fields: dict[str, str], *,
+                          permission: str = "communication_settings:manage") -> dict[str, str]:
     """Store (replace) a provider's credentials for a clinic; the masked fields back. The audit
-    row names the provider and the field names only."""
-    require(principal, "communication_settings:manage", clinic_id, resource_type="clinic",
+    row names the provider and the field names only. `permission`: the owning context's
+    (billing's providers are billing_settings:manage)."""
+    require(principal, permission, clinic_id, resource_type="clinic",
             resource_id=clinic_id)
     provider, fields = _clean(provider, fields)
     key_id, keys = _keys()
@@ -139,7 +141,7 @@ async def put_credentials(principal: Principal, clinic_id: uuid.UUID, provider: 
         )
         if not rows:
             raise NotFound("clinic not found", resource_type="clinic", resource_id=clinic_id)
-        await record(principal, action="communication_settings:manage",
+        await record(principal, action=permission,
                      resource_type="clinic_credentials", resource_id=provider,
                      clinic_id=clinic_id,
                      detail={"provider": provider, "fields": sorted(fields),
@@ -160,10 +162,12 @@ async def get_credentials(clinic_id: uuid.UUID, provider: str) -> dict[str, str]
     return _decrypt(keys, rows[0], clinic_id, provider)
 
 
-async def masked_credentials(principal: Principal, clinic_id: uuid.UUID) -> dict[str, dict[str, str]]:
+async def masked_credentials(principal: Principal, clinic_id: uuid.UUID, *,
+                             permission: str = "communication_settings:read"
+                             ) -> dict[str, dict[str, str]]:
     """Each provider's fields as `****` + their last 4 characters (shorter values: `****`);
     read from the stored mask, so no plaintext is decrypted to show it."""
-    require(principal, "communication_settings:read", clinic_id, resource_type="clinic",
+    require(principal, permission, clinic_id, resource_type="clinic",
             resource_id=clinic_id)
     rows = await db.fetch(
         "SELECT provider, last4 FROM clinic_credentials WHERE clinic_id = $1 ORDER BY provider",

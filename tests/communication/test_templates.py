@@ -25,7 +25,7 @@ from domain.errors import Invalid
 from domain.notifications.models import KINDS as NOTIFICATION_KINDS
 
 HINDI_KINDS = ("appointment.booked", "appointment.reminder", "queue.called",
-               "staff.appointment_booked", "staff.appointment_cancelled")
+               "staff.appointment_booked", "staff.appointment_cancelled", "billing.receipt")
 DEVANAGARI = range(0x0900, 0x0980)
 
 

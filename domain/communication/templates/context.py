@@ -30,6 +30,9 @@ class TemplateContext(msgspec.Struct, frozen=True, kw_only=True):
     room: str | None = None
     #: The waiting-room ticket ("A-014").
     ticket: str | None = None
+    #: Billing: an amount already formatted for the locale (`₹500.00`), and the invoice number.
+    amount: str | None = None
+    invoice_number: str | None = None
     #: Email only: the one-click unsubscribe link (other channels do not see this variable).
     unsubscribe_url: str | None = None
 
@@ -51,6 +54,8 @@ def sample_context(locale: str = "en") -> TemplateContext:
         location_name="Sunrise Clinic, Indiranagar",
         room="3",
         ticket="A-014",
+        amount="₹500.00",
+        invoice_number="INV-2026-000042",
         unsubscribe_url="https://carewire.example/u/sample-token",
     )
 

@@ -43,7 +43,7 @@ KINDS: Final[tuple[str, ...]] = (
     "appointment.booked", "appointment.rescheduled", "appointment.cancelled",
     "appointment.no_show", "appointment.reminder", "follow_up.scheduled", "queue.called",
     "queue.next", "video.starting", "staff.appointment_booked", "staff.appointment_cancelled",
-    "test",
+    "billing.receipt", "test",
 )
 #: Blocks each channel's source must define (exactly these); none: the source is the message.
 BLOCKS: Final[dict[str, tuple[str, ...]]] = {
