@@ -58,13 +58,19 @@ def _serve(host: str, port: int) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from gateway import devpay
     from gateway.demo_seed import seed_demo
     from gateway.runtime import services
 
+    stripe = devpay.start()  # before settings are read: the server and worker reach it
+    if stripe is not None:
+        os.environ.update(stripe.env())
     with services(args.data_dir):
         asyncio.run(migrate())
-        seed = asyncio.run(_with_db(seed_demo))
+        seed = asyncio.run(_with_db(lambda: seed_demo(stripe.credentials() if stripe else None)))
         base = f"http://{args.host}:{args.port}"
+        if stripe is not None:
+            stripe.webhook_url = f"{base}/api/v1/webhooks/payments/stripe/{seed.clinic_id}"
         print(f"\ncarewire is running on {base}", flush=True)
         print(f"  API docs (OpenAPI):  {base}/schema/swagger   (also /schema/scalar)")
         print(f"  REST:                {base}/api/v1/...")
@@ -78,6 +84,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("  A worker (jobs, scheduler, relay, outbound delivery) runs alongside; with no\n"
               "  providers configured, messages go to the local sink: see them in\n"
               "  GET /api/v1/clinics/{id}/communication/messages.", flush=True)
+        if stripe is not None and seed.pay_intent:
+            print(f"  Payments: a local Stripe ({stripe.url}) takes the clinic's online payments.\n"
+                  f"  Sara's video visit tomorrow waits for invoice {seed.pay_invoice}; pay it with\n"
+                  f"    curl -X POST {stripe.url}/dev/pay/{seed.pay_intent}\n"
+                  "  and the signed webhook schedules the visit: payment.succeeded reaches Sara's\n"
+                  "  and the accountant's sockets, the receipt her delivery log.", flush=True)
         print(flush=True)
         worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker",
                                    "--data-dir", str(args.data_dir)])

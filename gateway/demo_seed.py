@@ -10,13 +10,20 @@ import msgspec
 
 from domain import clock, db
 from domain.access.roles import Role
+from domain.billing.commands import invoices as invoicing
+from domain.billing.commands import payments, plans
+from domain.billing.commands.credentials import put_provider_credentials
+from domain.billing.models import Interval, InvoiceStatus, LineInput
+from domain.billing.queries.invoices import list_invoices
 from domain.identity.commands import ensure_super_admin
 from domain.principal import system_principal
 from domain.queueing import commands as queueing
 from domain.queueing.queries import clinic_today
 from domain.scheduling import commands as scheduling
+from domain.scheduling.errors import BookingConflict
 from domain.scheduling.models import AppointmentType
 from domain.tenancy import commands
+from domain.tenancy.queries import load_clinic
 
 # Not "carewire-demo": new passwords may not be built from the service name (NIST 800-63B).
 DEMO_PASSWORD = "sunrise-open-demo"
@@ -44,21 +51,37 @@ class SeedResult(msgspec.Struct):
     logins: list[tuple[str, str, str]]
     #: Today's demo waiting room and a board token for it (a path with the token in its fragment).
     board_path: str = ""
+    #: A video visit waiting for its online payment (only with the dev payment provider): its
+    #: invoice number and the provider's payment intent to pay.
+    pay_invoice: str = ""
+    pay_intent: str = ""
 
 
-async def seed_demo() -> SeedResult:
+#: The demo clinic charges for visits (video ones are paid before they are scheduled).
+BILLING = {
+    "currency": "INR", "fees": {"in_person": 50_000, "video": 40_000}, "tax_rate_bp": 1800,
+    "tax_label": "GST", "legal_name": "Sunrise Family Clinic Pvt. Ltd.",
+    "address": "12 MG Road, Bengaluru 560001", "tax_id": "29ABCDE1234F1Z5",
+}
+
+
+async def seed_demo(stripe: dict[str, str] | None = None) -> SeedResult:
+    """`stripe`: credentials of the dev payment provider (gateway/devpay.py) when it runs; the
+    clinic then takes online payments through it, and a video visit waits to be paid."""
     await ensure_super_admin(email=ADMIN_EMAIL, password=DEMO_PASSWORD, name="Platform Admin")
     logins = [(ADMIN_EMAIL, DEMO_PASSWORD, Role.SUPER_ADMIN.value)]
     logins += [(email, DEMO_PASSWORD, role.value) for email, _, role in STAFF]
     existing = await db.fetch("SELECT id FROM clinics WHERE name = $1", CLINIC_NAME)
     if existing:
         board = await demo_waiting_room(existing[0]["id"])
+        invoice, intent = await demo_payment(existing[0]["id"], stripe)
         return SeedResult(clinic_id=str(existing[0]["id"]), created=False, logins=logins,
-                          board_path=board)
+                          board_path=board, pay_invoice=invoice, pay_intent=intent)
     system = system_principal()
     clinic = await commands.create_clinic(
         system, name=CLINIC_NAME, timezone="Asia/Kolkata",
-        settings={"allow_self_registration": True},
+        settings={"allow_self_registration": True, "payment_required_types": ["video"],
+                  "billing": BILLING},
     )
     main = await commands.create_location(system, clinic.id, name="MG Road",
                                           address="12 MG Road, Bengaluru")
@@ -70,7 +93,63 @@ async def seed_demo() -> SeedResult:
         await commands.add_member(system, clinic.id, email=email, name=name, role=role,
                                   location_id=location, password=DEMO_PASSWORD)
     board = await demo_waiting_room(clinic.id)
-    return SeedResult(clinic_id=str(clinic.id), created=True, logins=logins, board_path=board)
+    await demo_billing(clinic.id)
+    invoice, intent = await demo_payment(clinic.id, stripe)
+    return SeedResult(clinic_id=str(clinic.id), created=True, logins=logins, board_path=board,
+                      pay_invoice=invoice, pay_intent=intent)
+
+
+async def _user(email: str) -> uuid.UUID:
+    rows = await db.fetch("SELECT id FROM users WHERE email = $1", email)
+    return uuid.UUID(str(rows[0]["id"]))
+
+
+async def demo_billing(clinic_id: uuid.UUID) -> None:
+    """A yearly plan with ten in-person visits, and an invoice John paid in cash."""
+    system = system_principal()
+    await plans.create_plan(system, clinic_id=clinic_id, name="Family care (10 visits a year)",
+                            price=1_200_000, interval=Interval.YEAR,
+                            quotas={"in_person": 10})
+    clinic = await load_clinic(clinic_id)
+    async with db.transaction():
+        invoice = await invoicing.open_invoice(
+            system, clinic, patient_id=await _user("patient.john@example.com"),
+            lines=[LineInput(description="Consultation (in person)", quantity=1,
+                             unit_amount=50_000),
+                   LineInput(description="Blood glucose test", quantity=1, unit_amount=25_000)])
+    await payments.record_desk_payment(system, invoice_id=invoice.id, method="cash",
+                                       amount=invoice.total)
+
+
+async def demo_payment(clinic_id: uuid.UUID, stripe: dict[str, str] | None) -> tuple[str, str]:
+    """With the dev payment provider: the clinic pays through it (its credentials are new each
+    run), and Sara books a video visit for tomorrow, which waits for its payment (the intent is
+    opened now). Returns (invoice number, payment intent id); empty without the provider."""
+    if stripe is None:
+        return "", ""
+    system = system_principal()
+    clinic = await load_clinic(clinic_id)
+    billing = {**msgspec.to_builtins(clinic.settings.billing), "provider": "stripe"}
+    await commands.update_clinic(system, clinic_id, settings={"billing": billing})
+    await put_provider_credentials(system, clinic_id, "stripe", stripe)
+    doctor, patient = await _user("dr.khan@sunrise.example"), await _user("patient.sara@example.com")
+    day = clock.now().replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    for attempt in range(48):  # a free quarter hour tomorrow (earlier runs took some)
+        try:
+            booked = await scheduling.book(
+                system, clinic_id=clinic_id, doctor_id=doctor, patient_id=patient,
+                appointment_type=AppointmentType.VIDEO, start=day + timedelta(minutes=15 * attempt),
+                duration_minutes=15, override_reason="demo paid video visit")
+            break
+        except BookingConflict:
+            continue
+    else:
+        return "", ""
+    page = await list_invoices(system, clinic_id=clinic_id, patient_id=patient,
+                               status=InvoiceStatus.OPEN, limit=100)
+    invoice = next(i for i in page.items if i.appointment_id == booked[0].id)
+    payment, _ = await payments.open_checkout(system, invoice_id=invoice.id)
+    return invoice.number or str(invoice.id), payment.provider_order_id or ""
 
 
 async def demo_waiting_room(clinic_id: uuid.UUID) -> str:

@@ -1026,7 +1026,7 @@ def test_billing_payments(domain_layer, billed, pinned) -> None:
 
 
 PUT_PROVIDER_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row)
-BOOK_CHARGED = 14  # a video booking in a clinic with a fee: the booking and its open invoice
+BOOK_CHARGED = 16  # the booking and its open invoice; +2: open_invoice plans the PDF job (row, NOTIFY)
 #: the invoice read, the appointment locked (expiry's lock order), the guarded invoice UPDATE,
 #: the payment row, the visit scheduled once paid in full; audit and events at COMMIT
 DESK_PAYMENT = 14
@@ -1323,7 +1323,7 @@ RENEW_DUE = 19  # one due: locked with its plan, its invoice's status, the clini
 #   invoice (and its PDF job), the new period, events, audit; then the empty look for the next, in its own
 #   transaction (3)
 BOOK_COVERED = 18  # BOOK_PATIENT + the claim + the move to scheduled (pending_payment)
-CANCEL_COVERED = 15  # CANCEL + the clinic's refund policy + the release
+CANCEL_COVERED = 16  # CANCEL + the clinic's refund policy + the release; +1 refunds' paid lookup
 
 
 @pytest.fixture(scope="module")
@@ -1536,4 +1536,4 @@ REFUND_FACT = 12  # the payment locked, the refund found, settled in one stateme
 REFUND_FACT_AGAIN = 5  # the same fact: found settled, nothing else
 SCHEDULE_AUTOMATIC_REFUND = 5  # the job (due now: its NOTIFY), in the caller's transaction
 REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
-CANCEL_PAID = 16  # CANCEL's, plus the clinic's policy and the automatic refund job (+NOTIFY)
+CANCEL_PAID = 17  # CANCEL's, the policy, the automatic refund job (+NOTIFY); +1 coverage's claim

@@ -8,6 +8,7 @@ or by the first GET that finds no PDF of the invoice's current state."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from functools import lru_cache
@@ -26,6 +27,9 @@ from domain.errors import Conflict
 from domain.money import display
 from domain.tenancy.models import Clinic
 from domain.tenancy.queries import load_clinic, load_member
+
+# fpdf2's font subsetting logs every table it drops at INFO
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 #: A Unicode font when the host has one (the rupee sign, Devanagari names need it); otherwise
 #: the PDF core font, with currency codes in place of symbols it cannot encode.

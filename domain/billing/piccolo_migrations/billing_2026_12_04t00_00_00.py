@@ -7,6 +7,8 @@ VERSION = "1.38.0"
 DESCRIPTION = "billing: plans, subscriptions and quota, invoices with gapless numbers, payments, refunds"
 
 SQL = """
+-- Who did it (created_by, recorded_by, requested_by) is a user id without a foreign key, as in
+-- scheduling: the system principal (CLI, jobs) has no users row, and the audit log is the record.
 -- Money is integer minor units (paise, cents) and an ISO 4217 code, everywhere. 10^12 minor
 -- units is far above any consultation and far below bigint: absurd amounts are refused.
 
@@ -41,7 +43,7 @@ CREATE TABLE billing_subscriptions (
     renewal_failures integer NOT NULL DEFAULT 0 CHECK (renewal_failures >= 0),
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     cancelled_at timestamptz,
-    created_by uuid REFERENCES users (id),
+    created_by uuid,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -104,7 +106,7 @@ CREATE TABLE billing_invoices (
     voided_at timestamptz,
     -- Where the PDF rendered at finalisation is stored (object key in billing storage).
     pdf_key text,
-    created_by uuid REFERENCES users (id),
+    created_by uuid,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (clinic_id, number),
@@ -145,7 +147,7 @@ CREATE TABLE billing_payments (
     -- What the patient's app needs to pay (client secret, order id and key id, redirect URL).
     checkout jsonb NOT NULL DEFAULT '{}'::jsonb,
     failure_reason text,
-    recorded_by uuid REFERENCES users (id),
+    recorded_by uuid,
     succeeded_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
@@ -166,7 +168,7 @@ CREATE TABLE billing_refunds (
     reason text NOT NULL CHECK (length(reason) BETWEEN 1 AND 500),
     automatic boolean NOT NULL DEFAULT false,
     provider_refund_id text,
-    requested_by uuid REFERENCES users (id),
+    requested_by uuid,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );

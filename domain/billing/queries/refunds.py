@@ -95,26 +95,21 @@ async def get_refund(principal: Principal, refund_id: uuid.UUID) -> Refund:
 async def list_refunds(principal: Principal, clinic_id: uuid.UUID, *,
                        status: str | None = None, limit: int = 50,
                        cursor: str | None = None) -> Page[Refund]:
-    """A clinic's refunds, oldest first; a patient gets their own, a location head those of
-    visits at their location."""
+    """A clinic's refunds, oldest first; a patient gets their own. A location head's list is
+    their own too, as for invoices and payments (billing rows carry no location, and the
+    visit's place is scheduling's to read); one refund is checked against its visit's place."""
     grant = require(principal, "refunds:read", clinic_id, resource_type="refund")
     check_limit(limit)
     after = decode_cursor(cursor)
     if status is not None and status not in {s.value for s in RefundStatus}:
         raise invalid_field("status", "pending, succeeded or failed")
-    owner = grant.user_id if grant.scope is Scope.OWN else None
-    location = grant.location_id if grant.scope is Scope.LOCATION else None
-    if grant.scope is Scope.LOCATION and location is None:
-        owner = grant.user_id  # a location head with no location reaches only their own
+    owner = grant.user_id if grant.scope in (Scope.OWN, Scope.LOCATION) else None
     rows = await db.fetch(
         _SELECT + """WHERE r.clinic_id = $1 AND ($2::text IS NULL OR r.status = $2)
              AND ($3::uuid IS NULL OR p.patient_id = $3)
-             AND ($4::uuid IS NULL OR p.patient_id = $5 OR EXISTS (
-                 SELECT 1 FROM appointments a WHERE a.id = i.appointment_id
-                   AND a.location_id = $4))
-             AND ($6::timestamptz IS NULL OR (r.created_at, r.id) > ($6, $7))
-           ORDER BY r.created_at, r.id LIMIT $8""",
-        clinic_id, status, owner, location, grant.user_id, after[0] if after else None,
+             AND ($4::timestamptz IS NULL OR (r.created_at, r.id) > ($4, $5))
+           ORDER BY r.created_at, r.id LIMIT $6""",
+        clinic_id, status, owner, after[0] if after else None,
         after[1] if after else None, limit + 1,
     )
     return _page(rows, limit)
