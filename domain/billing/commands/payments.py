@@ -95,6 +95,7 @@ async def record_desk_payment(principal: Principal, *, invoice_id: uuid.UUID,
             uuid.uuid4(), invoice.clinic_id, invoice.id, invoice.patient_id, method, amount,
             invoice.currency, principal.user_id)
         payment = payment_from_row(rows[0])
+        await events_record(events.PaymentCreated, payment)  # recorded, and (at once) received
         await events_record(events.PaymentSucceeded, payment)
         await record(principal, action="payments:create", resource_type="payment",
                      resource_id=payment.id, clinic_id=payment.clinic_id,
