@@ -34,6 +34,7 @@ from gateway.routes import (
     AUTHENTICATED,
     PUBLIC,
     auth,
+    billing_invoices,
     billing_payments,
     boards,
     clinics,
@@ -61,7 +62,7 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                scheduling.router, queues.router, devices.router, communication_log.router,
                communication_log.my_router, communication.router,
                communication_templates.router, notifications.router, webhooks.router,
-               unsubscribe.router,
+               unsubscribe.router, billing_invoices.router,
                # --- billing: payments ---
                billing_payments.router, billing_payments.credentials_router,
                payment_webhooks.router]

@@ -6,7 +6,12 @@ from __future__ import annotations
 from taskiq_redis import RedisStreamBroker
 
 from domain import kv, settings
-from tasks import billing_reconcile, maintenance, webhooks  # noqa: F401  (register their jobs)
+from tasks import (  # noqa: F401  (register their jobs)
+    billing_pdf,
+    billing_reconcile,
+    maintenance,
+    webhooks,
+)
 from tasks.runner import execute
 
 EXECUTE = "carewire.execute"

@@ -72,4 +72,10 @@ OPENAPI_OPERATIONS = {
     ("PUT", "/api/v1/clinics/{clinic_id}/billing/credentials/{provider}"),
     ("GET", "/api/v1/clinics/{clinic_id}/billing/credentials/{provider}"),
     ("POST", "/api/v1/webhooks/payments/{provider}/{clinic_id}"),
+    # --- billing: invoices ---
+    ("GET", "/api/v1/billing/invoices"), ("POST", "/api/v1/billing/invoices"),
+    ("GET", "/api/v1/billing/invoices/{invoice_id}"),
+    ("GET", "/api/v1/billing/invoices/{invoice_id}/pdf"),
+    ("POST", "/api/v1/billing/invoices/{invoice_id}/finalize"),
+    ("POST", "/api/v1/billing/invoices/{invoice_id}/void"),
 }

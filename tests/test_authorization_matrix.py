@@ -1196,3 +1196,100 @@ def test_payment_webhooks_need_no_login_and_no_login_helps(world: World, api, sa
     event_id = f"{world.a['id']}:{json.loads(body)['id']}"
     assert db.fetch("SELECT count(*) AS n FROM webhook_inbox WHERE provider = 'stripe' "
                     "AND event_id = $1", event_id)[0]["n"] == 1
+# --- billing: invoices ---------------------------------------------------------------------
+# An invoice is its patient's (O: a patient their own); it has no location, so L reaches only
+# the caller's own too. "mine": the PATIENT caller's invoice in clinic A; "theirs": another
+# patient's in clinic A; "other": clinic B's.
+
+INVOICE_ROUTES = ["GET list", "POST create", "GET one", "GET pdf", "POST finalize", "POST void"]
+
+
+@dataclass
+class Billed:
+    patients: dict[str, tuple[str, str]]  # where -> (clinic id, patient id)
+    b_secrets: list[str]
+
+
+@pytest.fixture(scope="module")
+def billed(world: World, member_factory) -> Billed:
+    theirs = member_factory(world.a["id"], "PATIENT", password=None, tag="inv-theirs")
+    other = member_factory(world.b["id"], "PATIENT", password=None, tag="inv-other")
+    return Billed({"mine": (world.a["id"], world.callers["PATIENT"]["user_id"]),
+                   "theirs": (world.a["id"], theirs["user_id"]),
+                   "other": (world.b["id"], other["user_id"])},
+                  [*world.b_secrets, other["user_id"], other["email"]])
+
+
+def an_invoice(api, sa_token: str, clinic_id: str, patient_id: str, *, final: bool) -> str:
+    r = api.as_(sa_token, "POST", "/billing/invoices", json={
+        "clinic_id": clinic_id, "patient_id": patient_id,
+        "lines": [{"description": "Consultation", "quantity": 1, "unit_amount": 50000}]})
+    assert r.status_code == 201, r.text
+    if final:
+        r = api.as_(sa_token, "POST", f"/billing/invoices/{r.json()['id']}/finalize")
+        assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def invoice_case(route: str, clinic_id: str, patient_id: str, api, sa_token: str) -> Case:
+    own = {"owner": patient_id, "location": None}
+    match route:
+        case "GET list":
+            return Case("GET", "/billing/invoices", "invoices:read", success=200,
+                        params={"clinic_id": clinic_id}, owner=None, location=None)
+        case "POST create":
+            return Case("POST", "/billing/invoices", "invoices:manage", success=201, create=True,
+                        body={"clinic_id": clinic_id, "patient_id": patient_id,
+                              "lines": [{"description": "x", "quantity": 1, "unit_amount": 1}]},
+                        **own)
+        case "GET one" | "GET pdf":
+            inv = an_invoice(api, sa_token, clinic_id, patient_id, final=True)
+            return Case("GET", f"/billing/invoices/{inv}" + ("/pdf" if route == "GET pdf" else ""),
+                        "invoices:read", success=200, **own)
+        case "POST finalize":
+            inv = an_invoice(api, sa_token, clinic_id, patient_id, final=False)
+            return Case("POST", f"/billing/invoices/{inv}/finalize", "invoices:manage",
+                        success=200, appointment_id=inv, **own)
+        case "POST void":
+            inv = an_invoice(api, sa_token, clinic_id, patient_id, final=True)
+            return Case("POST", f"/billing/invoices/{inv}/void", "invoices:manage", success=200,
+                        body={"reason": "matrix"}, appointment_id=inv, **own)
+    raise AssertionError(route)
+
+
+@pytest.mark.parametrize("where", ["mine", "theirs", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", INVOICE_ROUTES)
+def test_invoice_route(world: World, billed: Billed, api, sa_token, route: str, caller: str,
+                       where: str) -> None:
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    clinic_id, patient_id = billed.patients[where]
+    case = invoice_case(route, clinic_id, patient_id, api, sa_token)
+    before = (api.as_(sa_token, "GET", f"/billing/invoices/{case.appointment_id}").json()
+              if case.appointment_id else None)
+    r = api.as_(who["token"], case.method, case.path, json=case.body, params=case.params)
+    if caller == "ANONYMOUS":
+        expected = 401
+    elif where == "other" and caller != "SUPER_ADMIN":
+        expected = 404
+    else:
+        scope = scope_of(case.permission, Role(caller))
+        if scope is Scope.DENY:
+            expected = 403
+        elif case.owner is not None and not case.create and scope in (Scope.OWN, Scope.LOCATION) \
+                and case.owner != who["user_id"]:
+            expected = 404
+        else:
+            expected = case.success
+    assert r.status_code == expected, f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if before is not None:  # a refused write changes nothing
+            after = api.as_(sa_token, "GET", f"/billing/invoices/{case.appointment_id}").json()
+            assert after == before
+    elif route == "GET list" and scope_of("invoices:read", Role(caller)) in (Scope.OWN,
+                                                                              Scope.LOCATION):
+        assert all(i["patient_id"] == who["user_id"] for i in r.json()["items"])
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in billed.b_secrets:
+            assert str(secret) not in r.text

@@ -106,6 +106,8 @@ class Ctx:
     suppressed: str  # an email address the clinic suppresses: the target of suppression removal
     sa_user_id: str  # the super admin (the caller): whose preferences must stay as they are
     notification_id: str  # an unread inbox item of the super admin: the target of read marks
+    # --- billing: invoices ---
+    invoice_id: str = NIL  # an open invoice of the clinic: the target of invoice writes
 
 
 RULE = {"weekday": 0, "start": "08:00", "end": "20:00"}
@@ -144,7 +146,8 @@ def ctx(api, db, clinic_factory, member_factory, sa_token) -> Ctx:
     return Ctx(cid, loc, nurse["user_id"], nurse["email"], nurse["password"], sa_token,
                doctor["user_id"], patient["user_id"], appointment_id, visit_id, queue_id, entry_id,
                doctor2["user_id"], r.json()["invitation_id"], *communication(api, db, cid, sa_token),
-               *notifications(api, db, cid, sa_token))
+               *notifications(api, db, cid, sa_token),
+               invoice_id=open_invoice(api, cid, patient["user_id"], sa_token))
 
 
 def notifications(api, db, clinic_id: str, sa_token: str) -> tuple[str, str]:
@@ -170,6 +173,17 @@ def communication(api, db, clinic_id: str, sa_token: str) -> tuple[str, str, str
                 json={"channel": "email", "address": address})
     assert s.status_code == 201, s.text
     return r.json()["id"], insert_message(db, clinic_id, None), address
+
+
+def open_invoice(api, clinic_id: str, patient_id: str, sa_token: str) -> str:
+    """billing: an open invoice (a draft, finalised)."""
+    r = api.as_(sa_token, "POST", "/billing/invoices", json={
+        "clinic_id": clinic_id, "patient_id": patient_id,
+        "lines": [{"description": "Consultation", "quantity": 1, "unit_amount": 50000}]})
+    assert r.status_code == 201, r.text
+    r = api.as_(sa_token, "POST", f"/billing/invoices/{r.json()['id']}/finalize")
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
 
 
 def snapshot(db, ctx: Ctx) -> dict[str, Any]:
@@ -217,9 +231,13 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
                     WHERE p.user_id = $6::uuid) AS preferences,
                   (SELECT count(*) FROM notifications WHERE read_at IS NOT NULL) AS read_marks,
                   (SELECT row_to_json(n)::text FROM notifications n
-                    WHERE n.id = $7::uuid) AS notification""",
+                    WHERE n.id = $7::uuid) AS notification,
+                  (SELECT count(*) FROM billing_invoices) AS invoices,
+                  (SELECT count(*) FROM billing_invoice_lines) AS invoice_lines,
+                  (SELECT row_to_json(i)::text FROM billing_invoices i
+                    WHERE i.id = $8::uuid) AS invoice""",
         ctx.clinic_id, ctx.user_id, ctx.doctor_id, ctx.invitation_id, ctx.device_id,
-        ctx.sa_user_id, ctx.notification_id,
+        ctx.sa_user_id, ctx.notification_id, ctx.invoice_id,
     )
     state = rows[0]
     # the targets exist to be left alone
@@ -228,6 +246,7 @@ def snapshot(db, ctx: Ctx) -> dict[str, Any]:
     assert '"status":"pending"' in state["invitation"], state
     assert state["device"] and ctx.suppressed in state["suppression_rows"], state
     assert state["preferences"] and state["notification"], state
+    assert '"status":"open"' in state["invoice"], state
     return state
 
 
@@ -238,7 +257,7 @@ def ids(ctx: Ctx, path: str) -> dict[str, str]:
             "queue_id": ctx.queue_id, "entry_id": ctx.entry_id,
             "invitation_id": ctx.invitation_id, "device_id": ctx.device_id,
             "message_id": ctx.message_id, "channel": "email", "address": ctx.suppressed,
-            "notification_id": ctx.notification_id,
+            "notification_id": ctx.notification_id, "invoice_id": ctx.invoice_id,
             "kind": "appointment.booked", "locale": "hi-IN",
             "payment_id": NIL, "provider": "stripe",  # billing: payments
             "appointment_id": ctx.visit_id if path.endswith("/follow-up") else ctx.appointment_id}
@@ -283,6 +302,11 @@ def _transition(action: str) -> Write:
 
 
 TEMPLATE = "/clinics/{clinic_id}/communication/templates/{kind}/{channel}/{locale}"
+
+
+def _invoice_draft(c: Ctx) -> dict[str, Any]:
+    return {"clinic_id": c.clinic_id, "patient_id": c.patient_id, "discount": 0,
+            "lines": [{"description": "Consultation", "quantity": 1, "unit_amount": 50000}]}
 EMAIL_TEMPLATE = ("{% block subject %}{{ clinic_name }}{% endblock %}"
                   "{% block text %}{{ starts_at | datetime }}{% endblock %}"
                   "{% block html %}<p>{{ starts_at | datetime }}</p>{% endblock %}")
@@ -382,6 +406,12 @@ WRITES: dict[str, Write] = {
         lambda c: {"credentials": {"secret_key": "sk_test_" + "k" * 12,
                                    "webhook_secret": "whsec_" + "w" * 12}},
         None, 0, "credentials", ("credentials", 5)),
+    # --- billing: invoices ---
+    "create_invoice": Write(
+        "POST", "/billing/invoices", _invoice_draft, None, 0, "patient_id", ("discount", ["1"])),
+    "void_invoice": Write(
+        "POST", "/billing/invoices/{invoice_id}/void", lambda c: {"reason": "issued twice"},
+        "reason", 500, "reason", ("reason", 5)),
 }
 
 # Every protected route, with a body that would be accepted from an allowed caller.
@@ -438,6 +468,11 @@ PROTECTED: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = 
     "get_payment": ("GET", "/billing/payments/{payment_id}", None),
     "get_billing_credentials": ("GET", "/clinics/{clinic_id}/billing/credentials/{provider}",
                                 None),
+    # --- billing: invoices ---
+    "list_invoices": ("GET", "/billing/invoices", None),
+    "get_invoice": ("GET", "/billing/invoices/{invoice_id}", None),
+    "invoice_pdf": ("GET", "/billing/invoices/{invoice_id}/pdf", None),
+    "finalize_invoice": ("POST", "/billing/invoices/{invoice_id}/finalize", None),
     **{name: (w.method, w.path, w.body) for name, w in WRITES.items() if not w.public},
 }
 
@@ -451,6 +486,7 @@ QUERIES: dict[str, Callable[[Ctx], dict[str, str]]] = {
     "list_suppressions": lambda c: {"channel": "email"},
     "my_notifications": lambda c: {"unread": "true"},
     "list_payments": lambda c: {"clinic_id": c.clinic_id},  # billing: payments
+    "list_invoices": lambda c: {"clinic_id": c.clinic_id},  # --- billing: invoices ---
 }
 
 
@@ -886,6 +922,37 @@ FIELD_CASES: list[tuple[str, str, Callable[[Ctx], dict[str, Any]], int, str | No
           ("missing_block", "{% block subject %}x{% endblock %}"),
           ("empty", " "),
       ]],
+    # --- billing: invoices ---
+    *[("create_invoice", name, (lambda b: lambda c: b)(change), 400, field)
+      for name, change, field in [
+          ("quantity_zero", {"lines": [{"description": "x", "quantity": 0, "unit_amount": 1}]},
+           "lines.0.quantity"),
+          ("quantity_huge", {"lines": [{"description": "x", "quantity": 10**6, "unit_amount": 1}]},
+           "lines.0.quantity"),
+          ("unit_amount_negative",
+           {"lines": [{"description": "x", "quantity": 1, "unit_amount": -1}]},
+           "lines.0.unit_amount"),
+          ("unit_amount_absurd",
+           {"lines": [{"description": "x", "quantity": 1, "unit_amount": 10**13}]},
+           "lines.0.unit_amount"),
+          ("unit_amount_float",
+           {"lines": [{"description": "x", "quantity": 1, "unit_amount": 10.5}]},
+           "lines.0.unit_amount"),
+          ("description_empty", {"lines": [{"description": " ", "quantity": 1, "unit_amount": 1}]},
+           "lines.0.description"),
+          ("description_too_long",
+           {"lines": [{"description": "d" * 201, "quantity": 1, "unit_amount": 1}]},
+           "lines.0.description"),
+          ("no_lines", {"lines": []}, "lines"),
+          ("too_many_lines",
+           {"lines": [{"description": "x", "quantity": 1, "unit_amount": 1}] * 101}, "lines"),
+          ("discount_above_subtotal", {"discount": 50001}, "discount"),
+          ("discount_negative", {"discount": -1}, "discount"),
+      ]],
+    ("create_invoice", "patient_not_a_patient", lambda c: {"patient_id": c.doctor_id}, 400,
+     "patient_id"),
+    ("create_invoice", "unknown_clinic", lambda c: {"clinic_id": NIL}, 404, None),
+    ("void_invoice", "reason_blank", lambda c: {"reason": "  "}, 400, "reason"),
 ]
 
 
@@ -926,14 +993,15 @@ INVITATION_ROUTES = ["accept_invitation", "decline_invitation", "list_invitation
 COMMUNICATION_ROUTES = ["communication_config", "put_communication_config", "communication_test",
                         "communication_health", "get_template", "put_template", "delete_template",
                         "preview_template"]
+INVOICE_PATH_ROUTES = ["get_invoice", "invoice_pdf", "finalize_invoice", "void_invoice"]  # billing
 PATH_ROUTES = ["get_clinic", "update_clinic", "list_locations", "create_location",
                "list_members", "add_member", "update_member", "remove_member", "list_events",
                *COMMUNICATION_ROUTES,
                *SCHEDULING_PATH_ROUTES, *QUEUE_PATH_ROUTES, "board_state", *INVITATION_ROUTES,
-               *COMMUNICATION_PATH_ROUTES]
+               *COMMUNICATION_PATH_ROUTES, *INVOICE_PATH_ROUTES]
 PATH_IDS = ("clinic_id", "user_id", "doctor_id", "appointment_id", "patient_id", "location_id",
             "device_id", "message_id", "notification_id",
-            "queue_id", "entry_id", "invitation_id")
+            "queue_id", "entry_id", "invitation_id", "invoice_id")
 
 
 def path_params(routes: list[str], values: dict[str, str]) -> list[Any]:
@@ -970,7 +1038,8 @@ def test_a_bad_uuid_in_the_path_is_named(api, db, ctx, route, param, value):
                                       *(r for r in QUEUE_PATH_ROUTES if r != "list_queues"),
                                       *(r for r in INVITATION_ROUTES if r != "list_invitations"),
                                       "remove_device", "add_suppression", "remove_suppression",
-                                      "get_message", "mark_notification_read"],
+                                      "get_message", "mark_notification_read",
+                                      *INVOICE_PATH_ROUTES],
                                      {"nil": NIL, "random": str(uuid.uuid4())}))
 def test_an_unknown_id_in_the_path_is_404(api, db, ctx, route, param, value):
     """Even for a SUPER_ADMIN, who may name any clinic: 404, never a database error."""
@@ -996,7 +1065,8 @@ LISTS = {"clinics": "/clinics", "locations": "/clinics/{clinic_id}/locations",
          "suppressions": "/clinics/{clinic_id}/communication/suppressions",
          "messages": "/clinics/{clinic_id}/communication/messages",
          "my_messages": "/users/me/messages", "my_notifications": "/users/me/notifications",
-         "payments": "/billing/payments?clinic_id={clinic_id}"}  # billing: payments
+         "payments": "/billing/payments?clinic_id={clinic_id}",  # billing: payments
+         "invoices": "/billing/invoices?clinic_id={clinic_id}"}
 LIMITS = {"word": "abc", "zero": "0", "negative": "-1", "huge": "100000", "float": "1.5",
           "empty": "", "overflow": "9" * 30}
 CURSORS = {"garbage": "garbage", "nul": "%00", "not_base64": "!!!!",

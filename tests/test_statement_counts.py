@@ -974,6 +974,72 @@ SETTLE_AGAIN = 4  # the payment as read is succeeded: nothing else
 RECONCILE_NOTHING_DUE = 2  # one claim statement (and the pool's reset)
 
 
+# --- billing: invoices ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def invoicing(api, sa_token, clinic_factory, member_factory, domain_layer) -> dict[str, Any]:
+    from domain.tenancy.queries import load_clinic
+
+    c = clinic_factory(billing={"currency": "INR", "tax_rate_bp": 1800, "invoice_due_days": 7})
+    c["cid"] = uuid.UUID(c["id"])
+    c["clinic"] = domain_layer.run(load_clinic(c["cid"]))
+    c["acct_p"] = domain_layer.principal(member_factory(c["id"], "ACCOUNTANT", tag="pin")["token"])
+    c["patient"] = uuid.UUID(member_factory(c["id"], "PATIENT", password=None, tag="pinp")["user_id"])
+    return c
+
+
+def test_invoice_commands(domain_layer, invoicing, pinned) -> None:
+    from domain import db
+    from domain.billing.commands import invoices
+    from domain.billing.models import LineInput
+
+    c = invoicing
+    lines = [LineInput("Consultation", 1, 50000), LineInput("Dressing", 2, 1500)]
+
+    def opened() -> Command:
+        async def go() -> Any:
+            async with db.transaction():
+                return await invoices.open_invoice(None, c["clinic"], patient_id=c["patient"],
+                                                   lines=lines, discount=100)
+        return go
+
+    first, n, sent = measure(domain_layer, opened(), opened())
+    assert first.status == "open" and first.number
+    pinned("OPEN_INVOICE", n, sent)
+
+    def pay(invoice_id: uuid.UUID, amount: int) -> Command:
+        async def go() -> Any:
+            async with db.transaction():
+                return await invoices.record_payment(invoice_id, amount, "INR")
+        return go
+
+    a, b = (domain_layer.run(opened()()) for _ in range(2))
+    paid, n, sent = measure(domain_layer, pay(a.id, a.total), pay(b.id, b.total))
+    assert paid.status == "paid"
+    pinned("RECORD_PAYMENT", n, sent)
+    refused, n, sent = measure(domain_layer, pay(a.id, 1), pay(b.id, 1), refused=Conflict)
+    assert isinstance(refused, Conflict)
+    pinned("RECORD_PAYMENT_REFUSED", n, sent)
+
+    draft = lambda: invoices.create_draft(c["acct_p"], clinic_id=c["cid"],  # noqa: E731
+                                          patient_id=c["patient"], lines=lines)
+    made, n, sent = measure(domain_layer, draft, draft)
+    assert made.status == "draft"
+    pinned("CREATE_DRAFT", n, sent)
+    d1, d2 = (domain_layer.run(draft()) for _ in range(2))
+    done, n, sent = measure(domain_layer, lambda: invoices.finalize(c["acct_p"], d1.id),
+                            lambda: invoices.finalize(c["acct_p"], d2.id))
+    assert done.status == "open"
+    pinned("FINALIZE_INVOICE", n, sent)
+    v1, v2 = (domain_layer.run(opened()()) for _ in range(2))
+    voided, n, sent = measure(
+        domain_layer, lambda: invoices.void_invoice(c["acct_p"], v1.id, reason="twice"),
+        lambda: invoices.void_invoice(c["acct_p"], v2.id, reason="twice"))
+    assert voided.status == "void"
+    pinned("VOID_INVOICE", n, sent)
+    pinned.verify()
+
+
 # every write command has a pin ---------------------------------------------------------------
 
 #: Each public write command of domain/ (found by `_public_commands`) and the pins counting it;
@@ -1055,6 +1121,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "billing.commands.payments:open_checkout": ("OPEN_CHECKOUT",),
     "billing.commands.payments:settle": ("SETTLE_SUCCEEDED", "SETTLE_AGAIN"),
     "billing.commands.reconcile:reconcile": ("RECONCILE_NOTHING_DUE",),
+    # --- billing: invoices ---
+    "billing.commands.invoices:open_invoice": ("OPEN_INVOICE",),
+    "billing.commands.invoices:record_payment": ("RECORD_PAYMENT", "RECORD_PAYMENT_REFUSED"),
+    "billing.commands.invoices:create_draft": ("CREATE_DRAFT",),
+    "billing.commands.invoices:finalize": ("FINALIZE_INVOICE",),
+    "billing.commands.invoices:void_invoice": ("VOID_INVOICE",),
 }
 
 #: Public async functions of the commands modules that are not commands of their own, and why.
@@ -1078,6 +1150,8 @@ NOT_COMMANDS: dict[str, str] = {
     # --- billing: payments ---
     "billing.commands.payments:events_record": "notes a payment event in the journal; no SQL",
     "billing.commands.credentials:provider_credentials": "read: the masked credentials",
+    # --- billing: invoices ---
+    "billing.commands.invoices:void_expired": "expire_unpaid's handler, counted in EXPIRE_UNPAID",
 }
 
 
@@ -1136,8 +1210,9 @@ START = 17  # a queued appointment's: the handler moves its entry and tells the 
 COMPLETE = 16
 NO_SHOW = 16
 MARK_PAID = 8
-EXPIRE_UNPAID = 7  # before: 11 with two rows due, 2 more per row (each read back, its
-#                   transition row apart); now one statement moves and notes them all
+EXPIRE_UNPAID = 8  # before: 11 with two rows due, 2 more per row (each read back, its
+#                   transition row apart); now one statement moves and notes them all;
+#                   + 1: billing voids their unpaid invoices (one UPDATE however many)
 RESCHEDULE = 14  # before: 18
 PUT_SCHEDULE = 16
 TIME_OFF = 14
@@ -1218,3 +1293,12 @@ PUT_PREFERENCES = 7  # the upsert and the audit row (3), in one transaction
 MARK_READ = 2  # one UPDATE (the owner in its WHERE), no transaction, no audit, and the reset
 MARK_READ_AGAIN = 2  # the same UPDATE finds it read and keeps its time
 MARK_ALL_READ = 2  # one UPDATE counted in the same statement, and the reset
+# --- billing: invoices ---
+OPEN_INVOICE = 11  # inside the caller's transaction (BEGIN/COMMIT/reset here are the test's):
+#                  number, invoice and lines in one statement; the PDF job; event + audit at COMMIT
+RECORD_PAYMENT = 10  # one guarded UPDATE (lines read in its RETURNING); invoice.paid + audit
+RECORD_PAYMENT_REFUSED = 5  # the UPDATE matches nothing; one read says which rule refused
+CREATE_DRAFT = 9  # clinic (currency, tax), the patient's membership, the insert; audit, no event
+FINALIZE_INVOICE = 13  # the draft locked, the clinic (time zone, due days), number + update in
+#                      one statement, the PDF job; event + audit at COMMIT
+VOID_INVOICE = 11  # the invoice locked (tenancy and the refusals), the guarded UPDATE

@@ -17,6 +17,8 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from asyncpg.exceptions import UniqueViolationError
+
 from domain import clock, db
 from domain.access.policies import require
 from domain.access.roles import Role
@@ -26,6 +28,7 @@ from domain.billing.models import Invoice, InvoiceLine, InvoiceStatus, LineInput
 from domain.billing.queries.invoices import LINES_OF_I, invoice_from_row, load_invoice, visible_invoice
 from domain.errors import Conflict, NotFound, invalid_field
 from domain.events.commands import record as record_event
+from domain.jobs.commands import Planned, schedule_many
 from domain.money import MAX_MINOR, check_amount, check_currency
 from domain.principal import Principal
 from domain.scheduling.commands.transitions import on_expiry
@@ -44,7 +47,7 @@ def check_lines(lines: list[LineInput], field: str = "lines") -> list[InvoiceLin
         raise invalid_field(field, f"between 1 and {MAX_LINES} lines")
     out: list[InvoiceLine] = []
     for i, line in enumerate(lines):
-        where = f"{field}[{i}]"
+        where = f"{field}.{i}"
         if not isinstance(line.description, str) or not 1 <= len(line.description.strip()) <= 200:
             raise invalid_field(f"{where}.description", "1 to 200 characters")
         q = line.quantity
@@ -166,6 +169,17 @@ async def _audit(actor: Principal | None, action: str, invoice: Invoice, **detai
                          "currency": invoice.currency, "total": invoice.total, **detail})
 
 
+#: The job that renders and stores a finalised invoice's PDF (tasks/billing_pdf.py), after the
+#: finalisation commits: rendering never holds the counter row's lock.
+PDF_TASK = "billing.invoice_pdf"
+
+
+async def _plan_pdf(invoice: Invoice) -> None:
+    await schedule_many([Planned(task=PDF_TASK, job_key=f"invoice-pdf:{invoice.id}",
+                                 run_at=clock.now(), payload={"invoice_id": str(invoice.id)})],
+                        wake_within=5.0)
+
+
 # commands ------------------------------------------------------------------------------------
 
 async def _insert(actor: Principal | None, clinic: Clinic, *, patient_id: uuid.UUID,
@@ -178,13 +192,19 @@ async def _insert(actor: Principal | None, clinic: Clinic, *, patient_id: uuid.U
     status = (InvoiceStatus.DRAFT if not final
               else InvoiceStatus.PAID if total == 0 else InvoiceStatus.OPEN)
     due_at = now + timedelta(days=billing.invoice_due_days) if final else None
-    rows = await db.fetch(
-        _OPEN if final else _DRAFT, uuid.uuid4(), clinic.id, patient_id, appointment_id,
-        subscription_id, number_year(clinic, now) if final else None, status.value,
-        billing.currency, subtotal, disc, billing.tax_rate_bp, billing.tax_label, tax, total,
-        due_at, now if final else None, actor.user_id if actor else None, now,
-        [x.description for x in checked], [x.quantity for x in checked],
-        [x.unit_amount for x in checked])
+    try:
+        rows = await db.fetch(
+            _OPEN if final else _DRAFT, uuid.uuid4(), clinic.id, patient_id, appointment_id,
+            subscription_id, number_year(clinic, now) if final else None, status.value,
+            billing.currency, subtotal, disc, billing.tax_rate_bp, billing.tax_label, tax, total,
+            due_at, now if final else None, actor.user_id if actor else None, now,
+            [x.description for x in checked], [x.quantity for x in checked],
+            [x.unit_amount for x in checked])
+    except UniqueViolationError as exc:
+        if exc.constraint_name != "billing_invoices_appointment":
+            raise
+        raise Conflict("the appointment already has an invoice that is not void",
+                       resource_type="appointment", resource_id=appointment_id) from None
     return invoice_from_row(rows[0], checked)
 
 
@@ -201,6 +221,7 @@ async def open_invoice(actor: Principal | None, clinic: Clinic, *, patient_id: u
     await _event(actor, events.InvoicePaid if invoice.status is InvoiceStatus.PAID
                  else events.InvoiceOpened, invoice)
     await _audit(actor, "invoices:open", invoice)
+    await _plan_pdf(invoice)
     return invoice
 
 
@@ -237,6 +258,7 @@ async def finalize(principal: Principal, invoice_id: uuid.UUID) -> Invoice:
         await _event(principal, events.InvoicePaid if status is InvoiceStatus.PAID
                      else events.InvoiceOpened, invoice)
         await _audit(principal, "invoices:finalize", invoice)
+        await _plan_pdf(invoice)
     return invoice
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from domain import db
 from domain.access.matrix import Scope
 from domain.access.policies import require
+from domain.audit.commands import record
 from domain.billing.models import Invoice, InvoiceLine, InvoiceStatus
 from domain.errors import NotFound
 from domain.paging import Page, check_limit, decode_cursor, encode_cursor
@@ -99,3 +100,12 @@ async def list_invoices(
     more = len(rows) > limit
     return Page(items=items, next_cursor=encode_cursor(rows[limit - 1]["created_at"],
                                                        rows[limit - 1]["id"]) if more else None)
+
+
+async def get_invoice(principal: Principal, invoice_id: uuid.UUID) -> Invoice:
+    """One invoice with its lines; the read is audited (it names a patient and what they were
+    billed for)."""
+    invoice = await visible_invoice(principal, invoice_id, "invoices:read")
+    await record(principal, action="invoices:read", resource_type="invoice",
+                 resource_id=invoice_id, clinic_id=invoice.clinic_id)
+    return invoice
