@@ -960,7 +960,7 @@ def test_billing_payments(domain_layer, billed, pinned) -> None:
 
 
 PUT_PROVIDER_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row)
-BOOK_CHARGED = 14  # a video booking in a clinic with a fee: the booking and its open invoice
+BOOK_CHARGED = 15  # a video booking with a fee: the booking, its open invoice and its PDF job
 #: the invoice read, the appointment locked (expiry's lock order), the guarded invoice UPDATE,
 #: the payment row, the visit scheduled once paid in full; audit and events at COMMIT
 DESK_PAYMENT = 14
