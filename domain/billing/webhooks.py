@@ -63,6 +63,8 @@ async def intake(provider: str, clinic_id: uuid.UUID, body: bytes,
         # an authentic body of the wrong shape that the provider's library trips on (Stripe's
         # construct_event on a signed JSON array): malformed, never a 500
         raise Refused(400, "malformed", "the webhook body is not an event") from None
+    if not 1 <= len(event_id) <= 250 or not event_id.isprintable():
+        raise Refused(400, "malformed", "the event id is missing or not an event id")
     kept = {n: headers[n][:500] for n in KEPT if n in headers}
     kept[CLINIC_HEADER] = str(clinic_id)
     return await receive(provider=provider, event_ids=[f"{clinic_id}:{event_id}"], body=body,

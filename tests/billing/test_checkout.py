@@ -257,3 +257,17 @@ def test_credentials_go_in_and_come_back_masked(provider_world: World, clinic_fa
     assert w.api.as_(boss["token"], "GET", path).status_code == 404
     assert w.api.as_(boss["token"], "PUT", path,
                      json={"credentials": w.fake.credentials()}).status_code == 404
+
+
+def test_a_return_url_off_our_origins_is_refused(stripe_world: World) -> None:
+    w = stripe_world
+    a = w.book("video")
+    r = w.api.as_(w["patient"]["token"], "POST", "/billing/payments",
+                  json={"invoice_id": a["invoice_id"], "return_url": "https://evil.example/x"})
+    assert r.status_code == 400 and "return_url" in fields(r), r.text
+    assert not w.db.fetch("SELECT 1 FROM billing_payments WHERE invoice_id = $1",
+                          uuid.UUID(a["invoice_id"]))
+    r = w.api.as_(w["patient"]["token"], "POST", "/billing/payments",
+                  json={"invoice_id": a["invoice_id"],
+                        "return_url": "http://localhost:8000/paid"})
+    assert r.status_code == 201, r.text

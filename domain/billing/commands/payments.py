@@ -95,6 +95,7 @@ async def record_desk_payment(principal: Principal, *, invoice_id: uuid.UUID,
             uuid.uuid4(), invoice.clinic_id, invoice.id, invoice.patient_id, method, amount,
             invoice.currency, principal.user_id)
         payment = payment_from_row(rows[0])
+        await events_record(events.PaymentCreated, payment)  # recorded, and (at once) received
         await events_record(events.PaymentSucceeded, payment)
         await record(principal, action="payments:create", resource_type="payment",
                      resource_id=payment.id, clinic_id=payment.clinic_id,
@@ -124,6 +125,7 @@ async def open_checkout(principal: Principal, *, invoice_id: uuid.UUID,
     whether this call created it (a live one is returned again). 409 for an invoice that is not
     open or a clinic without an online provider or its credentials; 503 + Retry-After when the
     provider is away (the payment is then `failed`, nothing paid)."""
+    _check_return_url(return_url)
     async with db.transaction():
         invoice = await visible_invoice(principal, invoice_id, "payments:create")
         if invoice.status is not InvoiceStatus.OPEN:
@@ -196,6 +198,16 @@ async def open_checkout(principal: Principal, *, invoice_id: uuid.UUID,
                      detail={"invoice_id": str(payment.invoice_id), "provider": payment.provider,
                              "amount": payment.amount, "currency": payment.currency})
     return payment, created
+
+
+def _check_return_url(url: str | None) -> None:
+    """The provider sends the patient back only to carewire or an allowed app origin: a
+    checkout link must not become a redirect to anywhere."""
+    if url is None:
+        return
+    allowed = (app_settings().public_url, *app_settings().allowed_origins)
+    if not any(url == base or url.startswith(base.rstrip("/") + "/") for base in allowed):
+        raise invalid_field("return_url", "must be on carewire's address or an allowed origin")
 
 
 async def _fail(actor: Principal | None, payment: Payment, reason: str) -> None:

@@ -30,9 +30,8 @@ class TemplateContext(msgspec.Struct, frozen=True, kw_only=True):
     room: str | None = None
     #: The waiting-room ticket ("A-014").
     ticket: str | None = None
-    #: Billing: an amount already formatted for the locale (`₹500.00`), and the invoice number.
+    #: Billing receipts: the amount, already formatted for the locale (`₹500.00`).
     amount: str | None = None
-    invoice_number: str | None = None
     #: Email only: the one-click unsubscribe link (other channels do not see this variable).
     unsubscribe_url: str | None = None
 
@@ -55,7 +54,6 @@ def sample_context(locale: str = "en") -> TemplateContext:
         room="3",
         ticket="A-014",
         amount="₹500.00",
-        invoice_number="INV-2026-000042",
         unsubscribe_url="https://carewire.example/u/sample-token",
     )
 
