@@ -21,6 +21,7 @@ import pytest
 
 import tests.billing.fakes as fakes_pkg
 from tests import servers
+from tests.billing.adapter_calls import configure  # noqa: F401 - the adapter tests' settings fixture
 from tests.conftest import Api, Env
 
 TZ = ZoneInfo("Asia/Kolkata")

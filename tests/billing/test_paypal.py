@@ -8,62 +8,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from domain import settings
 from domain.billing.providers import adapter
 from domain.billing.providers.base import ProviderError, ProviderRejected
 from domain.billing.providers.paypal import ADAPTER, PayPal, cert_url_allowed
 from domain.inbox.signatures import Refused
+from tests.billing.adapter_calls import outcome, run
 from tests.billing.fakes.paypal import PayPalFake, paypal_server
 
-T = TypeVar("T")
 RETURN = "https://app.carewire.test/pay/done"
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def go() -> T:
-        return await coro
-
-    return asyncio.run(go())
-
-
-def outcome(coro: Awaitable[Any]) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro
-        except (ProviderError, ProviderRejected, Refused) as exc:
-            return exc
-
-    return asyncio.run(go())
-
-
-@pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """CAREWIRE_* settings for the in-process adapter (the environment, then a fresh
-    `settings.get()`); adapters need no database, but settings refuse to load without one."""
-    for key, value in (("DATABASE_URL", "postgresql://nobody@/none"),
-                       ("REDIS_URL", "redis://127.0.0.1:1"), ("CAREWIRE_JWT_SECRET", "x" * 40)):
-        if not os.environ.get(key):
-            monkeypatch.setitem(os.environ, key, value)
-
-    def apply(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setitem(os.environ, name if name.startswith("CAREWIRE_")
-                                else f"CAREWIRE_{name.upper()}", value)
-        settings.get.cache_clear()
-
-    apply(payment_timeout_seconds="2.0")
-    yield apply
-    settings.get.cache_clear()
 
 
 @pytest.fixture
