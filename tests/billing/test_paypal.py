@@ -343,3 +343,28 @@ def test_paypal_hosts_pass_the_cert_url_check() -> None:
     assert cert_url_allowed("https://api.sandbox.paypal.com:443/v1/notifications/certs/C")
     assert cert_url_allowed("https://paypal.com/cert")
     assert not cert_url_allowed("https://api.paypal.co/cert")
+
+
+def test_webhooks_move_the_fake_forward_never_back(fake: PayPalFake) -> None:
+    """End-to-end tests post events in any order without driving the fake first: what each
+    event says is then what the API says too, and a completed capture stays completed."""
+    oid = create(fake, 8_000)
+    body, headers = fake.webhook("payment.succeeded", oid)
+    assert verify(fake, body, headers) is None
+    status = run(ADAPTER.order_status(fake.credentials(), oid))
+    assert (status.state, status.payment_id) == ("succeeded", fake.orders[oid].captures[0])
+    late_failure, headers = fake.webhook("payment.failed", oid)
+    assert verify(fake, late_failure, headers) is None
+    assert ADAPTER.webhook_facts(late_failure, {})[0].state == "failed"
+    assert run(ADAPTER.order_status(fake.credentials(), oid)).state == "succeeded"
+    body, headers = fake.webhook("refund.succeeded", oid, refund_id="RFGIVEN1")
+    assert verify(fake, body, headers) is None
+    [fact] = ADAPTER.webhook_facts(body, {})
+    assert (fact.kind, fact.payment_id, fact.refund_id, fact.state, fact.amount) == (
+        "refund", status.payment_id, "RFGIVEN1", "succeeded", 8_000)
+    failed, _ = fake.webhook("refund.failed", oid, refund_id="RFGIVEN1")
+    assert ADAPTER.webhook_facts(failed, {})[0].state == "failed"
+    # the failed refund gave the amount back: the whole capture is refundable again
+    again = run(ADAPTER.refund(fake.credentials(), order_id=oid, payment_id=status.payment_id,
+                               amount=8_000, currency="USD", reference=str(uuid.uuid4())))
+    assert again.state == "succeeded"

@@ -267,3 +267,20 @@ def test_unmapped_event_is_other(fake: PhonePeFake) -> None:
                        "payload": {"merchantOrderId": "m1", "state": "PENDING"}}).encode()
     [fact] = ADAPTER.webhook_facts(body, {})
     assert (fact.kind, fact.event_type) == ("other", "pg.transaction.failed")
+
+
+def test_webhooks_move_the_fake_forward_never_back(fake: PhonePeFake) -> None:
+    """End-to-end tests post events in any order without driving the fake first: what each
+    event says is then what the status API says too, and a completed order stays completed."""
+    oid = order(fake, 40_000)
+    body, headers = fake.webhook("payment.succeeded", oid)
+    assert verify(fake, body, headers) is None
+    assert run(ADAPTER.order_status(fake.credentials(), oid)).state == "succeeded"
+    late_failure, _ = fake.webhook("payment.failed", oid)
+    assert ADAPTER.webhook_facts(late_failure, {})[0].state == "failed"
+    assert run(ADAPTER.order_status(fake.credentials(), oid)).state == "succeeded"
+    body, _ = fake.webhook("refund.succeeded", oid, refund_id="rf-given-1")
+    [fact] = ADAPTER.webhook_facts(body, {})
+    assert (fact.kind, fact.refund_id, fact.state, fact.amount) == (
+        "refund", "rf-given-1", "succeeded", 40_000)
+    assert fake.orders[oid].refunded == 40_000

@@ -140,35 +140,66 @@ class PayPalFake(FakeServer):
     def decline(self, order_id: str) -> None:
         """The buyer approves but the funding instrument is declined at capture."""
         with self.lock:
-            order = self.orders[order_id]
+            self._decline(self.orders[order_id])
+
+    def _decline(self, order: FakeOrder) -> dict[str, Any]:
+        if order.status != "COMPLETED":  # never back from a completed capture
             order.status, order.declined = "APPROVED", True
-            amount = order.request["purchase_units"][0]["amount"]
-            capture = {"id": secrets.token_hex(8).upper(), "status": "DECLINED",
-                       "status_details": {"reason": "DECLINED_BY_RISK_FRAUD_FILTERS"},
-                       "amount": amount, "final_capture": True,
-                       "supplementary_data": {"related_ids": {"order_id": order.id}},
-                       "create_time": _now(), "update_time": _now()}
-            self.captures[capture["id"]] = {"capture": capture, "order": order.id, "refunded": 0}
+        amount = order.request["purchase_units"][0]["amount"]
+        capture = {"id": secrets.token_hex(8).upper(), "status": "DECLINED",
+                   "status_details": {"reason": "DECLINED_BY_RISK_FRAUD_FILTERS"},
+                   "amount": amount, "final_capture": True,
+                   "supplementary_data": {"related_ids": {"order_id": order.id}},
+                   "create_time": _now(), "update_time": _now()}
+        self.captures[capture["id"]] = {"capture": capture, "order": order.id, "refunded": 0}
+        return capture
 
     def webhook(self, kind: Literal["payment.succeeded", "payment.failed", "refund.succeeded",
                                     "refund.failed"],
                 order_id: str, *, refund_id: str | None = None,
                 event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """The delivery PayPal posts when that happens. It moves the fake forward as the event
+        says, never back: a capture event on an order without such a capture makes one (a
+        decline after a completed capture is a snapshot only); a refund event settles that
+        refund, made here (of what is left) when the fake holds none."""
         with self.lock:
-            captures = [c for c in self.captures.values() if c["order"] == order_id]
-            if kind.startswith("payment"):
-                want = ("COMPLETED", "PARTIALLY_REFUNDED", "REFUNDED") \
-                    if kind == "payment.succeeded" else ("DECLINED",)
-                capture = next(c["capture"] for c in reversed(captures)
-                               if c["capture"]["status"] in want)
-                event_type = ("PAYMENT.CAPTURE.COMPLETED" if kind == "payment.succeeded"
-                              else "PAYMENT.CAPTURE.DECLINED")
+            order = self.orders[order_id]
+            paid = ("COMPLETED", "PARTIALLY_REFUNDED", "REFUNDED")
+
+            def latest(statuses: tuple[str, ...]) -> dict[str, Any] | None:
+                return next((self.captures[c]["capture"] for c in reversed(order.captures)
+                             if self.captures[c]["capture"]["status"] in statuses), None)
+
+            if kind == "payment.succeeded":
+                capture = latest(paid) or self._capture(order)
                 resource, resource_type = dict(capture), "capture"
+                event_type = "PAYMENT.CAPTURE.COMPLETED"
+            elif kind == "payment.failed":
+                declined = [c["capture"] for c in self.captures.values()
+                            if c["order"] == order_id and c["capture"]["status"] == "DECLINED"]
+                capture = declined[-1] if declined else self._decline(order)
+                resource, resource_type = dict(capture), "capture"
+                event_type = "PAYMENT.CAPTURE.DECLINED"
             else:
-                capture_ids = {c["capture"]["id"] for c in captures}
-                refund = next(r for r in reversed(list(self.refunds.values()))
-                              if r["capture_id"] in capture_ids
-                              and refund_id in (None, r["refund"]["id"]))
+                capture_ids = {c["capture"]["id"] for c in self.captures.values()
+                               if c["order"] == order_id}
+                refund = next((r for r in reversed(list(self.refunds.values()))
+                               if r["capture_id"] in capture_ids
+                               and refund_id in (None, r["refund"]["id"])), None)
+                if refund is None:
+                    capture = latest(paid) or self._capture(order)
+                    held = self.captures[capture["id"]]
+                    total = Decimal(capture["amount"]["value"])
+                    value = total - held["refunded"] or total
+                    held["refunded"] = min(total, held["refunded"] + value)
+                    self._settle(held)
+                    refund = self._refund_record(capture["id"], capture["amount"]["currency_code"],
+                                                 value, None, None, refund_id)
+                if kind == "refund.failed" and refund["refund"]["status"] != "FAILED":
+                    # a failed refund gives the amount back
+                    held = self.captures[refund["capture_id"]]
+                    held["refunded"] -= Decimal(refund["refund"]["amount"]["value"])
+                    self._settle(held)
                 refund["refund"]["status"] = "COMPLETED" if kind == "refund.succeeded" else "FAILED"
                 resource, resource_type = dict(refund["refund"]), "refund"
                 event_type = "PAYMENT.CAPTURE.REFUNDED"
@@ -344,17 +375,32 @@ class PayPalFake(FakeServer):
         if value <= 0 or held["refunded"] + value > total:
             return _error(422, "UNPROCESSABLE_ENTITY", "REFUND_AMOUNT_EXCEEDED")
         held["refunded"] += value
-        capture["status"] = "REFUNDED" if held["refunded"] == total else "PARTIALLY_REFUNDED"
-        refund = {"id": secrets.token_hex(8).upper(), "status": self.refund_status,
-                  "amount": {"currency_code": amount["currency_code"], "value": str(value)},
-                  "custom_id": doc.get("custom_id"), "create_time": _now(),
+        self._settle(held)
+        record = self._refund_record(capture_id, amount["currency_code"], value,
+                                     doc.get("custom_id"), request_id)
+        return Reply(201, record["refund"])
+
+    @staticmethod
+    def _settle(held: dict[str, Any]) -> None:
+        """A completed capture's status from what is refunded of it."""
+        capture = held["capture"]
+        total = Decimal(capture["amount"]["value"])
+        capture["status"] = ("COMPLETED" if held["refunded"] <= 0 else
+                             "REFUNDED" if held["refunded"] >= total else "PARTIALLY_REFUNDED")
+
+    def _refund_record(self, capture_id: str, currency: str, value: Decimal,
+                       custom_id: str | None, request_id: str | None,
+                       refund_id: str | None = None) -> dict[str, Any]:
+        refund = {"id": refund_id or secrets.token_hex(8).upper(), "status": self.refund_status,
+                  "amount": {"currency_code": currency, "value": str(value)},
+                  "custom_id": custom_id, "create_time": _now(),
                   "links": [{"href": f"{self.url}/v2/payments/refunds/x", "rel": "self",
                              "method": "GET"},
                             {"href": f"{self.url}/v2/payments/captures/{capture_id}",
                              "rel": "up", "method": "GET"}]}
-        self.refunds[refund["id"]] = {"refund": refund, "capture_id": capture_id,
-                                      "request_id": request_id}
-        return Reply(201, refund)
+        record = {"refund": refund, "capture_id": capture_id, "request_id": request_id}
+        self.refunds[refund["id"]] = record
+        return record
 
     def _verify(self, body: bytes) -> Reply:
         try:

@@ -96,33 +96,55 @@ class PhonePeFake(FakeServer):
 
     def _attempt(self, order_id: str, state: str) -> None:
         with self.lock:
-            order = self.orders[order_id]
+            self._attempt_locked(self.orders[order_id], state)
+
+    @staticmethod
+    def _attempt_locked(order: FakeOrder, state: str) -> None:
+        if order.state != "COMPLETED":  # never back from completed
             order.state = state
-            attempt: dict[str, Any] = {
-                "paymentMode": "UPI_INTENT", "transactionId": f"OM{secrets.token_hex(10).upper()}",
-                "timestamp": int(time.time() * 1000), "amount": order.amount, "state": state}
-            if state == "FAILED":
-                attempt.update(errorCode="PAYMENT_DECLINED", detailedErrorCode="ZM")
-            order.attempts.append(attempt)
+        attempt: dict[str, Any] = {
+            "paymentMode": "UPI_INTENT", "transactionId": f"OM{secrets.token_hex(10).upper()}",
+            "timestamp": int(time.time() * 1000), "amount": order.amount, "state": state}
+        if state == "FAILED":
+            attempt.update(errorCode="PAYMENT_DECLINED", detailedErrorCode="ZM")
+        order.attempts.append(attempt)
 
     def webhook(self, kind: Literal["payment.succeeded", "payment.failed", "refund.succeeded",
                                     "refund.failed"],
                 order_id: str, *, refund_id: str | None = None,
                 event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
-        """PhonePe has no event id: `event_id` is ignored (a replay is the same body again)."""
+        """The callback PhonePe posts when that happens. PhonePe has no event id: `event_id` is
+        ignored (a replay is the same event again). It moves the fake forward as the event says,
+        never back: a payment event on an order not yet completed adds that attempt (a failure
+        event about a completed order is delivered as a snapshot only); a refund event settles
+        that refund, made here (of what is left) when the fake holds none."""
         event = EVENTS[kind]
         with self.lock:
             order = self.orders[order_id]
             if kind.startswith("payment"):
+                state = "COMPLETED" if kind == "payment.succeeded" else "FAILED"
+                if order.state != "COMPLETED" and (state, order.state) != ("FAILED", "FAILED"):
+                    self._attempt_locked(order, state)
                 payload: dict[str, Any] = {
                     "merchantId": "CWTESTMERCHANT", "merchantOrderId": order.merchant_order_id,
-                    "orderId": order.order_id, "state": "COMPLETED" if kind == "payment.succeeded"
-                    else "FAILED", "amount": order.amount, "expireAt": int(time.time() * 1000),
-                    "paymentDetails": list(order.attempts)}
+                    "orderId": order.order_id, "state": state, "amount": order.amount,
+                    "expireAt": int(time.time() * 1000), "paymentDetails": list(order.attempts)}
             else:
-                refund = next(r for r in self.refunds.values()
-                              if r.order == order_id and refund_id in (None, r.refund_id,
-                                                                        r.merchant_refund_id))
+                refund = next((r for r in reversed(list(self.refunds.values()))
+                               if r.order == order_id and refund_id in (None, r.refund_id,
+                                                                         r.merchant_refund_id)),
+                              None)
+                if refund is None:
+                    if order.state != "COMPLETED":
+                        self._attempt_locked(order, "COMPLETED")
+                    given = refund_id if refund_id and ID.match(refund_id) else None
+                    refund = FakeRefund(given or f"mr-{secrets.token_hex(8)}",
+                                        given or f"OMR{secrets.token_hex(10).upper()}",
+                                        order_id, order.amount - order.refunded or order.amount)
+                    order.refunded = min(order.amount, order.refunded + refund.amount)
+                    self.refunds[refund.merchant_refund_id] = refund
+                if kind == "refund.failed" and refund.state != "FAILED":
+                    order.refunded -= refund.amount  # a failed refund gives the amount back
                 refund.state = "COMPLETED" if kind == "refund.succeeded" else "FAILED"
                 payload = {"merchantId": "CWTESTMERCHANT",
                            "merchantRefundId": refund.merchant_refund_id,
