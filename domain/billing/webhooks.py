@@ -10,13 +10,12 @@ arrive in: a payment never leaves `succeeded`; a refund fact proves the payment 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
 from domain import db
+from domain.billing.commands import refunds
 from domain.billing.commands.payments import settle
 from domain.billing.models import ONLINE_PROVIDERS, Payment, PaymentStatus
 from domain.billing.providers import adapter
@@ -90,10 +89,6 @@ async def _find(clinic_id: uuid.UUID, provider: str, fact: WebhookFact) -> Payme
     return payment_from_row(rows[0]) if rows else None
 
 
-def _refunds() -> Any:
-    return importlib.import_module("domain.billing.commands.refunds")
-
-
 async def apply_fact(clinic_id: uuid.UUID, provider: str, fact: WebhookFact) -> str:
     """One fact, applied once (a short word for the inbox row). A payment we do not know is
     parked as `unknown_payment` (stored, not an error)."""
@@ -114,7 +109,7 @@ async def apply_fact(clinic_id: uuid.UUID, provider: str, fact: WebhookFact) -> 
     if payment.status is not PaymentStatus.SUCCEEDED and fact.state != "failed":
         # money is refunded only once it was captured: the capture's own news is late
         await settle(payment, "succeeded", provider_payment_id=fact.payment_id)
-    await _refunds().apply_refund_fact(payment.id, fact.refund_id, fact.state, fact.amount)
+    await refunds.apply_refund_fact(payment.id, fact.refund_id, fact.state, fact.amount)
     return f"refund_{fact.state}"
 
 

@@ -18,7 +18,6 @@ Lock order, as scheduling's expiry takes it: the appointment, then the invoice (
 
 from __future__ import annotations
 
-import importlib
 import logging
 import uuid
 from typing import Any, Literal
@@ -30,6 +29,7 @@ from domain.access.policies import acting_role
 from domain.access.roles import Role
 from domain.audit.commands import record
 from domain.billing import events
+from domain.billing.commands import refunds
 from domain.billing.commands.invoices import record_payment
 from domain.billing.models import DESK_METHODS, InvoiceStatus, Payment, PaymentStatus
 from domain.billing.providers import adapter
@@ -226,12 +226,6 @@ async def _fail(actor: Principal | None, payment: Payment, reason: str) -> None:
 
 # --- the provider's word ----------------------------------------------------------------------
 
-def _refunds() -> Any:
-    """Refunds (domain/billing/commands/refunds.py) schedule the automatic refund of money that
-    came too late; imported when needed (it imports this module's neighbours)."""
-    return importlib.import_module("domain.billing.commands.refunds")
-
-
 async def settle(payment: Payment, state: State, *, provider_payment_id: str | None = None,
                  failure_reason: str | None = None) -> str:
     """Apply what the provider says about `payment` (inside the caller's transaction), once:
@@ -278,7 +272,7 @@ async def settle(payment: Payment, state: State, *, provider_payment_id: str | N
     except DomainError as exc:
         log.warning("payment %s succeeded but invoice %s cannot take it (%s): refunding",
                     paid.id, invoice.id, exc.message)
-        await _refunds().schedule_automatic_refund(
+        await refunds.schedule_automatic_refund(
             paid.id, reason="paid after the invoice closed (payment window expired or paid "
                             "another way)")
         return "late_payment"
