@@ -241,7 +241,8 @@ def test_reconciliation_asks_the_provider_about_old_pending_payments(
     w.fake.pay(fresh["provider_order_id"])  # paid, but too recent to ask about yet
     w.db.fetch("UPDATE billing_payments SET provider_order_id = NULL WHERE id = $1",
                uuid.UUID(lost["id"]))  # the process died before the order was stored
-    w.db.fetch("UPDATE billing_payments SET created_at = now() - interval '1 hour' "
+    w.db.fetch("UPDATE billing_payments SET created_at = now() - interval '1 hour', "
+               "updated_at = now() - interval '1 hour' "
                "WHERE id = ANY($1::uuid[])",
                [uuid.UUID(p["id"]) for p in (paid, declined, lost)])
     with settings_env(CAREWIRE_STRIPE_URL=w.fake.url,

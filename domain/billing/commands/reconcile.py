@@ -23,14 +23,16 @@ log = logging.getLogger("carewire.billing")
 
 
 async def reconcile(limit: int = 100) -> dict[str, int]:
-    """One pass over the oldest-checked pending payments (each asked moves to the back of the
-    line, so a payment nobody completes never starves the others). Counts per outcome."""
+    """One pass over the oldest-checked pending payments not changed or asked about for
+    `payment_reconcile_after_seconds` (each asked moves to the back of the line and waits that
+    long again: an abandoned checkout is asked about every interval, not every pass, and never
+    starves the others). Counts per outcome."""
     after = timedelta(seconds=app_settings().payment_reconcile_after_seconds)
     rows = await db.fetch(
         """UPDATE billing_payments SET updated_at = now()
            WHERE id IN (SELECT id FROM billing_payments
                         WHERE status = 'pending' AND provider = ANY($1::text[])
-                          AND created_at <= now() - $2::interval
+                          AND updated_at <= now() - $2::interval
                         ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED)
            RETURNING *""", list(ONLINE_PROVIDERS), after, limit)
     counts: dict[str, int] = {}
