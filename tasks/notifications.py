@@ -4,36 +4,22 @@ domain/notifications/consumer.py). Workers share clinics through the cursor's ro
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from domain.events.commands import CHANNEL
 from domain.notifications.commands.consume import pending, process_clinic
 from domain.notifications.consumer import BATCH
-from tasks.wakeups import Wakeups, nap
+from tasks.wakeups import Wakeups, WakingLoop, nap
 
 log = logging.getLogger("carewire.notifications")
 
 
-class NotificationLoop:
+class NotificationLoop(WakingLoop):
+    name = "notifications"
+
     def __init__(self, wakeups: Wakeups, poll_seconds: float = 1.0) -> None:
+        super().__init__(wakeups, CHANNEL)
         self.poll_seconds = poll_seconds
-        self._wakeups = wakeups
-        self._stop = asyncio.Event()
-        self._wake = wakeups.subscribe(CHANNEL)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="notifications")
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """A batch cut short rolls back; the next worker reads it again (once)."""
-        self._stop.set()
-        self._wake.set()
-        if self._task:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, timeout=grace)
 
     async def pass_once(self) -> int:
         """Every clinic with news, until each is caught up (or held by another worker)."""

@@ -9,14 +9,12 @@ still fails is buried (dead_jobs) so it cannot hold back the others."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from domain import db, settings
 from domain.jobs.commands import CHANNEL, bury, claim_due
 from domain.notifications import reminders
-from tasks.wakeups import Wakeups, nap
+from tasks.wakeups import Wakeups, WakingLoop, nap
 
 log = logging.getLogger("carewire.reminders")
 
@@ -25,24 +23,12 @@ BATCH = 200
 _MARGIN = 0.001
 
 
-class ReminderLoop:
+class ReminderLoop(WakingLoop):
+    name = "reminders"
+
     def __init__(self, wakeups: Wakeups, batch: int = BATCH) -> None:
+        super().__init__(wakeups, CHANNEL)
         self.batch = batch
-        self._wakeups = wakeups
-        self._stop = asyncio.Event()
-        self._wake = wakeups.subscribe(CHANNEL)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="reminders")
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """A batch cut short rolls back; its reminders stay due for the next worker."""
-        self._stop.set()
-        self._wake.set()
-        if self._task:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, timeout=grace)
 
     async def _one_at_a_time(self) -> None:
         """After a failed batch: each reminder on its own; one that fails alone is buried."""

@@ -65,6 +65,33 @@ class Wakeups:
             self._conn = None
 
 
+class WakingLoop:
+    """A worker loop woken by NOTIFY on `channel` (and its own poll): `run` until `_stop` is
+    set. Stopping lets the current batch finish for up to `grace` seconds; a batch cut short
+    rolls back and stays for the next worker."""
+
+    name = "loop"
+
+    def __init__(self, wakeups: Wakeups, channel: str) -> None:
+        self._wakeups = wakeups
+        self._stop = asyncio.Event()
+        self._wake = wakeups.subscribe(channel)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=self.name)
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=grace)
+
+
 async def nap(wake: asyncio.Event, seconds: float) -> None:
     """Sleep up to `seconds`, less when woken."""
     with contextlib.suppress(TimeoutError):

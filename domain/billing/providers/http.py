@@ -89,6 +89,26 @@ def failure(provider: str, response: httpx.Response, detail: str = "",
 Grant = Callable[[], Awaitable[tuple[str, float]]]
 
 
+def granted(provider: str, response: httpx.Response, *,
+            expiry: Callable[[dict[str, Any]], object]) -> tuple[str, float]:
+    """An OAuth client-credentials answer as (token, expires at, epoch seconds); `expiry`
+    reads the expiry from the body (PhonePe: `expires_at`, PayPal: now + `expires_in`). A 4xx
+    other than 429 means the clinic's credentials are refused; without an expiry the token is
+    kept 10 minutes."""
+    if response.status_code != 200:
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            raise ProviderRejected(f"{provider}: token grant refused ({response.status_code})",
+                                   field="credentials")
+        raise failure(provider, response, "token grant")
+    body = json_object(provider, response)
+    token, expires_at = body.get("access_token"), expiry(body)
+    if not isinstance(token, str) or not token:
+        raise ProviderError(f"{provider}: token grant answered without access_token", status=502)
+    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+        expires_at = time.time() + 600  # undocumented absence: keep it for a short while
+    return token, float(expires_at)
+
+
 class Tokens:
     """OAuth access tokens shared by every call in this process, keyed by what identifies the
     credentials (the secret only as a digest), so a clinic never gets another clinic's token.

@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from domain import money
-from domain.billing.providers import http
+from domain.billing.providers import http, wire
 from domain.billing.providers.base import (
     Credentials,
     Order,
@@ -103,18 +103,15 @@ async def _grant(client_id: str, client_secret: str) -> tuple[str, float]:
     response = await http.request(NAME, "POST", f"{_base()}/v1/oauth2/token",
                                   auth=(client_id, client_secret),
                                   data={"grant_type": "client_credentials"})
-    if response.status_code != 200:
-        if 400 <= response.status_code < 500 and response.status_code != 429:
-            raise ProviderRejected(f"{NAME}: token grant refused ({response.status_code})",
-                                   field="credentials")
-        raise http.failure(NAME, response, "token grant")
-    body = http.json_object(NAME, response)
-    token, lifetime = body.get("access_token"), body.get("expires_in")
-    if not isinstance(token, str) or not token:
-        raise ProviderError(f"{NAME}: token grant answered without access_token", status=502)
+    return http.granted(NAME, response, expiry=_expires_at)
+
+
+def _expires_at(body: dict[str, Any]) -> float | None:
+    """PayPal says how long the token lives (`expires_in`, seconds)."""
+    lifetime = body.get("expires_in")
     if not isinstance(lifetime, int | float) or isinstance(lifetime, bool):
-        lifetime = 600
-    return token, time.time() + float(lifetime)
+        return None
+    return time.time() + float(lifetime)
 
 
 async def _call(creds: Credentials, method: str, path: str, *, payload: Any = None,
@@ -213,7 +210,7 @@ def _status_of_capture(capture: Mapping[str, Any] | None) -> OrderStatus:
     amount, currency = _minor(capture.get("amount"))
     details = capture.get("status_details")
     reason = details.get("reason") if isinstance(details, dict) else None
-    return OrderStatus(state=state, payment_id=_str(capture.get("id")), amount=amount,
+    return OrderStatus(state=state, payment_id=wire.text(capture.get("id")), amount=amount,
                        currency=currency,
                        failure_reason=str(reason)[:200] if reason and state != "succeeded"
                        else None)
@@ -341,18 +338,18 @@ class PayPal:
                 else None
             return [WebhookFact(
                 kind="payment", event_type=event_type,
-                order_id=_str(related.get("order_id")) if isinstance(related, dict) else None,
-                payment_id=_str(resource.get("id")), state=status.state if status else None,
+                order_id=wire.text(related.get("order_id")) if isinstance(related, dict) else None,
+                payment_id=wire.text(resource.get("id")), state=status.state if status else None,
                 amount=amount, currency=currency,
                 failure_reason=status.failure_reason if status else None)]
         if event_type == "CHECKOUT.ORDER.APPROVED":
             return [WebhookFact(kind="payment", event_type=event_type,
-                                order_id=_str(resource.get("id")), state="pending")]
+                                order_id=wire.text(resource.get("id")), state="pending")]
         if event_type == "PAYMENT.CAPTURE.REFUNDED" or (
                 event.get("resource_type") == "refund" and event_type.startswith("PAYMENT.REFUND.")):
             return [WebhookFact(
                 kind="refund", event_type=event_type, payment_id=_up_capture(resource),
-                refund_id=_str(resource.get("id")),
+                refund_id=wire.text(resource.get("id")),
                 state=REFUND_STATES.get(str(resource.get("status"))), amount=amount,
                 currency=currency)]
         return [WebhookFact(kind="other", event_type=event_type)]
@@ -369,18 +366,9 @@ def _up_capture(refund: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
 
 def _parse(body: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise malformed("the body is not JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("event_type"), str):
-        raise malformed("the body is not a PayPal event")
-    return doc
+    return wire.webhook_object(body, "PayPal", type_field="event_type")
 
 
 ADAPTER = PayPal()

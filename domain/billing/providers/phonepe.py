@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from domain.billing.providers import http
+from domain.billing.providers import http, wire
 from domain.billing.providers.base import (
     Credentials,
     Order,
@@ -76,18 +74,7 @@ async def _grant(creds: Credentials) -> tuple[str, float]:
     response = await http.request(NAME, "POST", url, data={
         "client_id": client_id, "client_version": client_version,
         "client_secret": client_secret, "grant_type": "client_credentials"})
-    if response.status_code != 200:
-        if 400 <= response.status_code < 500 and response.status_code != 429:
-            raise ProviderRejected(f"{NAME}: token grant refused ({response.status_code})",
-                                   field="credentials")
-        raise http.failure(NAME, response, "token grant")
-    body = http.json_object(NAME, response)
-    token, expires_at = body.get("access_token"), body.get("expires_at")
-    if not isinstance(token, str) or not token:
-        raise ProviderError(f"{NAME}: token grant answered without access_token", status=502)
-    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
-        expires_at = time.time() + 600  # undocumented absence: keep it for a short while
-    return token, float(expires_at)
+    return http.granted(NAME, response, expiry=lambda body: body.get("expires_at"))
 
 
 async def _call(creds: Credentials, method: str, path: str,
@@ -218,31 +205,24 @@ class PhonePe:
             payment_id = attempt.get("transactionId") or payload.get("orderId")
             reason = payload.get("errorCode") or attempt.get("errorCode")
             return [WebhookFact(
-                kind="payment", event_type=event, order_id=_str(payload.get("merchantOrderId")),
-                payment_id=_str(payment_id), state=state, amount=amount, currency="INR",
+                kind="payment", event_type=event, order_id=wire.text(payload.get("merchantOrderId")),
+                payment_id=wire.text(payment_id), state=state, amount=amount, currency="INR",
                 failure_reason=str(reason)[:200] if state == "failed" and reason else None)]
         if event in REFUND_EVENTS:
             return [WebhookFact(
                 kind="refund", event_type=event,
-                order_id=_str(payload.get("originalMerchantOrderId")),
-                refund_id=_str(payload.get("refundId")),
+                order_id=wire.text(payload.get("originalMerchantOrderId")),
+                refund_id=wire.text(payload.get("refundId")),
                 state=REFUND_STATES.get(str(payload.get("state"))), amount=amount,
                 currency="INR")]
         return [WebhookFact(kind="other", event_type=event)]
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
 
 def _parse(body: bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise malformed("the body is not JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("event"), str) \
-            or not isinstance(doc.get("payload"), dict):
-        raise malformed("the body needs event and payload")
+    doc = wire.webhook_object(body, "PhonePe", type_field="event")
+    if not isinstance(doc.get("payload"), dict):
+        raise malformed("the webhook body needs a payload object")
     return doc["event"], doc["payload"]
 
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from domain.billing.providers import http
+from domain.billing.providers import http, wire
 from domain.billing.providers.base import (
     Credentials,
     Order,
@@ -94,12 +93,6 @@ async def _call(what: str, creds: Credentials, method: str, path: str, *,
     raise http.failure(f"razorpay: {what}", answer, code, ours)
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _currency(value: object) -> str | None:
@@ -151,7 +144,7 @@ class Razorpay:
             order = await _call("create order", creds, "POST", "/v1/orders", json_body={
                 "amount": amount, "currency": currency.upper(), "receipt": reference,
                 "notes": {"reference": reference, "description": description[:_NOTE_MAX]}})
-        order_id = _str(order.get("id"))
+        order_id = wire.text(order.get("id"))
         if order_id is None:
             raise ProviderError("razorpay: order without id", status=502)
         return Order(order_id=order_id, checkout={"order_id": order_id, "key_id": creds["key_id"]})
@@ -161,8 +154,8 @@ class Razorpay:
         state, payment = _order_state(_payments(collection))
         if payment is None:
             return OrderStatus(state=state)
-        return OrderStatus(state=state, payment_id=_str(payment.get("id")),
-                           amount=_int(payment.get("amount")),
+        return OrderStatus(state=state, payment_id=wire.text(payment.get("id")),
+                           amount=wire.whole(payment.get("amount")),
                            currency=_currency(payment.get("currency")),
                            failure_reason=_failure(payment) if state == "failed" else None)
 
@@ -175,7 +168,7 @@ class Razorpay:
             collection = await _call("order payments", creds, "GET",
                                      f"/v1/orders/{_path(order_id)}/payments")
             state, payment = _order_state(_payments(collection))
-            payment_id = _str(payment.get("id")) if payment and state == "succeeded" else None
+            payment_id = wire.text(payment.get("id")) if payment and state == "succeeded" else None
             if payment_id is None:
                 raise ProviderRejected("razorpay: the order has no captured payment to refund",
                                        field="order_id")
@@ -184,7 +177,7 @@ class Razorpay:
                              json_body={"amount": amount, "speed": "normal",
                                         "notes": {"reference": reference}},
                              headers={"X-Refund-Idempotency": reference})
-        refund_id = _str(refund.get("id"))
+        refund_id = wire.text(refund.get("id"))
         if refund_id is None:
             raise ProviderError("razorpay: refund without id", status=502)
         return RefundResult(refund_id=refund_id, state=_refund_state(refund.get("status")))
@@ -222,21 +215,21 @@ class Razorpay:
                 "succeeded" if kind == "refund.processed" else _refund_state(refund.get("status")))
             return [WebhookFact(
                 kind="refund", event_type=kind,
-                order_id=_str(payment.get("order_id")) if payment else None,
-                payment_id=_str(refund.get("payment_id")), refund_id=_str(refund.get("id")),
-                state=state, amount=_int(refund.get("amount")),
+                order_id=wire.text(payment.get("order_id")) if payment else None,
+                payment_id=wire.text(refund.get("payment_id")), refund_id=wire.text(refund.get("id")),
+                state=state, amount=wire.whole(refund.get("amount")),
                 currency=_currency(refund.get("currency")),
                 failure_reason="refund_failed" if state == "failed" else None)]
         if kind in PAYMENT_EVENTS and (payment is not None or order is not None):
             state = PAYMENT_EVENTS[kind]
             source = payment or {}
-            order_id = _str(source.get("order_id")) or (_str(order.get("id")) if order else None)
-            amount = _int(source.get("amount"))
+            order_id = wire.text(source.get("order_id")) or (wire.text(order.get("id")) if order else None)
+            amount = wire.whole(source.get("amount"))
             if amount is None and order is not None:
-                amount = _int(order.get("amount_paid"))
+                amount = wire.whole(order.get("amount_paid"))
             return [WebhookFact(
                 kind="payment", event_type=kind, order_id=order_id,
-                payment_id=_str(source.get("id")), state=state, amount=amount,
+                payment_id=wire.text(source.get("id")), state=state, amount=amount,
                 currency=_currency(source.get("currency") or (order or {}).get("currency")),
                 failure_reason=_failure(source) if state == "failed" else None)]
         return [WebhookFact(kind="other", event_type=kind)]
@@ -256,13 +249,7 @@ def _entity(payload: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def _event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise malformed("the webhook body is not JSON") from None
-    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-        raise malformed("the webhook body is not a Razorpay event")
-    return event
+    return wire.webhook_object(body, "Razorpay", type_field="event")
 
 
 ADAPTER = Razorpay()

@@ -26,13 +26,13 @@ handled here.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 from weakref import WeakKeyDictionary
 
 import stripe
 
+from domain.billing.providers import wire
 from domain.billing.providers.base import (
     Credentials,
     Order,
@@ -154,12 +154,6 @@ def _currency(value: object) -> str | None:
     return value.upper() if isinstance(value, str) else None
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _failure(last_error: object) -> str | None:
@@ -224,7 +218,7 @@ class Stripe:
 
     def webhook_event_id(self, body: bytes, headers: Mapping[str, str]) -> str:
         event = _event(body)
-        event_id = _str(event.get("id"))
+        event_id = wire.text(event.get("id"))
         if event_id is None:
             raise malformed("the event has no id")
         return event_id
@@ -241,10 +235,10 @@ class Stripe:
         if kind.startswith("refund.") and obj.get("object") == "refund":
             state = "failed" if kind == "refund.failed" else _refund_state(obj.get("status"))
             return [WebhookFact(
-                kind="refund", event_type=kind, order_id=_str(obj.get("payment_intent")),
-                payment_id=_str(obj.get("charge")), refund_id=_str(obj.get("id")), state=state,
-                amount=_int(obj.get("amount")), currency=_currency(obj.get("currency")),
-                failure_reason=_str(obj.get("failure_reason")) if state == "failed" else None)]
+                kind="refund", event_type=kind, order_id=wire.text(obj.get("payment_intent")),
+                payment_id=wire.text(obj.get("charge")), refund_id=wire.text(obj.get("id")), state=state,
+                amount=wire.whole(obj.get("amount")), currency=_currency(obj.get("currency")),
+                failure_reason=wire.text(obj.get("failure_reason")) if state == "failed" else None)]
         # charge.refunded carries no refund ids since API 2022-11-15 (refunds are not
         # expanded): the refund.* events of the same refund are what billing applies.
         return [WebhookFact(kind="other", event_type=kind)]
@@ -256,23 +250,17 @@ def _intent_fact(kind: str, obj: Mapping[str, Any]) -> WebhookFact:
     state = _intent_state(obj.get("status"), last_error)
     if kind == "payment_intent.payment_failed":
         state = "failed"  # the event says so whatever status the intent moved on to
-    received = _int(obj.get("amount_received"))
+    received = wire.whole(obj.get("amount_received"))
     return WebhookFact(
-        kind="payment", event_type=kind, order_id=_str(obj.get("id")),
-        payment_id=_str(obj.get("latest_charge")), state=state,
-        amount=received if state == "succeeded" and received else _int(obj.get("amount")),
+        kind="payment", event_type=kind, order_id=wire.text(obj.get("id")),
+        payment_id=wire.text(obj.get("latest_charge")), state=state,
+        amount=received if state == "succeeded" and received else wire.whole(obj.get("amount")),
         currency=_currency(obj.get("currency")),
         failure_reason=_failure(last_error) if state == "failed" else None)
 
 
 def _event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise malformed("the webhook body is not JSON") from None
-    if not isinstance(event, dict):
-        raise malformed("the webhook body is not a JSON object")
-    return event
+    return wire.webhook_object(body, "Stripe")
 
 
 ADAPTER = Stripe()
