@@ -21,5 +21,6 @@ APP_REGISTRY = AppRegistry(
         "domain.inbox.piccolo_app",
         "domain.notifications.piccolo_app",
         "domain.billing.piccolo_app",
+        "domain.video.piccolo_app",
     ]
 )

@@ -127,6 +127,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invoice_bucket: str = ""
     #: Where invoice PDFs are kept when no bucket is set.
     invoice_dir: str = ".carewire/invoices"
+    #: Video (domain/video): the provider new sessions start on (`openvidu`, or `jitsi` to
+    #: skip OpenVidu), unless a clinic stored its own (credentials `openvidu` / `jitsi`).
+    video_provider: str = "openvidu"
+    #: OpenVidu 3 (the LiveKit server API): its URL and API key pair. Empty URL: not set up, new
+    #: sessions go to Jitsi.
+    openvidu_url: str = ""
+    openvidu_api_key: str = ""
+    openvidu_api_secret: str = ""
+    #: Jitsi with JWT rooms: the domain (`meet.example.org`; `8x8.vc` for JaaS), the app id
+    #: (`vpaas-magic-cookie-...` for JaaS) and the secret (HS256), or an RSA private key in PEM
+    #: with `jitsi_key_id` set (RS256, JaaS). Empty domain: no fallback.
+    jitsi_domain: str = ""
+    jitsi_app_id: str = ""
+    jitsi_app_secret: str = ""
+    jitsi_key_id: str = ""
+    #: Links are `https://` unless this is set (a local Jitsi or fake in tests and `carewire dev`).
+    jitsi_scheme: str = "https"
+    #: How long a video provider call may take before it counts as failed (and fails over).
+    video_timeout_seconds: float = 5.0
+    #: Recordings (OpenVidu egress) are written to this S3 bucket (through `aws_endpoint_url`);
+    #: empty: recording is unavailable. Download links live this long.
+    recording_bucket: str = ""
+    recording_link_seconds: int = 300
     #: Provider webhooks (`/api/v1/webhooks/communication/...`) verify with these; they are the
     #: deployment's own provider accounts (per-clinic webhook secrets are not built). An SNS
     #: SigningCertURL must match this pattern, or the notification is refused without fetching it.

@@ -34,6 +34,17 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     invoice_due_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 7
 
 
+class VideoSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Video consultations (domain/video)."""
+
+    #: Doctor and patient may join from this long before the start until this long after the
+    #: slot's end; join tokens expire at the end of that window.
+    join_opens_minutes: Annotated[int, msgspec.Meta(ge=0, le=240)] = 10
+    join_closes_minutes: Annotated[int, msgspec.Meta(ge=0, le=720)] = 30
+    #: Whether doctors may record consultations (always with the patient's recorded consent).
+    recording_enabled: bool = False
+
+
 class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-clinic policy. Unknown keys are refused, so a typo never silently does nothing."""
 
@@ -73,6 +84,8 @@ class ClinicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     notification_channels: dict[str, list[Literal["push", "email", "whatsapp", "sms", "in_app"]]] = {}
     #: Fees, tax, the payment provider and the refund policy (replaced as a whole when given).
     billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
+    #: The video join window and recording (replaced as a whole when given).
+    video: VideoSettings = msgspec.field(default_factory=VideoSettings)
 
 
 class Clinic(msgspec.Struct, frozen=True):
