@@ -144,6 +144,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jitsi_key_id: str = ""
     #: Links are `https://` unless this is set (a local Jitsi or fake in tests and `carewire dev`).
     jitsi_scheme: str = "https"
+    #: A clinic's own OpenVidu URL (its stored credentials) must match this.
+    video_url_pattern: str = r"^https://[^/?#@]+(:\d+)?/?$"
     #: How long a video provider call may take before it counts as failed (and fails over).
     video_timeout_seconds: float = 5.0
     #: Recordings (OpenVidu egress) are written to this S3 bucket (through `aws_endpoint_url`);

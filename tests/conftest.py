@@ -19,6 +19,10 @@ SA_EMAIL = "root@carewire.test"
 SA_PASSWORD = "root-password-1"
 
 
+#: The shared server's Jitsi app secret (tests decode join tokens with it).
+JITSI_SECRET = secrets.token_urlsafe(32)
+
+
 class Env(dict[str, str]):
     """The environment every carewire process of this run gets."""
 
@@ -56,6 +60,11 @@ def env(sns_host: Any) -> Iterator[Env]:
             **{f"CAREWIRE_{name}": "http://127.0.0.1:9" for name in (
                 "ZEPTOMAIL_URL", "FCM_URL", "GOOGLE_TOKEN_URL", "WHATSAPP_URL", "AWS_ENDPOINT_URL")},
             **sns_host.settings(),
+            # Video on the shared server is Jitsi only (tokens are signed locally: no network);
+            # tests/video starts its own server with the OpenVidu fake in front.
+            CAREWIRE_JITSI_DOMAIN="meet.carewire.test",
+            CAREWIRE_JITSI_APP_ID="carewire-test",
+            CAREWIRE_JITSI_APP_SECRET=JITSI_SECRET,
         )
         done = servers.cli(e, "migrate")
         assert done.returncode == 0, done.stdout + done.stderr
