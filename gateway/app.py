@@ -53,6 +53,8 @@ from gateway.routes import (
     scheduling,
     unsubscribe,
     users,
+    video_recordings,
+    video_webhooks,
     webhooks,
 )
 from realtime.hub import Hub
@@ -69,6 +71,8 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                  billing_invoices.router, billing_plans.router,
                  billing_payments.router, billing_payments.credentials_router,
                  payment_webhooks.router, billing_refunds.router]
+# --- video: webhooks and recording ---
+API_ROUTERS += [video_webhooks.router, video_recordings.router]
 
 
 def tune_gc() -> None:

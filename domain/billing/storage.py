@@ -2,8 +2,7 @@
 `settings.aws_endpoint_url`: moto in tests, any S3-compatible store in production) or, when no
 bucket is set, the folder `settings.invoice_dir` (the embedded default).
 
-S3 credentials and region are the deployment's, from the standard AWS chain (environment,
-profile, instance role); AWS_DEFAULT_REGION, else us-east-1. Keys are ours
+The S3 client is the shared one (domain/s3.py). Keys are ours
 (`invoices/{clinic}/{number}-{status}.pdf`), never a caller's, so a key cannot climb out of the
 folder; the check below holds that anyway."""
 
@@ -12,28 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
-from domain import settings
-
-_session: Any = None
-
-
-def _aws_session() -> Any:
-    """Imported on first use (aioboto3 is slow to import; most processes never store a PDF)."""
-    global _session
-    if _session is None:
-        import aioboto3
-
-        _session = aioboto3.Session()
-    return _session
-
-
-def _client() -> Any:
-    cfg = settings.get()
-    return _aws_session().client(
-        "s3", endpoint_url=cfg.aws_endpoint_url or None,
-        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+from domain import s3, settings
 
 
 def _path(key: str) -> Path:
@@ -47,8 +26,8 @@ def _path(key: str) -> Path:
 async def put(key: str, data: bytes, content_type: str = "application/pdf") -> None:
     bucket = settings.get().invoice_bucket
     if bucket:
-        async with _client() as s3:
-            await s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        async with s3.client() as bucket_s3:
+            await bucket_s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         return
     path = _path(key)
 
@@ -65,10 +44,10 @@ async def get(key: str) -> bytes | None:
     """The stored bytes, or None when nothing is stored under the key."""
     bucket = settings.get().invoice_bucket
     if bucket:
-        async with _client() as s3:
+        async with s3.client() as bucket_s3:
             try:
-                found = await s3.get_object(Bucket=bucket, Key=key)
-            except s3.exceptions.NoSuchKey:
+                found = await bucket_s3.get_object(Bucket=bucket, Key=key)
+            except bucket_s3.exceptions.NoSuchKey:
                 return None
             async with found["Body"] as body:
                 return bytes(await body.read())

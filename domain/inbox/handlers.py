@@ -22,6 +22,8 @@ HANDLERS: dict[str, str] = {
     "razorpay": "domain.billing.webhooks:handle",
     "phonepe": "domain.billing.webhooks:handle",
     "paypal": "domain.billing.webhooks:handle",
+    # --- video ---
+    "openvidu": "domain.video.webhooks:handle",
 }
 
 

@@ -40,8 +40,9 @@ async def refuse(request: Request[Any, Any, Any], provider: str, exc: Refused) -
                    request=request)
 
 
-async def _receive(request: Request[Any, Any, Any], provider: str,
-                   take: Intake) -> Response[Any]:
+async def receive_with(request: Request[Any, Any, Any], provider: str,
+                       take: Intake) -> Response[Any]:
+    """Hand the raw body and lower-cased headers to `take`; its Receipt, or a counted refusal."""
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
@@ -60,7 +61,7 @@ async def ses_events(
                             HeaderParameter(name="x-amz-sns-message-type")] = None,
 ) -> Response[Any]:
     """The body is SNS's JSON (sent as text/plain), its signature inside it."""
-    return await _receive(request, "ses", intake.sns)
+    return await receive_with(request, "ses", intake.sns)
 
 
 @post("/communication/zeptomail", permission=PUBLIC, self_audited=True, status_code=200,
@@ -71,7 +72,7 @@ async def zeptomail_events(
                                                      max_length=1000)] = None,
 ) -> Response[Any]:
     """`producer-signature: ts=<ms>;s=<base64 HMAC-SHA256 of the body>;s-algorithm=HmacSHA256`."""
-    return await _receive(request, "zeptomail", intake.zeptomail)
+    return await receive_with(request, "zeptomail", intake.zeptomail)
 
 
 @post("/communication/whatsapp", permission=PUBLIC, self_audited=True, status_code=200,
@@ -82,7 +83,7 @@ async def whatsapp_events(
                                                      max_length=200)] = None,
 ) -> Response[Any]:
     """`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body under the app secret>`."""
-    return await _receive(request, "whatsapp", intake.whatsapp)
+    return await receive_with(request, "whatsapp", intake.whatsapp)
 
 
 @get("/communication/whatsapp", permission=PUBLIC, self_audited=True,
