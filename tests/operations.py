@@ -92,3 +92,13 @@ OPENAPI_OPERATIONS |= {
     ("GET", "/api/v1/billing/subscriptions/{subscription_id}"),
     ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
 }
+
+# --- video: webhooks and recording ---
+OPENAPI_OPERATIONS |= {
+    ("POST", "/api/v1/webhooks/video/openvidu"),
+    ("POST", "/api/v1/video/sessions/{session_id}/consent"),
+    ("POST", "/api/v1/video/sessions/{session_id}/recordings"),
+    ("POST", "/api/v1/video/recordings/{recording_id}/stop"),
+    ("GET", "/api/v1/video/recordings"),
+    ("POST", "/api/v1/video/recordings/{recording_id}/link"),
+}
