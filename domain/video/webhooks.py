@@ -4,13 +4,13 @@ one inbox; `handle` turns a stored event into `video.*` events and recording sta
 Which secret verifies a delivery: the signed JWT's `iss` is an API key. The deployment's key
 verifies with the deployment's secret; a clinic's own OpenVidu is found through the room the
 body names (its session's clinic) and its stored credentials, used only when their key is that
-`iss`. Anything else is refused (401) before anything is stored. A delivery older than
+`iss` (domain/video/providers: `openvidu_keys`, `verify_openvidu_webhook`). Anything else is
+refused (401) before anything is stored. A delivery older than
 `MAX_AGE` (the body's `createdAt`), or a token past its `exp`, is refused too: a replayed old
 delivery is 401; a retry within the window is a duplicate the inbox stores once."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import uuid
@@ -18,18 +18,17 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from google.protobuf.json_format import ParseError
-
-from domain import clock, db, settings
-from domain.errors import NotFound
+from domain import clock, db
 from domain.events import commands as event_log
 from domain.inbox.commands import receive
 from domain.inbox.models import Event, Handled, Receipt
 from domain.inbox.signatures import Refused, forged, malformed
-from domain.tenancy.credentials import CredentialsUnavailable, get_credentials
+from domain.tenancy.credentials import CredentialsUnavailable
 from domain.video import events
 from domain.video.commands.recordings import advance
-from domain.video.models import RecordingStatus, Role, Session
+from domain.video.models import Role, Session
+from domain.video.providers import openvidu_keys, verify_openvidu_webhook
+from domain.video.providers.openvidu import recording_status
 from domain.video.queries import session_by_room
 
 log = logging.getLogger("carewire.video")
@@ -39,23 +38,6 @@ PROVIDER = "openvidu"
 MAX_AGE = timedelta(minutes=5)
 #: Headers kept with a stored body (never Authorization: a bearer of nothing, but a signature).
 KEPT = ("content-type",)
-#: LiveKit's EgressStatus numbers, as ours (LIMIT_REACHED stopped at a limit: the file is there).
-EGRESS_STATUS = {0: RecordingStatus.STARTING, 1: RecordingStatus.ACTIVE,
-                 2: RecordingStatus.ENDING, 3: RecordingStatus.COMPLETE,
-                 4: RecordingStatus.FAILED, 5: RecordingStatus.ABORTED,
-                 6: RecordingStatus.COMPLETE}
-
-
-def _claims_unverified(token: str) -> dict[str, Any]:
-    """The JWT's payload, only to pick the key that then verifies it."""
-    try:
-        payload = token.split(".")[1]
-        found = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, UnicodeDecodeError):
-        raise forged("the Authorization header is not a signed token") from None
-    if not isinstance(found, dict):
-        raise forged("the Authorization header is not a signed token")
-    return found
 
 
 def room_named(body: Mapping[str, Any]) -> str | None:
@@ -71,36 +53,31 @@ def room_named(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def _secret_for(api_key: str, body: Mapping[str, Any]) -> str | None:
-    cfg = settings.get()
-    if cfg.openvidu_api_key and api_key == cfg.openvidu_api_key and cfg.openvidu_api_secret:
-        return cfg.openvidu_api_secret
-    room = room_named(body)
+async def _verified(body: bytes, authorization: str) -> Any:
+    """The WebhookEvent, checked with the deployment's key or, for a clinic's own OpenVidu,
+    the key of the clinic whose room the body names (the providers' `openvidu_keys`)."""
+    try:
+        return verify_openvidu_webhook(body, authorization, await openvidu_keys())
+    except ValueError as exc:
+        if "unknown issuer" not in str(exc):
+            raise forged() from None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    room = room_named(parsed) if isinstance(parsed, dict) else None
     session = await session_by_room(room) if room else None
     if session is None:
-        return None
+        raise Refused(401, "unknown_key", "no OpenVidu here signs with this API key")
     try:
-        creds = await get_credentials(session.clinic_id, PROVIDER)
-    except (NotFound, CredentialsUnavailable):
-        return None
-    if creds.get("api_key") == api_key and creds.get("api_secret"):
-        return creds["api_secret"]
-    return None
-
-
-def verify(body: bytes, authorization: str, api_key: str, secret: str) -> Any:
-    """The LiveKit SDK's check (signature, exp, the body's SHA-256); the parsed WebhookEvent."""
-    from livekit.api import TokenVerifier, WebhookReceiver
-
+        keys = await openvidu_keys(session.clinic_id)
+    except CredentialsUnavailable:
+        raise Refused(401, "unknown_key", "no OpenVidu here signs with this API key") from None
     try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise malformed("the webhook body is not UTF-8 JSON") from None
-    try:
-        return WebhookReceiver(TokenVerifier(api_key, secret)).receive(text, authorization)
-    except ParseError:
-        raise malformed("the webhook body is not an event") from None
-    except Exception:  # the SDK raises bare Exception on a hash mismatch, PyJWT's on the rest
+        return verify_openvidu_webhook(body, authorization, keys)
+    except ValueError as exc:
+        if "unknown issuer" in str(exc):
+            raise Refused(401, "unknown_key", "no OpenVidu here signs with this API key") from None
         raise forged() from None
 
 
@@ -110,17 +87,7 @@ async def intake(body: bytes, headers: Mapping[str, str]) -> Receipt:
     if not authorization:
         raise Refused(401, "missing_signature", "the Authorization header (a signed JWT) is "
                                                  "missing")
-    api_key = _claims_unverified(authorization).get("iss")
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        parsed = None
-    if not isinstance(api_key, str) or not isinstance(parsed, dict):
-        raise forged()
-    secret = await _secret_for(api_key, parsed)
-    if secret is None:
-        raise Refused(401, "unknown_key", "no OpenVidu here signs with this API key")
-    event = verify(body, authorization, api_key, secret)
+    event = await _verified(body, authorization)
     created = int(event.created_at)
     if created <= 0 or clock.now().timestamp() - created > MAX_AGE.total_seconds():
         raise Refused(401, "stale", "the webhook is older than 5 minutes (a replay)")
@@ -196,9 +163,7 @@ async def _egress(hook: Any) -> Handled:
     row = await _recording_row(info)
     if row is None:
         return Handled(result="unknown_egress")
-    status = EGRESS_STATUS.get(int(info.status))
-    if status is None:
-        return Handled(result="ignored_status", clinic_id=row["clinic_id"])
+    status = recording_status(int(info.status))
     files = list(info.file_results)
     size = int(files[0].size) if files and files[0].size else None
     duration = int(files[0].duration) // 1_000_000_000 if files and files[0].duration else None
