@@ -54,6 +54,7 @@ from gateway.routes import (
     unsubscribe,
     users,
     video_recordings,
+    video_settings,
     video_webhooks,
     webhooks,
 )
@@ -70,7 +71,9 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                  # --- billing ---
                  billing_invoices.router, billing_plans.router,
                  billing_payments.router, billing_payments.credentials_router,
-                 payment_webhooks.router, billing_refunds.router]
+                 payment_webhooks.router, billing_refunds.router,
+                 # --- video: providers ---
+                 video_settings.router]
 # --- video: webhooks and recording ---
 API_ROUTERS += [video_webhooks.router, video_recordings.router]
 

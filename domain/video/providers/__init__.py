@@ -41,6 +41,11 @@ async def _stored(clinic_id: uuid.UUID, name: VideoProviderName) -> dict[str, st
         return None
 
 
+async def has_own(clinic_id: uuid.UUID, name: VideoProviderName) -> bool:
+    """The clinic stored its own account for this provider."""
+    return await _stored(clinic_id, name) is not None
+
+
 def deployment_openvidu() -> OpenVidu | None:
     """The deployment's OpenVidu (CAREWIRE_OPENVIDU_*), or None when its URL is not set."""
     s = app_settings()
