@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import json
 import logging
 import os
 import re
@@ -57,20 +58,47 @@ def _serve(host: str, port: int) -> None:
                 ws="websockets-sansio", log_level="warning", lifespan="on", proxy_headers=False)
 
 
+def video_demo(base: str, appointment_id: str, where: str, join_url: str = "") -> str:
+    """The start-up lines of the video demo: a visit today, inside its join window, and the
+    curls that open its room and get Dr. Khan's join token."""
+    from gateway.demo_seed import DEMO_PASSWORD, VIDEO_DOCTOR
+
+    login = json.dumps({"email": VIDEO_DOCTOR, "password": DEMO_PASSWORD})
+    field = "python3 -c 'import sys, json; print(json.load(sys.stdin)[sys.argv[1]])'"
+    return (
+        f"  Video: Anita's video visit with Dr. Khan today (appointment {appointment_id}) is open\n"
+        f"  to join; calls go to {where}. As Dr. Khan, open the room and get a join token:\n"
+        f"    T=$(curl -s -X POST {base}/api/v1/auth/login -H 'Content-Type: application/json' \\\n"
+        f"        -d '{login}' | {field} access_token)\n"
+        f"    S=$(curl -s -X POST {base}/api/v1/video/sessions -H \"Authorization: Bearer $T\" \\\n"
+        f"        -H 'Content-Type: application/json' -d '{{\"appointment_id\": \"{appointment_id}\"}}' \\\n"
+        f"        | {field} id)\n"
+        f"    J=$(curl -s -X POST {base}/api/v1/video/sessions/$S/token -H \"Authorization: Bearer $T\" \\\n"
+        f"        | {field} token); echo \"$J\"\n"
+        + (f"  and join the call as a client would (the fake verifies the token; its signed webhook\n"
+           f"  sends video.participant_joined to the clinic's sockets):\n"
+           f"    curl -s -X POST {join_url} --data \"$J\"" if join_url else ""))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
-    from gateway import devpay
+    from gateway import devpay, devvideo
     from gateway.demo_seed import seed_demo
     from gateway.runtime import services
 
     stripe = devpay.start()  # before settings are read: the server and worker reach it
     if stripe is not None:
         os.environ.update(stripe.env())
+    openvidu = devvideo.start()
+    if openvidu is not None:
+        os.environ.update(openvidu.env())
     with services(args.data_dir):
         asyncio.run(migrate())
         seed = asyncio.run(_with_db(lambda: seed_demo(stripe.credentials() if stripe else None)))
         base = f"http://{args.host}:{args.port}"
         if stripe is not None:
             stripe.webhook_url = f"{base}/api/v1/webhooks/payments/stripe/{seed.clinic_id}"
+        if openvidu is not None:
+            openvidu.webhook_url = devvideo.webhook_url_for(base)
         print(f"\ncarewire is running on {base}", flush=True)
         print(f"  API docs (OpenAPI):  {base}/schema/swagger   (also /schema/scalar)")
         print(f"  REST:                {base}/api/v1/...")
@@ -90,12 +118,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
                   f"    curl -X POST {stripe.url}/dev/pay/{seed.pay_intent}\n"
                   "  and the signed webhook schedules the visit: payment.succeeded reaches Sara's\n"
                   "  and the accountant's sockets, the receipt her delivery log.", flush=True)
+        if seed.video_appointment:
+            where = f"a local OpenVidu ({openvidu.url})" if openvidu is not None else "OpenVidu"
+            join = f"{openvidu.url}{devvideo.JOIN_PATH}" if openvidu is not None else ""
+            print(video_demo(base, seed.video_appointment, where, join), flush=True)
         print(flush=True)
         worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker",
                                    "--data-dir", str(args.data_dir)])
         try:
             _serve(args.host, args.port)
         finally:
+            if openvidu is not None:
+                openvidu.stop()
             worker.terminate()
             try:
                 worker.wait(timeout=15)

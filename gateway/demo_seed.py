@@ -55,6 +55,13 @@ class SeedResult(msgspec.Struct):
     #: invoice number and the provider's payment intent to pay.
     pay_invoice: str = ""
     pay_intent: str = ""
+    #: Anita's video visit with Dr. Khan today, inside its join window (paid at the desk).
+    video_appointment: str = ""
+
+
+#: The doctor of the demo's video visit (the printed curls log in as them).
+VIDEO_DOCTOR = "dr.khan@sunrise.example"
+VIDEO_PATIENT = "patient.anita@example.com"
 
 
 #: The demo clinic charges for visits (video ones are paid before they are scheduled).
@@ -75,8 +82,10 @@ async def seed_demo(stripe: dict[str, str] | None = None) -> SeedResult:
     if existing:
         board = await demo_waiting_room(existing[0]["id"])
         invoice, intent = await demo_payment(existing[0]["id"], stripe)
+        video = await demo_video_visit(existing[0]["id"])
         return SeedResult(clinic_id=str(existing[0]["id"]), created=False, logins=logins,
-                          board_path=board, pay_invoice=invoice, pay_intent=intent)
+                          board_path=board, pay_invoice=invoice, pay_intent=intent,
+                          video_appointment=video)
     system = system_principal()
     clinic = await commands.create_clinic(
         system, name=CLINIC_NAME, timezone="Asia/Kolkata",
@@ -95,8 +104,9 @@ async def seed_demo(stripe: dict[str, str] | None = None) -> SeedResult:
     board = await demo_waiting_room(clinic.id)
     await demo_billing(clinic.id)
     invoice, intent = await demo_payment(clinic.id, stripe)
+    video = await demo_video_visit(clinic.id)
     return SeedResult(clinic_id=str(clinic.id), created=True, logins=logins, board_path=board,
-                      pay_invoice=invoice, pay_intent=intent)
+                      pay_invoice=invoice, pay_intent=intent, video_appointment=video)
 
 
 async def _user(email: str) -> uuid.UUID:
@@ -150,6 +160,39 @@ async def demo_payment(clinic_id: uuid.UUID, stripe: dict[str, str] | None) -> t
     invoice = next(i for i in page.items if i.appointment_id == booked[0].id)
     payment, _ = await payments.open_checkout(system, invoice_id=invoice.id)
     return invoice.number or str(invoice.id), payment.provider_order_id or ""
+
+
+async def demo_video_visit(clinic_id: uuid.UUID) -> str:
+    """Anita's video visit with Dr. Khan starting in five minutes (inside the join window, which
+    opens ten minutes before), paid at the desk; an earlier run's visit is reused while its
+    window is still open. Its appointment id ("" when the doctor has no room for it)."""
+    system = system_principal()
+    doctor, patient = await _user(VIDEO_DOCTOR), await _user(VIDEO_PATIENT)
+    video = (await load_clinic(clinic_id)).settings.video
+    rows = await db.fetch(
+        """SELECT id FROM appointments WHERE clinic_id = $1 AND doctor_id = $2
+             AND patient_id = $3 AND type = 'video' AND status IN ('scheduled', 'confirmed')
+             AND starts_at - make_interval(mins => $4) <= now()
+             AND ends_at + make_interval(mins => $5) > now() + interval '10 minutes'
+           ORDER BY starts_at LIMIT 1""",
+        clinic_id, doctor, patient, video.join_opens_minutes, video.join_closes_minutes)
+    if rows:
+        return str(rows[0]["id"])
+    start = clock.now().replace(second=0, microsecond=0) + timedelta(minutes=5)
+    try:
+        booked = await scheduling.book(
+            system, clinic_id=clinic_id, doctor_id=doctor, patient_id=patient,
+            appointment_type=AppointmentType.VIDEO, start=start, duration_minutes=15,
+            override_reason="demo video visit")
+    except BookingConflict:
+        return ""
+    page = await list_invoices(system, clinic_id=clinic_id, patient_id=patient,
+                               status=InvoiceStatus.OPEN, limit=100)
+    for invoice in page.items:
+        if invoice.appointment_id == booked[0].id:
+            await payments.record_desk_payment(system, invoice_id=invoice.id, method="cash",
+                                               amount=invoice.total)
+    return str(booked[0].id)
 
 
 async def demo_waiting_room(clinic_id: uuid.UUID) -> str:

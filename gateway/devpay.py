@@ -11,16 +11,14 @@ package (no tests/ beside it), where the demo simply has no online payments."""
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-_ROOT = Path(__file__).resolve().parents[1]
+from gateway.devfakes import from_checkout
+
 _PAY = re.compile(r"^/dev/pay/(pi_[A-Za-z0-9]+)$")
 
 
@@ -28,12 +26,12 @@ def start() -> Any | None:
     """The running dev Stripe server, or None when the checkout's tests are not here. Point
     carewire at it with its `env()` before settings are read; set `webhook_url` once the demo
     clinic exists."""
-    if not (_ROOT / "tests" / "billing" / "fakes" / "stripe.py").is_file():
+    stripe_fakes = from_checkout("tests.billing.fakes.stripe")
+    base_http = from_checkout("tests.communication.fakes.base_http")
+    if stripe_fakes is None or base_http is None:
         return None
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
-    fake_stripe = importlib.import_module("tests.billing.fakes.stripe").FakeStripe
-    reply = importlib.import_module("tests.communication.fakes.base_http").Reply
+    fake_stripe = stripe_fakes.FakeStripe
+    reply = base_http.Reply
 
     class DevStripe(fake_stripe):  # type: ignore[misc, valid-type]
         webhook_url = ""
