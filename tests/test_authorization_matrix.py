@@ -1465,3 +1465,107 @@ def test_refund_route(world: World, sched: Sched, api, db, sa_token, route: str,
     if where == "other" and caller != "SUPER_ADMIN":
         for secret in sched.b_secrets:
             assert str(secret) not in r.text
+
+
+# --- video: webhooks and recording -------------------------------------------------------------
+# A session and its recordings are reached through the session's appointment (its doctor's for a
+# DOCTOR, its patient's for everyone else; at its location). Beyond the permission file: only
+# the appointment's patient consents, only its doctor starts and stops a recording. The shared
+# server records nothing (recording is off by default, no bucket): the doctor's start is the
+# 409 that says so, a stop of a finished recording answers it, a link to one not complete is 409.
+
+VIDEO_RECORDING_ROUTES = ["POST /video/sessions/{id}/consent",
+                          "POST /video/sessions/{id}/recordings",
+                          "POST /video/recordings/{id}/stop", "GET /video/recordings",
+                          "POST /video/recordings/{id}/link"]
+
+
+def _only(role_needed: Role) -> Callable[[Role, Scope], int | None]:
+    return lambda role, scope: None if role is role_needed else 403
+
+
+def video_recording_case(route: str, p: Party, role: Role | None, api, db,
+                         sa_token: str) -> Case:
+    from tests.video.rows import recording_row, session_row
+
+    appointment = booked(api, sa_token, p)
+    session = session_row(db, clinic_id=p.clinic_id, appointment_id=appointment,
+                          doctor_id=p.doctor_id, patient_id=p.patient_id)
+    reach = {"owner": owner_of(role, p.doctor_id, p.patient_id), "location": p.location_id,
+             "appointment_id": appointment}
+    match route:
+        case "POST /video/sessions/{id}/consent":
+            return Case("POST", f"/video/sessions/{session}/consent", "video:join", success=200,
+                        refusal=_only(Role.PATIENT), **reach)
+        case "POST /video/sessions/{id}/recordings":
+            return Case("POST", f"/video/sessions/{session}/recordings", "video:manage",
+                        success=409, refusal=_only(Role.DOCTOR), **reach)
+        case "POST /video/recordings/{id}/stop":
+            return Case("POST", f"/video/recordings/{recording_row(db, session)}/stop",
+                        "video:manage", success=200, refusal=_only(Role.DOCTOR), **reach)
+        case "GET /video/recordings":
+            recording_row(db, session)
+            return Case("GET", "/video/recordings", "recordings:read", success=200,
+                        params={"appointment_id": appointment}, **reach)
+        case "POST /video/recordings/{id}/link":
+            return Case("POST", f"/video/recordings/{recording_row(db, session)}/link",
+                        "recordings:read", success=409, **reach)
+    raise AssertionError(route)
+
+
+def video_recording_params() -> list[Any]:
+    return [pytest.param(route, caller, where, id=f"{route}-{caller}-{where}")
+            for route in VIDEO_RECORDING_ROUTES for caller in CALLERS
+            for where in ("mine", "theirs", "other")]
+
+
+@pytest.mark.parametrize(("route", "caller", "where"), video_recording_params())
+def test_video_recording_route(world: World, sched: Sched, api, db, sa_token, route: str,
+                               caller: str, where: str) -> None:
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    role = Role(caller) if caller != "ANONYMOUS" else None
+    case = video_recording_case(route, sched.parties[where], role, api, db, sa_token)
+    state = ("SELECT (SELECT count(*) FROM video_recordings WHERE appointment_id = $1::uuid) AS r,"
+             " (SELECT count(*) FROM video_sessions WHERE appointment_id = $1::uuid "
+             "AND recording_consent_at IS NOT NULL) AS c")
+    before = db.fetch(state, case.appointment_id)
+    r = api.as_(who["token"], case.method, case.path, json=case.body, params=case.params)
+    expected = expected_for(case, caller, where, who)
+    assert r.status_code == expected, f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+    if expected >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert db.fetch(state, case.appointment_id) == before  # refused: nothing changed
+    if route == "GET /video/recordings" and expected == 200:
+        assert len(r.json()) == 1
+    if where == "other" and caller != "SUPER_ADMIN":
+        for secret in sched.b_secrets:
+            assert str(secret) not in r.text
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_video_webhooks_need_no_login_and_no_login_helps(world: World, sched: Sched, api,
+                                                         sa_token, db, caller: str) -> None:
+    """The signature decides: a caller's bearer token neither replaces nor spoils it. The shared
+    server has no OpenVidu of its own, so the key is clinic A's stored one."""
+    from tests.video.fakes.livekit import LiveKitFake
+    from tests.video.rows import session_row
+
+    openvidu = LiveKitFake()  # not started: its keys sign, nothing is called
+    creds = {**openvidu.credentials(), "url": "https://openvidu.clinic-a.example"}
+    r = api.as_(sa_token, "PUT", f"/clinics/{world.a['id']}/video/credentials/openvidu",
+                json={"credentials": creds})
+    assert r.status_code == 200, r.text
+    p = sched.parties["mine"]
+    room = "matrix" + uuid.uuid4().hex
+    session_row(db, clinic_id=p.clinic_id, appointment_id=booked(api, sa_token, p),
+                doctor_id=p.doctor_id, patient_id=p.patient_id, room=room)
+    token = world.callers.get(caller, {"token": None})["token"]
+    body, headers = openvidu.webhook("participant_joined", room=room, identity=p.patient_id)
+    path = "/webhooks/video/openvidu"
+    r = api.as_(token, "POST", path, content=body,
+                headers={"content-type": "application/webhook+json"})
+    assert r.status_code == 401, r.text
+    r = api.http.post(path, content=body, headers=headers)  # the provider's own Authorization
+    assert r.status_code == 200, r.text
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox WHERE provider = 'openvidu' "
+                    "AND event_id = $1", json.loads(body)["id"])[0]["n"] == 1
