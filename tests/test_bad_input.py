@@ -1740,3 +1740,128 @@ def test_a_bad_bearer_token_on_a_refund_route_is_401(api, db, ctx, refund_ctx, r
                 **({"params": {"clinic_id": ctx.clinic_id}} if route == "list_refunds" else {}))
     assert_problem(r, 401, code="unauthenticated")
     assert refund_state(db, refund_ctx) == before
+
+
+# --- video: webhooks and recording -------------------------------------------------------------
+# Paths name a video session or recording, which Ctx does not hold: this block writes them as
+# rows (tests/video/rows.py: the shared server has no OpenVidu) and adds its routes to PROTECTED
+# and WEBHOOKS for the coverage check above. None of these routes takes a body.
+
+VIDEO_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "video_consent": ("POST", "/video/sessions/{session_id}/consent", None),
+    "video_start_recording": ("POST", "/video/sessions/{session_id}/recordings", None),
+    "video_stop_recording": ("POST", "/video/recordings/{recording_id}/stop", None),
+    "video_list_recordings": ("GET", "/video/recordings", None),
+    "video_recording_link": ("POST", "/video/recordings/{recording_id}/link", None),
+}
+PROTECTED.update(VIDEO_ROUTES)
+WEBHOOKS["openvidu"] = ("POST", "/webhooks/video/openvidu")
+
+
+@dataclass(frozen=True)
+class VideoCtx:
+    session_id: str  # an open session of the clinic's appointment, no consent yet
+    recording_id: str  # a failed recording of it
+    appointment_id: str
+
+
+@pytest.fixture(scope="module")
+def video_ctx(db, ctx) -> VideoCtx:
+    from tests.video.rows import recording_row, session_row
+
+    [a] = db.fetch("SELECT doctor_id, patient_id FROM appointments WHERE id = $1::uuid",
+                   ctx.appointment_id)
+    session = session_row(db, clinic_id=ctx.clinic_id, appointment_id=ctx.appointment_id,
+                          doctor_id=str(a["doctor_id"]), patient_id=str(a["patient_id"]))
+    return VideoCtx(session, recording_row(db, session), ctx.appointment_id)
+
+
+def video_state(db, vc: VideoCtx) -> dict[str, Any]:
+    return db.fetch(
+        """SELECT (SELECT count(*) FROM video_recordings) AS recordings,
+                  (SELECT count(*) FROM events WHERE type LIKE 'video.%') AS events,
+                  (SELECT row_to_json(s)::text FROM video_sessions s
+                    WHERE s.id = $1::uuid) AS session""", vc.session_id)[0]
+
+
+def video_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, ids_: dict[str, str] | None = None,
+               **kw: Any) -> httpx.Response:
+    method, path, _ = VIDEO_ROUTES[route]
+    url = path.format(**{"session_id": vc.session_id, "recording_id": vc.recording_id,
+                         **(ids_ or {})})
+    if route == "video_list_recordings":
+        kw.setdefault("params", {"appointment_id": vc.appointment_id})
+    return api.as_(kw.pop("token", ctx.sa_token), method, url, **kw)
+
+
+def _video_path_params(values: dict[str, str]) -> list[Any]:
+    return [pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+            for route, (_, path, _) in VIDEO_ROUTES.items()
+            for param in ("session_id", "recording_id") if "{" + param + "}" in path
+            for label, value in values.items()]
+
+
+@pytest.mark.parametrize(("route", "param", "value"), _video_path_params(BAD_UUIDS))
+def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, video_ctx, route, param, value):
+    before = video_state(db, video_ctx)
+    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    assert_problem(r, 400, field=param)
+    assert video_state(db, video_ctx) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), _video_path_params(
+    {"nil": NIL, "random": str(uuid.uuid4())}))
+def test_an_unknown_video_session_or_recording_is_404(api, db, ctx, video_ctx, route, param,
+                                                      value):
+    before = video_state(db, video_ctx)
+    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    assert_problem(r, 404, code="not_found")
+    assert video_state(db, video_ctx) == before
+
+
+@pytest.mark.parametrize(("query", "status"), [
+    pytest.param({}, 400, id="missing"),
+    *(pytest.param({"appointment_id": v}, 400, id=k) for k, v in BAD_UUIDS.items()
+      if k not in ("nul", "emoji")),
+    pytest.param({"appointment_id": NIL}, 404, id="unknown"),
+])
+def test_a_bad_recordings_query_is_named(api, ctx, video_ctx, query, status):
+    r = video_send(api, ctx, video_ctx, "video_list_recordings", params=query)
+    problem = assert_problem(r, status, code="invalid" if status == 400 else "not_found")
+    if status == 400:
+        assert [e["field"] for e in problem["errors"]] == ["appointment_id"], problem
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
+def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, video_ctx, route, auth):
+    before = video_state(db, video_ctx)
+    value = AUTHORIZATIONS[auth]
+    r = video_send(api, ctx, video_ctx, route, token=None,
+                   headers={"Authorization": value} if value else {})
+    assert_problem(r, 401, code="unauthenticated")
+    assert video_state(db, video_ctx) == before
+
+
+@pytest.mark.parametrize("spoil", list(WEBHOOK_BODIES))
+def test_a_malformed_openvidu_webhook_is_refused_and_stores_nothing(api, db, spoil):
+    """Unsigned, signed by a key nobody here has, or a body naming no room of ours: 401 before
+    the body is read for anything else."""
+    from tests.video.fakes.livekit import LiveKitFake
+
+    body = WEBHOOK_BODIES[spoil]
+    stranger = LiveKitFake()  # not started: its keys sign, nothing is called
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    from livekit import api as livekit
+
+    token = livekit.AccessToken(stranger.api_key, stranger.api_secret).with_sha256(digest).to_jwt()
+    before = db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"]
+    for headers in ({}, {"authorization": token}, {"authorization": "Bearer " + token}):
+        r = api.as_(None, "POST", "/webhooks/video/openvidu", content=body,
+                    headers={"content-type": "application/webhook+json", **headers})
+        assert_problem(r, 401, code="unauthenticated")
+    huge = json.dumps({"x": "x" * (MIB + 1)}).encode()
+    r = api.as_(None, "POST", "/webhooks/video/openvidu", content=huge,
+                headers={"content-type": "application/webhook+json", "authorization": token})
+    assert_problem(r, 413)
+    assert db.fetch("SELECT count(*) AS n FROM webhook_inbox")[0]["n"] == before

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from google.protobuf.json_format import ParseError
+
 from domain import clock, db
 from domain.events import commands as event_log
 from domain.inbox.commands import receive
@@ -53,6 +55,14 @@ def room_named(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _refusal(exc: ValueError) -> Refused:
+    """A signature that verified over a body that is not an event is malformed (400); any other
+    failure is a forgery (401). The SDK's ParseError is the context of the adapter's error."""
+    if isinstance(exc.__context__, ParseError):
+        return malformed("the webhook body is not an event")
+    return forged()
+
+
 async def _verified(body: bytes, authorization: str) -> Any:
     """The WebhookEvent, checked with the deployment's key or, for a clinic's own OpenVidu,
     the key of the clinic whose room the body names (the providers' `openvidu_keys`)."""
@@ -60,10 +70,10 @@ async def _verified(body: bytes, authorization: str) -> Any:
         return verify_openvidu_webhook(body, authorization, await openvidu_keys())
     except ValueError as exc:
         if "unknown issuer" not in str(exc):
-            raise forged() from None
+            raise _refusal(exc) from None
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         parsed = None
     room = room_named(parsed) if isinstance(parsed, dict) else None
     session = await session_by_room(room) if room else None
@@ -78,7 +88,7 @@ async def _verified(body: bytes, authorization: str) -> Any:
     except ValueError as exc:
         if "unknown issuer" in str(exc):
             raise Refused(401, "unknown_key", "no OpenVidu here signs with this API key") from None
-        raise forged() from None
+        raise _refusal(exc) from None
 
 
 async def intake(body: bytes, headers: Mapping[str, str]) -> Receipt:
