@@ -53,6 +53,7 @@ from gateway.routes import (
     scheduling,
     unsubscribe,
     users,
+    video,
     video_settings,
     webhooks,
 )
@@ -71,7 +72,9 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                  billing_payments.router, billing_payments.credentials_router,
                  payment_webhooks.router, billing_refunds.router,
                  # --- video: providers ---
-                 video_settings.router]
+                 video_settings.router,
+                 # --- video: sessions ---
+                 video.router]
 
 
 def tune_gc() -> None:
