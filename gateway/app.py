@@ -53,6 +53,7 @@ from gateway.routes import (
     scheduling,
     unsubscribe,
     users,
+    video,
     video_recordings,
     video_settings,
     video_webhooks,
@@ -73,7 +74,9 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                  billing_payments.router, billing_payments.credentials_router,
                  payment_webhooks.router, billing_refunds.router,
                  # --- video: providers ---
-                 video_settings.router]
+                 video_settings.router,
+                 # --- video: sessions ---
+                 video.router]
 # --- video: webhooks and recording ---
 API_ROUTERS += [video_webhooks.router, video_recordings.router]
 
