@@ -25,7 +25,12 @@ from domain.tenancy.queries import load_clinic
 from domain.video import events, storage
 from domain.video.models import Recording, RecordingLink, RecordingStatus, Session, SessionStatus
 from domain.video.providers.base import NotConfigured, ProviderDown, ProviderRefused
-from domain.video.queries import load_session, recording_from_row, session_from_row
+from domain.video.queries import (
+    load_session,
+    recording_from_row,
+    session_and_appointment,
+    session_from_row,
+)
 
 #: A status's place: a recording never moves back (a late `egress_started` after the end).
 RANK = {RecordingStatus.STARTING: 0, RecordingStatus.ACTIVE: 1, RecordingStatus.ENDING: 2,
@@ -101,8 +106,7 @@ async def advance(row: dict[str, Any], status: RecordingStatus, *, egress_id: st
 async def record_consent(principal: Principal, session_id: uuid.UUID) -> Session:
     """The patient of the appointment agrees to be recorded, themself. Once: asking again
     answers the same session and writes nothing (no second audit row or event)."""
-    session = await load_session(session_id)
-    await visible_appointment(principal, session.appointment_id, "video:join")
+    _, session, _ = await session_and_appointment(principal, session_id, "video:join")
     if principal.user_id != session.patient_id:
         raise Forbidden("only the patient of the appointment may consent to recording",
                         resource_type="video_session", resource_id=session_id)
@@ -153,8 +157,7 @@ async def start_recording(principal: Principal, session_id: uuid.UUID) -> Record
     consented; 503 when the provider fails (the row is then `failed`)."""
     from domain.video.providers import recorder
 
-    session = await load_session(session_id)
-    await visible_appointment(principal, session.appointment_id, "video:manage")
+    _, session, _ = await session_and_appointment(principal, session_id, "video:manage")
     _only_the_doctor(principal, session, "start")
     bucket = await _may_start(session)
     recording_id = uuid.uuid4()
