@@ -212,16 +212,20 @@ def test_concurrent_starts_and_stops_keep_one_running_recording(rw: Any, db: Db)
     s = consented(rw)
     base = str(rw.vapi.http.base_url)
 
-    def one(i: int) -> int:
+    def one(i: int) -> tuple[str, int, str]:
         with httpx.Client(base_url=base, timeout=30) as client:
             running = db.fetch("SELECT id FROM video_recordings WHERE session_id = $1 "
                                "AND status IN ('starting', 'active')", uuid.UUID(s["id"]))
             if running and random.random() < 0.4:
-                return stop(rw, str(running[0]["id"]), client=client).status_code
-            return start(rw, s["id"], client=client).status_code
+                r = stop(rw, str(running[0]["id"]), client=client)
+                return "stop", r.status_code, r.text
+            r = start(rw, s["id"], client=client)
+            return "start", r.status_code, r.text
 
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(one, range(24)))
+        answers = list(pool.map(one, range(24)))
+    assert all(c < 500 for _, c, _ in answers), [a for a in answers if a[1] >= 500]
+    codes = [c for _, c, _ in answers]
     # no server error; a 503 is only the fake answering slower than the 1.5 s provider timeout
     # on a loaded machine, and then that start's row is `failed`
     assert all(c < 500 or c == 503 for c in codes), sorted(codes)
@@ -231,3 +235,15 @@ def test_concurrent_starts_and_stops_keep_one_running_recording(rw: Any, db: Db)
     assert sum(r["status"] in RUNNING for r in rows) <= 1
     assert len(rows) == codes.count(201) + codes.count(503)
     assert sum(r["status"] == "failed" for r in rows) >= codes.count(503)
+
+
+def test_ending_the_session_stops_its_running_recording(rw: Any, openvidu: LiveKitFake,
+                                                        db: Db) -> None:
+    s = consented(rw)
+    r = start(rw, s["id"])
+    assert r.status_code == 201, r.text
+    egress_id = recording_row(db, r.json()["id"])["egress_id"]
+    ended = rw.act(s["id"], "end")
+    assert ended.status_code == 200, ended.text
+    assert recording_row(db, r.json()["id"])["status"] == "ending"
+    eventually(lambda: openvidu.egress[egress_id]["status"] == "EGRESS_COMPLETE")

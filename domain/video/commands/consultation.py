@@ -24,6 +24,7 @@ from domain.queueing.commands import check_in
 from domain.scheduling.commands import apply_transition, on_expiry, on_transition
 from domain.scheduling.models import Appointment, AppointmentType, Status
 from domain.video import events, failover
+from domain.video.commands.recordings import stop_running
 from domain.video.commands.sessions import tell
 from domain.video.models import Session, SessionStatus
 from domain.video.queries import load_session, session_and_appointment, session_from_row
@@ -95,6 +96,7 @@ async def end_session(principal: Principal, session_id: uuid.UUID) -> Session:
                              "duration_seconds": ended.duration_seconds})
         await tell(principal, events.SessionEnded, ended,
                    duration_seconds=ended.duration_seconds)
+    await stop_running(ended.id)  # recordings: the egress finishes its file before the room goes
     await failover.close_room(ended.clinic_id, ended.provider, ended.room)  # best effort
     return ended
 
