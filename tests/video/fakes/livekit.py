@@ -53,8 +53,8 @@ from tests.communication.fakes.base_http import HANG, RESET, FakeServer, Reply
 
 #: Twirp error code -> HTTP status (twirp's spec).
 STATUS = {"not_found": 404, "invalid_argument": 400, "malformed": 400, "unauthenticated": 401,
-          "permission_denied": 403, "already_exists": 409, "bad_route": 404, "internal": 500,
-          "unavailable": 503}
+          "permission_denied": 403, "already_exists": 409, "bad_route": 404,
+          "failed_precondition": 412, "resource_exhausted": 429, "internal": 500, "unavailable": 503}
 
 #: (service, method) -> (request message, the grant it needs)
 ROUTES: dict[tuple[str, str], tuple[type[Message], str]] = {
