@@ -118,6 +118,8 @@ class LiveKitFake(FakeServer):
         self.egress: dict[str, dict[str, Any]] = {}
         #: Every Twirp call that passed authentication: {service, method, claims, request}.
         self.calls: list[dict[str, Any]] = []
+        #: How many HTTP requests reached the fake (any path, answered or not).
+        self.hits = 0
         #: Every webhook posted to `webhook_url`: (event, HTTP status or the error's name).
         self.deliveries: list[tuple[str, int | str]] = []
         #: LiveKit's `room.auto_create` (a join into an unknown room creates it).
@@ -178,6 +180,7 @@ class LiveKitFake(FakeServer):
     def handle(self, method: str, path: str, headers: dict[str, str],
                body: bytes) -> Reply | type[HANG] | type[RESET]:
         with self.lock:
+            self.hits += 1
             if self._refusing:
                 return RESET
             if self._hang > 0:
