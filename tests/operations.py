@@ -92,3 +92,10 @@ OPENAPI_OPERATIONS |= {
     ("GET", "/api/v1/billing/subscriptions/{subscription_id}"),
     ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
 }
+
+# --- video: providers ---
+OPENAPI_OPERATIONS |= {
+    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
+}
