@@ -102,3 +102,10 @@ OPENAPI_OPERATIONS |= {
     ("GET", "/api/v1/video/recordings"),
     ("POST", "/api/v1/video/recordings/{recording_id}/link"),
 }
+
+# --- video: providers ---
+OPENAPI_OPERATIONS |= {
+    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
+}

@@ -1742,41 +1742,142 @@ def test_a_bad_bearer_token_on_a_refund_route_is_401(api, db, ctx, refund_ctx, r
     assert refund_state(db, refund_ctx) == before
 
 
+# --- video: providers ---
+# Paths name a provider (`{provider}`, which `ids` fills for billing): this block fills it
+# itself and adds its routes to PROTECTED for the coverage check above.
+
+VIDEO_CREDENTIALS = "/clinics/{clinic_id}/video/credentials/{provider}"
+VIDEO_WRITE = Write("PUT", VIDEO_CREDENTIALS,
+                    lambda c: {"credentials": {"url": "https://openvidu.example.org",
+                                               "api_key": "key-" + "k" * 8,
+                                               "api_secret": "secret-" + "s" * 24}},
+                    None, 0, "credentials", ("credentials", 5))
+VIDEO_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "put_video_credentials": ("PUT", VIDEO_CREDENTIALS, VIDEO_WRITE.body),
+    "get_video_credentials": ("GET", VIDEO_CREDENTIALS, None),
+    "video_health": ("GET", "/clinics/{clinic_id}/video/health", None),
+}
+PROTECTED.update(VIDEO_ROUTES)
+
+
+def video_send(api, ctx: Ctx, route: str, *, token: str | None = None, clinic_id: str | None = None,
+               provider: str = "openvidu", **kw: Any) -> httpx.Response:
+    method, path, body = VIDEO_ROUTES[route]
+    if body is not None and not {"json", "content", "data"} & kw.keys():
+        kw["json"] = body(ctx)
+    url = path.format(clinic_id=clinic_id or ctx.clinic_id, provider=provider)
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize("spoil", [s for s in SPOILS if _applies(VIDEO_WRITE, s)])
+def test_a_spoiled_video_credentials_body_is_refused_whole(api, db, ctx, spoil):
+    how = SPOILS[spoil]
+    before = snapshot(db, ctx)
+    r = video_send(api, ctx, "put_video_credentials", **how.make(VIDEO_WRITE, VIDEO_WRITE.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(VIDEO_WRITE))
+    assert how.says(VIDEO_WRITE) in problem["detail"], problem
+    assert snapshot(db, ctx) == before
+
+
+_OPENVIDU = {"url": "https://openvidu.example.org", "api_key": "k" * 8, "api_secret": "s" * 24}
+_JITSI = {"domain": "meet.example.org", "app_id": "clinic-app", "app_secret": "s" * 24}
+
+
+@pytest.mark.parametrize(("provider", "fields", "field"), [
+    pytest.param("openvidu", {k: v for k, v in _OPENVIDU.items() if k != "api_secret"},
+                  "credentials.api_secret", id="openvidu-missing"),
+    pytest.param("openvidu", {**_OPENVIDU, "region": "eu"}, "credentials.region", id="openvidu-unknown"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "http://openvidu.example.org"}, "credentials.url",
+                 id="openvidu-plain-http"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "https://user@openvidu.example.org"},
+                 "credentials.url", id="openvidu-userinfo"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "https://openvidu.example.org/x?y"},
+                 "credentials.url", id="openvidu-path"),
+    pytest.param("openvidu", {**_OPENVIDU, "api_key": " "}, "credentials.api_key", id="openvidu-blank"),
+    pytest.param("openvidu", {**_OPENVIDU, "api_key": "a\u0000b"}, "credentials", id="openvidu-nul"),
+    pytest.param("openvidu", {f"f{i}": "v" for i in range(21)}, "credentials", id="openvidu-too-many"),
+    pytest.param("jitsi", {**_JITSI, "domain": "https://meet.example.org"}, "credentials.domain",
+                 id="jitsi-scheme"),
+    pytest.param("jitsi", {**_JITSI, "domain": "meet.example.org/room"}, "credentials.domain",
+                 id="jitsi-path"),
+    pytest.param("jitsi", {**_JITSI, "key_id": "k1"}, "credentials.app_secret", id="jaas-not-a-key"),
+    pytest.param("jitsi", {"domain": "meet.example.org"}, "credentials.app_id", id="jitsi-missing"),
+    pytest.param("zoom", _OPENVIDU, "provider", id="unknown-provider"),
+])
+def test_a_bad_video_credential_is_named_and_nothing_changes(api, db, ctx, provider, fields, field):
+    before = snapshot(db, ctx)
+    r = video_send(api, ctx, "put_video_credentials", provider=provider, json={"credentials": fields})
+    assert_problem(r, 400, field=field)
+    assert snapshot(db, ctx) == before
+    assert "s" * 24 not in r.text  # a secret is never echoed
+
+
+@pytest.mark.parametrize(("route", "value"), [
+    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
+    for label, value in BAD_UUIDS.items()])
+def test_a_bad_clinic_id_in_a_video_path_is_named(api, db, ctx, route, value):
+    before = snapshot(db, ctx)
+    assert_problem(video_send(api, ctx, route, clinic_id=value), 400, field="clinic_id")
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize(("route", "value"), [
+    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
+    for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_clinic_in_a_video_path_is_404(api, db, ctx, route, value):
+    before = snapshot(db, ctx)
+    assert_problem(video_send(api, ctx, route, clinic_id=value), 404, code="not_found")
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
+def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, route, auth):
+    before = snapshot(db, ctx)
+    value = AUTHORIZATIONS[auth]
+    method, path, body = VIDEO_ROUTES[route]
+    r = api.as_(None, method, path.format(clinic_id=ctx.clinic_id, provider="openvidu"),
+                headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert snapshot(db, ctx) == before
+
+
 # --- video: webhooks and recording -------------------------------------------------------------
 # Paths name a video session or recording, which Ctx does not hold: this block writes them as
 # rows (tests/video/rows.py: the shared server has no OpenVidu) and adds its routes to PROTECTED
 # and WEBHOOKS for the coverage check above. None of these routes takes a body.
 
-VIDEO_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+RECORDING_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
     "video_consent": ("POST", "/video/sessions/{session_id}/consent", None),
     "video_start_recording": ("POST", "/video/sessions/{session_id}/recordings", None),
     "video_stop_recording": ("POST", "/video/recordings/{recording_id}/stop", None),
     "video_list_recordings": ("GET", "/video/recordings", None),
     "video_recording_link": ("POST", "/video/recordings/{recording_id}/link", None),
 }
-PROTECTED.update(VIDEO_ROUTES)
+PROTECTED.update(RECORDING_ROUTES)
 WEBHOOKS["openvidu"] = ("POST", "/webhooks/video/openvidu")
 
 
 @dataclass(frozen=True)
-class VideoCtx:
+class RecordingCtx:
     session_id: str  # an open session of the clinic's appointment, no consent yet
     recording_id: str  # a failed recording of it
     appointment_id: str
 
 
 @pytest.fixture(scope="module")
-def video_ctx(db, ctx) -> VideoCtx:
+def recording_ctx(db, ctx) -> RecordingCtx:
     from tests.video.rows import recording_row, session_row
 
     [a] = db.fetch("SELECT doctor_id, patient_id FROM appointments WHERE id = $1::uuid",
                    ctx.appointment_id)
     session = session_row(db, clinic_id=ctx.clinic_id, appointment_id=ctx.appointment_id,
                           doctor_id=str(a["doctor_id"]), patient_id=str(a["patient_id"]))
-    return VideoCtx(session, recording_row(db, session), ctx.appointment_id)
+    return RecordingCtx(session, recording_row(db, session), ctx.appointment_id)
 
 
-def video_state(db, vc: VideoCtx) -> dict[str, Any]:
+def recording_state(db, vc: RecordingCtx) -> dict[str, Any]:
     return db.fetch(
         """SELECT (SELECT count(*) FROM video_recordings) AS recordings,
                   (SELECT count(*) FROM events WHERE type LIKE 'video.%') AS events,
@@ -1784,9 +1885,9 @@ def video_state(db, vc: VideoCtx) -> dict[str, Any]:
                     WHERE s.id = $1::uuid) AS session""", vc.session_id)[0]
 
 
-def video_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, ids_: dict[str, str] | None = None,
+def recording_send(api, ctx: Ctx, vc: RecordingCtx, route: str, *, ids_: dict[str, str] | None = None,
                **kw: Any) -> httpx.Response:
-    method, path, _ = VIDEO_ROUTES[route]
+    method, path, _ = RECORDING_ROUTES[route]
     url = path.format(**{"session_id": vc.session_id, "recording_id": vc.recording_id,
                          **(ids_ or {})})
     if route == "video_list_recordings":
@@ -1794,29 +1895,29 @@ def video_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, ids_: dict[str, str] 
     return api.as_(kw.pop("token", ctx.sa_token), method, url, **kw)
 
 
-def _video_path_params(values: dict[str, str]) -> list[Any]:
+def _recording_path_params(values: dict[str, str]) -> list[Any]:
     return [pytest.param(route, param, value, id=f"{route}-{param}-{label}")
-            for route, (_, path, _) in VIDEO_ROUTES.items()
+            for route, (_, path, _) in RECORDING_ROUTES.items()
             for param in ("session_id", "recording_id") if "{" + param + "}" in path
             for label, value in values.items()]
 
 
-@pytest.mark.parametrize(("route", "param", "value"), _video_path_params(BAD_UUIDS))
-def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, video_ctx, route, param, value):
-    before = video_state(db, video_ctx)
-    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+@pytest.mark.parametrize(("route", "param", "value"), _recording_path_params(BAD_UUIDS))
+def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, recording_ctx, route, param, value):
+    before = recording_state(db, recording_ctx)
+    r = recording_send(api, ctx, recording_ctx, route, ids_={param: value})
     assert_problem(r, 400, field=param)
-    assert video_state(db, video_ctx) == before
+    assert recording_state(db, recording_ctx) == before
 
 
-@pytest.mark.parametrize(("route", "param", "value"), _video_path_params(
+@pytest.mark.parametrize(("route", "param", "value"), _recording_path_params(
     {"nil": NIL, "random": str(uuid.uuid4())}))
-def test_an_unknown_video_session_or_recording_is_404(api, db, ctx, video_ctx, route, param,
+def test_an_unknown_video_session_or_recording_is_404(api, db, ctx, recording_ctx, route, param,
                                                       value):
-    before = video_state(db, video_ctx)
-    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    before = recording_state(db, recording_ctx)
+    r = recording_send(api, ctx, recording_ctx, route, ids_={param: value})
     assert_problem(r, 404, code="not_found")
-    assert video_state(db, video_ctx) == before
+    assert recording_state(db, recording_ctx) == before
 
 
 @pytest.mark.parametrize(("query", "status"), [
@@ -1825,22 +1926,22 @@ def test_an_unknown_video_session_or_recording_is_404(api, db, ctx, video_ctx, r
       if k not in ("nul", "emoji")),
     pytest.param({"appointment_id": NIL}, 404, id="unknown"),
 ])
-def test_a_bad_recordings_query_is_named(api, ctx, video_ctx, query, status):
-    r = video_send(api, ctx, video_ctx, "video_list_recordings", params=query)
+def test_a_bad_recordings_query_is_named(api, ctx, recording_ctx, query, status):
+    r = recording_send(api, ctx, recording_ctx, "video_list_recordings", params=query)
     problem = assert_problem(r, status, code="invalid" if status == 400 else "not_found")
     if status == 400:
         assert [e["field"] for e in problem["errors"]] == ["appointment_id"], problem
 
 
 @pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
-@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
-def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, video_ctx, route, auth):
-    before = video_state(db, video_ctx)
+@pytest.mark.parametrize("route", list(RECORDING_ROUTES))
+def test_a_bad_bearer_token_on_a_recording_route_is_401(api, db, ctx, recording_ctx, route, auth):
+    before = recording_state(db, recording_ctx)
     value = AUTHORIZATIONS[auth]
-    r = video_send(api, ctx, video_ctx, route, token=None,
+    r = recording_send(api, ctx, recording_ctx, route, token=None,
                    headers={"Authorization": value} if value else {})
     assert_problem(r, 401, code="unauthenticated")
-    assert video_state(db, video_ctx) == before
+    assert recording_state(db, recording_ctx) == before
 
 
 @pytest.mark.parametrize("spoil", list(WEBHOOK_BODIES))

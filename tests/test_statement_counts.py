@@ -1539,3 +1539,31 @@ REFUND_FACT_AGAIN = 5  # the same fact: found settled, nothing else
 SCHEDULE_AUTOMATIC_REFUND = 5  # the job (due now: its NOTIFY), in the caller's transaction
 REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
 CANCEL_PAID = 17  # CANCEL's, the policy, the automatic refund job (+NOTIFY); +1 coverage's claim
+
+
+# --- video: providers ---
+
+def test_video_provider_credentials(env, clinic_factory, member_factory, domain_layer,
+                                    pinned) -> None:
+    """A clinic's own OpenVidu stored (validated before any SQL, then tenancy's upsert)."""
+    from domain.video.commands import credentials
+    from tests.communication.test_email_providers import settings_env
+
+    clinic = clinic_factory()
+    admin = domain_layer.principal(member_factory(clinic["id"], "CLINIC_ADMIN", tag="vcred")["token"])
+    cid = uuid.UUID(clinic["id"])
+    fields = {"url": "https://openvidu.example.org", "api_key": "counted-key",
+              "api_secret": "counted-secret-" + "s" * 20}
+    with settings_env(CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        result, n, sent = measure(
+            domain_layer,
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields),
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields))
+    assert result["api_secret"] == "****" + fields["api_secret"][-4:]
+    pinned("PUT_VIDEO_CREDENTIALS", n, sent)
+    pinned.verify()
+
+
+PUT_VIDEO_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row), as billing's
+COMMANDS["video.commands.credentials:put_provider_credentials"] = ("PUT_VIDEO_CREDENTIALS",)
+NOT_COMMANDS["video.commands.credentials:provider_credentials"] = "read: the masked credentials"

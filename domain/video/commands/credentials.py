@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import uuid
 
-from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from domain.errors import FieldError, Invalid, invalid_field
@@ -47,7 +46,7 @@ def _field_errors(provider: VideoProviderName, fields: dict[str, str]) -> list[F
         if fields.get("key_id"):
             try:
                 RSAKey.import_key(fields["app_secret"]).as_dict(private=True)
-            except (JoseError, ValueError, TypeError):
+            except Exception:  # joserfc and cryptography raise many kinds for a non-key
                 errors.append(FieldError("credentials.app_secret", "with key_id (8x8 JaaS): the "
                                          "RSA private key in PEM"))
     return errors
