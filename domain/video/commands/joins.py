@@ -85,11 +85,14 @@ async def session_token(principal: Principal, session_id: uuid.UUID) -> Join:
         check_may_join(session, appointment, role, window, clock.now())
         person = await contact(principal.user_id)
         name = person.name if person else ""
-        if session.provider != "openvidu":
-            return await _issue(principal, session, role, name, window)
+        joined = (await _issue(principal, session, role, name, window)
+                  if session.provider != "openvidu" else None)
+    if joined is not None:
+        return joined
     session = await ready_room(principal, session)  # the room may have gone; may move to Jitsi
     async with db.transaction():
-        return await _issue(principal, session, role, name, window)
+        join = await _issue(principal, session, role, name, window)
+    return join
 
 
 async def _issue(principal: Principal, session: Session, role: Role, name: str,
