@@ -91,8 +91,9 @@ async def _guarded(clinic_id: uuid.UUID, call: str, room: str) -> str | None:
     """Run one OpenVidu room call (`create` or `close`) through the clinic's breaker: None when
     it went through, else why OpenVidu is unavailable."""
     adapter, own = await providers.openvidu(clinic_id)
-    factory = await breakers.factory()
-    breaker = await factory.get_breaker(circuit(clinic_id, own), exclude=[ProviderRefused])
+    factory, cfg = await breakers.factory(), app_settings()
+    breaker = await factory.get_breaker(circuit(clinic_id, own), threshold=cfg.breaker_threshold,
+                                        ttl=cfg.breaker_open_seconds, exclude=[ProviderRefused])
     try:
         async with breaker:
             await _room_call(adapter, call, room)

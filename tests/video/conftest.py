@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests import servers
+from tests.billing.adapter_calls import configure  # noqa: F401 - in-process adapters' settings
 from tests.conftest import Api, Db, Env
 from tests.video.fakes.livekit import LiveKitFake
 from tests.video.world import Clinic, make_clinic

@@ -53,8 +53,8 @@ from tests.communication.fakes.base_http import HANG, RESET, FakeServer, Reply
 
 #: Twirp error code -> HTTP status (twirp's spec).
 STATUS = {"not_found": 404, "invalid_argument": 400, "malformed": 400, "unauthenticated": 401,
-          "permission_denied": 403, "already_exists": 409, "bad_route": 404, "internal": 500,
-          "unavailable": 503}
+          "permission_denied": 403, "already_exists": 409, "bad_route": 404,
+          "failed_precondition": 412, "resource_exhausted": 429, "internal": 500, "unavailable": 503}
 
 #: (service, method) -> (request message, the grant it needs)
 ROUTES: dict[tuple[str, str], tuple[type[Message], str]] = {
@@ -118,6 +118,8 @@ class LiveKitFake(FakeServer):
         self.egress: dict[str, dict[str, Any]] = {}
         #: Every Twirp call that passed authentication: {service, method, claims, request}.
         self.calls: list[dict[str, Any]] = []
+        #: How many HTTP requests reached the fake (any path, answered or not).
+        self.hits = 0
         #: Every webhook posted to `webhook_url`: (event, HTTP status or the error's name).
         self.deliveries: list[tuple[str, int | str]] = []
         #: LiveKit's `room.auto_create` (a join into an unknown room creates it).
@@ -178,6 +180,7 @@ class LiveKitFake(FakeServer):
     def handle(self, method: str, path: str, headers: dict[str, str],
                body: bytes) -> Reply | type[HANG] | type[RESET]:
         with self.lock:
+            self.hits += 1
             if self._refusing:
                 return RESET
             if self._hang > 0:
