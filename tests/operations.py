@@ -92,3 +92,11 @@ OPENAPI_OPERATIONS |= {
     ("GET", "/api/v1/billing/subscriptions/{subscription_id}"),
     ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
 }
+
+# --- video: sessions ---
+OPENAPI_OPERATIONS |= {
+    ("POST", "/api/v1/video/sessions"), ("GET", "/api/v1/video/sessions/{session_id}"),
+    ("GET", "/api/v1/appointments/{appointment_id}/video-sessions"),
+    *(("POST", f"/api/v1/video/sessions/{{session_id}}/{action}")
+      for action in ("token", "admit", "end")),
+}
