@@ -93,6 +93,24 @@ OPENAPI_OPERATIONS |= {
     ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
 }
 
+
+# --- video: providers ---
+OPENAPI_OPERATIONS |= {
+    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
+}
+
+
+# --- video: sessions ---
+OPENAPI_OPERATIONS |= {
+    ("POST", "/api/v1/video/sessions"), ("GET", "/api/v1/video/sessions/{session_id}"),
+    ("GET", "/api/v1/appointments/{appointment_id}/video-sessions"),
+    *(("POST", f"/api/v1/video/sessions/{{session_id}}/{action}")
+      for action in ("token", "admit", "end")),
+}
+
+
 # --- video: webhooks and recording ---
 OPENAPI_OPERATIONS |= {
     ("POST", "/api/v1/webhooks/video/openvidu"),
@@ -101,11 +119,4 @@ OPENAPI_OPERATIONS |= {
     ("POST", "/api/v1/video/recordings/{recording_id}/stop"),
     ("GET", "/api/v1/video/recordings"),
     ("POST", "/api/v1/video/recordings/{recording_id}/link"),
-}
-
-# --- video: providers ---
-OPENAPI_OPERATIONS |= {
-    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
-    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
-    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
 }

@@ -1843,6 +1843,131 @@ def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, route, auth):
     assert snapshot(db, ctx) == before
 
 
+# --- video: sessions ----------------------------------------------------------------------------
+# Paths name a video session, which Ctx does not hold: this block fills them itself (a video
+# appointment of the ctx clinic and its session), and adds its routes to PROTECTED for the
+# coverage check above.
+
+VIDEO_WRITES = {
+    "create_video_session": Write("POST", "/video/sessions",
+                                  lambda c: {"appointment_id": c.appointment_id},
+                                  None, 0, "appointment_id", ("appointment_id", 42)),
+}
+VIDEO_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "get_video_session": ("GET", "/video/sessions/{session_id}", None),
+    "list_video_sessions": ("GET", "/appointments/{appointment_id}/video-sessions", None),
+    "video_token": ("POST", "/video/sessions/{session_id}/token", None),
+    "video_admit": ("POST", "/video/sessions/{session_id}/admit", None),
+    "video_end": ("POST", "/video/sessions/{session_id}/end", None),
+}
+VIDEO_ROUTES = {**VIDEO_READS,
+                **{name: (w.method, w.path, w.body) for name, w in VIDEO_WRITES.items()}}
+PROTECTED.update(VIDEO_ROUTES)
+
+
+@dataclass(frozen=True)
+class VideoCtx:
+    appointment_id: str  # a video appointment of the ctx clinic, days ahead
+    session_id: str  # its live session (open)
+
+
+@pytest.fixture(scope="module")
+def video_ctx(api, ctx) -> VideoCtx:
+    r = api.as_(ctx.sa_token, "POST", "/appointments", json={
+        **_booking(ctx), "type": "video", "location_id": None, "start": later(8, "11:00")})
+    assert r.status_code == 201, r.text
+    appointment = r.json()["id"]
+    r = api.as_(ctx.sa_token, "POST", "/video/sessions", json={"appointment_id": appointment})
+    assert r.status_code == 201, r.text
+    return VideoCtx(appointment, r.json()["id"])
+
+
+def video_state(db) -> dict[str, Any]:
+    return db.fetch("""SELECT (SELECT count(*) FROM video_sessions) AS sessions,
+                              (SELECT count(*) FROM events WHERE type LIKE 'video.%') AS events,
+                              (SELECT string_agg(status, ',' ORDER BY id) FROM video_sessions)
+                              AS statuses""")[0]
+
+
+def video_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, token: str | None = None,
+               ids_: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    method, path, _ = VIDEO_ROUTES[route]
+    url = path.format(**{"session_id": vc.session_id, "appointment_id": vc.appointment_id,
+                         **(ids_ or {})})
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize(("route", "spoil"), [
+    pytest.param(route, spoil, id=f"{route}-{spoil}") for route, write in VIDEO_WRITES.items()
+    for spoil in SPOILS if _applies(write, spoil)])
+def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, video_ctx, route, spoil):
+    write, how = VIDEO_WRITES[route], SPOILS[spoil]
+    before = video_state(db)
+    r = video_send(api, ctx, video_ctx, route, **how.make(write, write.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(write))
+    assert how.says(write) in problem["detail"], problem
+    assert video_state(db) == before
+
+
+@pytest.mark.parametrize(("value", "status", "code"), [
+    pytest.param("not-a-uuid", 400, "invalid", id="word"),
+    pytest.param(NIL, 404, "not_found", id="nil"),
+    pytest.param(str(uuid.uuid4()), 404, "not_found", id="random"),
+])
+def test_a_bad_appointment_for_a_video_session_is_named(api, db, ctx, video_ctx, value, status,
+                                                        code):
+    before = video_state(db)
+    r = video_send(api, ctx, video_ctx, "create_video_session", json={"appointment_id": value})
+    assert_problem(r, status, code=code, field="appointment_id" if status == 400 else None)
+    assert video_state(db) == before
+
+
+def test_an_in_person_appointment_has_no_video_session(api, db, ctx, video_ctx):
+    before = video_state(db)
+    r = video_send(api, ctx, video_ctx, "create_video_session",
+                   json={"appointment_id": ctx.appointment_id})
+    problem = assert_problem(r, 409, code="conflict")
+    assert "in_person" in problem["detail"]
+    assert video_state(db) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in VIDEO_READS.items() for param in ("session_id", "appointment_id")
+    if "{" + param + "}" in path for label, value in BAD_UUIDS.items()])
+def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, video_ctx, route, param, value):
+    before = video_state(db)
+    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    assert_problem(r, 400, field=param)
+    assert video_state(db) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in VIDEO_READS.items() for param in ("session_id", "appointment_id")
+    if "{" + param + "}" in path
+    for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_video_session_or_appointment_is_404(api, db, ctx, video_ctx, route, param,
+                                                        value):
+    before = video_state(db)
+    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    assert_problem(r, 404, code="not_found")
+    assert video_state(db) == before
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
+def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, video_ctx, route, auth):
+    before = video_state(db)
+    method, path, body = VIDEO_ROUTES[route]
+    value = AUTHORIZATIONS[auth]
+    url = path.format(session_id=video_ctx.session_id, appointment_id=video_ctx.appointment_id)
+    r = api.as_(None, method, url, headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert video_state(db) == before
+
+
 # --- video: webhooks and recording -------------------------------------------------------------
 # Paths name a video session or recording, which Ctx does not hold: this block writes them as
 # rows (tests/video/rows.py: the shared server has no OpenVidu) and adds its routes to PROTECTED
@@ -1903,7 +2028,7 @@ def _recording_path_params(values: dict[str, str]) -> list[Any]:
 
 
 @pytest.mark.parametrize(("route", "param", "value"), _recording_path_params(BAD_UUIDS))
-def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, recording_ctx, route, param, value):
+def test_a_bad_uuid_in_a_recording_path_is_named(api, db, ctx, recording_ctx, route, param, value):
     before = recording_state(db, recording_ctx)
     r = recording_send(api, ctx, recording_ctx, route, ids_={param: value})
     assert_problem(r, 400, field=param)
@@ -1912,7 +2037,7 @@ def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, recording_ctx, route,
 
 @pytest.mark.parametrize(("route", "param", "value"), _recording_path_params(
     {"nil": NIL, "random": str(uuid.uuid4())}))
-def test_an_unknown_video_session_or_recording_is_404(api, db, ctx, recording_ctx, route, param,
+def test_an_unknown_session_or_recording_in_a_recording_path_is_404(api, db, ctx, recording_ctx, route, param,
                                                       value):
     before = recording_state(db, recording_ctx)
     r = recording_send(api, ctx, recording_ctx, route, ids_={param: value})

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.video.fakes.livekit import LiveKitFake
 from tests.video.world import Clinic
@@ -113,12 +114,29 @@ def test_ending_before_admission_has_no_duration_and_frees_a_new_session(world: 
     assert [x["status"] for x in r.json()] == ["ended", "open"]
 
 
-def test_cancelling_the_visit_ends_its_call(world: Clinic) -> None:
+@pytest.mark.parametrize("action", ["cancel", "no-show"])
+def test_cancelling_or_a_no_show_ends_the_call(world: Clinic, action: str) -> None:
     a = world.book()
     s = world.session(a["id"])
-    world.move(a["id"], "cancel")
+    world.move(a["id"], action)
     row = world.row(s["id"])
     assert row["status"] == "ended" and row["ended_at"] is not None
+    assert world.db.fetch("SELECT count(*) AS n FROM events WHERE type = 'video.session_ended' "
+                          "AND data->>'session_id' = $1", s["id"])[0]["n"] == 1
+
+
+def test_an_expired_unpaid_visit_ends_its_call(paid_world: Clinic, domain_layer: Any) -> None:
+    """The expiry job's own path (scheduling.expire_unpaid and its expiry handlers)."""
+    from domain.scheduling.commands import expire_unpaid
+
+    c = paid_world
+    a = c.book()
+    s = c.session(a["id"], who="doctor")
+    c.db.fetch("UPDATE appointments SET payment_due_at = now() - interval '1 minute' "
+               "WHERE id = $1", uuid.UUID(a["id"]))
+    assert domain_layer.run(expire_unpaid()) >= 1
+    assert c.appointment_status(a["id"]) == "expired"
+    assert c.row(s["id"])["status"] == "ended"
 
 
 def test_a_random_concurrent_mix_keeps_one_live_session_and_no_5xx(world: Clinic) -> None:

@@ -53,26 +53,33 @@ async def admit(principal: Principal, session_id: uuid.UUID) -> Session:
     """The doctor (or a `video:manage` holder) lets the waiting patient in: the appointment
     moves to `in_progress` (checked in first when it was not); the session goes live."""
     async with db.transaction():
-        _, _, appointment = await session_and_appointment(principal, session_id,
-                                                          "video:manage", lock=True)
-        session = await load_session(session_id, lock=True)
-        if session.status is not SessionStatus.WAITING:
-            why = ("no patient is waiting" if session.status is SessionStatus.OPEN
-                   else f"the session is already {session.status.value}")
-            raise Conflict(f"cannot admit: {why}", resource_type="video_session",
-                           resource_id=session_id)
+        _, session, appointment = await session_and_appointment(principal, session_id,
+                                                                "video:manage", lock=True)
+        _require_waiting(session)
         if appointment.status in (Status.SCHEDULED, Status.CONFIRMED):
             appointment = await check_in(principal, appointment.id, reason="video: admitted")
         if appointment.status is not Status.IN_PROGRESS:
             await apply_transition(principal, appointment, Status.IN_PROGRESS,
                                    reason="video: admitted", permission=None)
         rows = await db.fetch(_ADMIT, session_id, principal.user_id)
-        live = session_from_row(rows[0])  # the row is locked and waiting: the guard holds
+        if not rows:  # it changed since it was read (a cancellation ended it): all rolls back
+            _require_waiting(await load_session(session_id))
+            raise Conflict("the session changed; try again", resource_type="video_session",
+                           resource_id=session_id)
+        live = session_from_row(rows[0])
         await record(principal, action="video:admit", resource_type="video_session",
                      resource_id=session_id, clinic_id=live.clinic_id,
                      detail={"appointment_id": str(live.appointment_id)})
         await tell(principal, events.PatientAdmitted, live)
     return live
+
+
+def _require_waiting(session: Session) -> None:
+    if session.status is not SessionStatus.WAITING:
+        why = ("no patient is waiting" if session.status is SessionStatus.OPEN
+               else f"the session is already {session.status.value}")
+        raise Conflict(f"cannot admit: {why}", resource_type="video_session",
+                       resource_id=session.id)
 
 
 async def end_session(principal: Principal, session_id: uuid.UUID) -> Session:

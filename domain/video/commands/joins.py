@@ -73,29 +73,45 @@ def check_may_join(session: Session, appointment: Appointment, role: Role,
 
 
 async def session_token(principal: Principal, session_id: uuid.UUID) -> Join:
-    """A join for the caller: the provider, a URL, a token and the role it carries."""
-    _, session, appointment = await session_and_appointment(principal, session_id, "video:join")
-    role = role_in_call(principal, appointment)
-    clinic = await load_clinic(appointment.clinic_id)
-    window = join_window(appointment, clinic.settings.video)
-    check_may_join(session, appointment, role, window, clock.now())
-    session = await ready_room(principal, session)  # OpenVidu only; may move it to Jitsi
-    person = await contact(principal.user_id)
+    """A join for the caller: the provider, a URL, a token and the role it carries. A Jitsi
+    session's join is one transaction; an OpenVidu one asks OpenVidu for its room between two
+    (no transaction is open while a provider is called)."""
+    async with db.transaction():
+        _, session, appointment = await session_and_appointment(principal, session_id,
+                                                                "video:join")
+        role = role_in_call(principal, appointment)
+        clinic = await load_clinic(appointment.clinic_id)
+        window = join_window(appointment, clinic.settings.video)
+        check_may_join(session, appointment, role, window, clock.now())
+        person = await contact(principal.user_id)
+        name = person.name if person else ""
+        joined = (await _issue(principal, session, role, name, window)
+                  if session.provider != "openvidu" else None)
+    if joined is not None:
+        return joined
+    session = await ready_room(principal, session)  # the room may have gone; may move to Jitsi
+    async with db.transaction():
+        join = await _issue(principal, session, role, name, window)
+    return join
+
+
+async def _issue(principal: Principal, session: Session, role: Role, name: str,
+                 window: tuple[datetime, datetime]) -> Join:
+    """Inside the join's transaction: the signed ticket (no network call), the waiting room for
+    a patient not yet admitted, the audit row (never the token)."""
     try:
         video = await provider(session.clinic_id, session.provider)
     except NotConfigured as exc:
         raise Unavailable(f"{session.provider} is not set up for this clinic") from exc
-    ticket = video.ticket(
-        session.room,
-        Participant(identity=str(principal.user_id), name=person.name if person else "", role=role),
-        GRANTS[role], not_before=window[0], expires_at=window[1])
-    async with db.transaction():
-        if role is Role.PATIENT and session.status is SessionStatus.OPEN:
-            session = await _wait(principal, session)
-        await record(principal, action="video:join", resource_type="video_session",
-                     resource_id=session.id, clinic_id=session.clinic_id,
-                     detail={"role": role.value, "provider": session.provider,
-                             "appointment_id": str(appointment.id)})
+    ticket = video.ticket(session.room, Participant(identity=str(principal.user_id), name=name,
+                                                    role=role),
+                          GRANTS[role], not_before=window[0], expires_at=window[1])
+    if role is Role.PATIENT and session.status is SessionStatus.OPEN:
+        session = await _wait(principal, session)
+    await record(principal, action="video:join", resource_type="video_session",
+                 resource_id=session.id, clinic_id=session.clinic_id,
+                 detail={"role": role.value, "provider": session.provider,
+                         "appointment_id": str(session.appointment_id)})
     return Join(session_id=session.id, provider=session.provider, role=role, url=ticket.url,
                 server_url=ticket.server_url, token=ticket.token, expires_at=window[1],
                 admitted=session.status is SessionStatus.LIVE)
