@@ -1700,3 +1700,121 @@ END_SESSION_AGAIN = 6  # the guarded UPDATE finds it ended: 409
 SWITCH_TO_JITSI = 10  # one guarded UPDATE, audit (3), event (3)
 SWITCH_TO_JITSI_AGAIN = 5  # the guard finds it switched: the session read back
 CANCEL_VIDEO = 15  # CANCEL's 14 and one UPDATE ending the appointment's live session (+ event)
+
+
+# --- video: webhooks and recording --------------------------------------------------------------
+# A clinic that records, with its own OpenVidu (a local LiveKit fake: rooms and egress answer, the
+# egress writes nowhere) and, in process, a recording bucket and AWS credentials (presigning is
+# local). Numbers first ran here; each is BEGIN/COMMIT and the pool's reset per transaction.
+
+@pytest.fixture(scope="module")
+def recording_house(env, api, sa_token, clinic_factory, member_factory,
+                    domain_layer) -> Iterator[tuple[dict[str, Any], Any]]:
+    from domain.video.commands.credentials import put_provider_credentials
+    from tests.communication.test_email_providers import settings_env
+    from tests.video.fakes.livekit import LiveKitFake
+
+    fake = LiveKitFake().start()
+    keep = {k: v for k, v in env.items()
+            if k == "CAREWIRE_CREDENTIALS_KEY" or k.startswith("CAREWIRE_JITSI_")}
+    try:
+        with settings_env(**keep, CAREWIRE_RECORDING_BUCKET="counted-recordings",
+                          CAREWIRE_VIDEO_URL_PATTERN=r"^http://127\.0\.0\.1:\d+$",
+                          AWS_ACCESS_KEY_ID="AKIACOUNTED", AWS_SECRET_ACCESS_KEY="counted",
+                          AWS_DEFAULT_REGION="us-east-1"):
+            c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=1,
+                            patient_max_future_appointments=500,
+                            video={"join_opens_minutes": 240, "join_closes_minutes": 30,
+                                   "recording_enabled": True})
+            c["desk_p"] = domain_layer.principal(c["desk"]["token"])
+            c["doctor_p"] = domain_layer.principal(c["doctors"][0]["token"])
+            c["patient_p"] = domain_layer.principal(c["patients"][0]["token"])
+            c["cid"], c["loc"] = uuid.UUID(c["id"]), uuid.UUID(c["locations"][0]["id"])
+            c["next"] = iter(range(1, 40))
+            domain_layer.run(put_provider_credentials(domain_layer.principal(sa_token), c["cid"],
+                                                      "openvidu", fake.credentials()))
+            yield c, fake
+    finally:
+        fake.stop()
+
+
+def test_recording_commands(domain_layer, recording_house, db, pinned) -> None:
+    from domain.video.commands import recordings, sessions
+    from domain.video.models import RecordingStatus
+    from tests.video.rows import recording_row
+
+    (c, fake), layer = recording_house, domain_layer
+    made = [layer.run(sessions.create_session(c["doctor_p"], _video_now(layer, c).id))
+            for _ in range(4)]
+    assert {s.provider for s in made} == {"openvidu"} and all(s.room in fake.rooms for s in made)
+    consent = lambda s: (lambda: recordings.record_consent(c["patient_p"], s.id))  # noqa: E731
+    result, n, sent = measure(layer, consent(made[0]), consent(made[1]))
+    assert result.recording_consent_at is not None
+    pinned("RECORD_CONSENT", n, sent)
+    result, n, sent = measure(layer, consent(made[0]), consent(made[1]))
+    pinned("RECORD_CONSENT_AGAIN", n, sent)
+    for s in made[2:]:
+        layer.run(recordings.record_consent(c["patient_p"], s.id))
+
+    start = lambda s: (lambda: recordings.start_recording(c["doctor_p"], s.id))  # noqa: E731
+    result, n, sent = measure(layer, start(made[0]), start(made[1]))
+    assert result.status is RecordingStatus.STARTING
+    pinned("START_RECORDING", n, sent)
+    result, n, sent = measure(layer, start(made[0]), start(made[1]))  # one runs: refused
+    assert isinstance(result, Conflict)
+    pinned("START_RECORDING_RUNNING", n, sent)
+
+    running = {r["session_id"]: r for r in db.fetch(
+        "SELECT * FROM video_recordings WHERE session_id = ANY($1::uuid[])",
+        [s.id for s in made[:2]])}
+    first, second = (running[s.id] for s in made[:2])
+    egress = lambda r, status: _in_tx(lambda: recordings.advance(  # noqa: E731
+        r, status, egress_id=r["egress_id"], size_bytes=10))
+    result, n, sent = measure(layer, egress(first, RecordingStatus.ACTIVE),
+                              egress(second, RecordingStatus.ACTIVE))
+    assert result.status is RecordingStatus.ACTIVE
+    pinned("ADVANCE_RECORDING", n, sent)
+    stop = lambda r: (lambda: recordings.stop_recording(c["doctor_p"], r["id"]))  # noqa: E731
+    result, n, sent = measure(layer, stop(first), stop(second))
+    assert result.status is RecordingStatus.ENDING
+    pinned("STOP_RECORDING", n, sent)
+    layer.run(recordings.start_recording(c["doctor_p"], made[2].id))
+    layer.run(recordings.start_recording(c["doctor_p"], made[3].id))
+    stop_all = lambda s: (lambda: recordings.stop_running(s.id))  # noqa: E731
+    result, n, sent = measure(layer, stop_all(made[2]), stop_all(made[3]))
+    assert fake.egress and db.fetch("SELECT status FROM video_recordings WHERE session_id = $1",
+                                    made[3].id)[0]["status"] == "ending"
+    pinned("STOP_RUNNING", n, sent)
+
+    listing = lambda s: (lambda: recordings.list_recordings(  # noqa: E731
+        c["doctor_p"], s.appointment_id))
+    result, n, sent = measure(layer, listing(made[0]), listing(made[1]))
+    assert [r.status for r in result] == [RecordingStatus.ENDING]
+    pinned("LIST_RECORDINGS", n, sent)
+    done = [recording_row(db, str(s.id), status="complete") for s in made[:2]]
+    link = lambda r: (lambda: recordings.recording_link(c["doctor_p"], uuid.UUID(r)))  # noqa: E731
+    result, n, sent = measure(layer, link(done[0]), link(done[1]))
+    assert "counted-recordings" in result.url
+    pinned("RECORDING_LINK", n, sent)
+    pinned.verify()
+
+
+COMMANDS.update({
+    "video.commands.recordings:record_consent": ("RECORD_CONSENT", "RECORD_CONSENT_AGAIN"),
+    "video.commands.recordings:start_recording": ("START_RECORDING", "START_RECORDING_RUNNING"),
+    "video.commands.recordings:advance": ("ADVANCE_RECORDING",),
+    "video.commands.recordings:stop_recording": ("STOP_RECORDING",),
+    "video.commands.recordings:stop_running": ("STOP_RUNNING",),
+    "video.commands.recordings:list_recordings": ("LIST_RECORDINGS",),
+    "video.commands.recordings:recording_link": ("RECORDING_LINK",),
+})
+
+RECORD_CONSENT = 0
+RECORD_CONSENT_AGAIN = 0
+START_RECORDING = 0
+START_RECORDING_RUNNING = 0
+ADVANCE_RECORDING = 0
+STOP_RECORDING = 0
+STOP_RUNNING = 0
+LIST_RECORDINGS = 0
+RECORDING_LINK = 0
