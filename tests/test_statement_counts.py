@@ -1693,7 +1693,8 @@ SESSION_TOKEN_PATIENT_WAITS = 15  # SESSION_TOKEN's and the guarded wait UPDATE,
 ADMIT = 30  # the session and its appointment (locked), queueing's check-in (its 13 statements:
 #   the appointment again, the clinic, the queue, the entry, the queue's events), the move to
 #   in_progress (queueing's handler stamps the entry, 7), the guarded UPDATE, audit, event
-END_SESSION = 20  # the session, its appointment (locked), the guarded UPDATE with the duration,
+END_SESSION = 22  # the session, its appointment (locked), the guarded UPDATE with the duration,
+#   +2 (video: recording): after COMMIT, its running recordings looked up (none here) to stop
 #   completed (queueing's handler finishes the entry, 5), audit, event; after COMMIT the
 #   room's close (Jitsi: the credentials read, no call)
 END_SESSION_AGAIN = 6  # the guarded UPDATE finds it ended: 409
@@ -1809,12 +1810,18 @@ COMMANDS.update({
     "video.commands.recordings:recording_link": ("RECORDING_LINK",),
 })
 
-RECORD_CONSENT = 0
-RECORD_CONSENT_AGAIN = 0
-START_RECORDING = 0
-START_RECORDING_RUNNING = 0
-ADVANCE_RECORDING = 0
-STOP_RECORDING = 0
-STOP_RUNNING = 0
-LIST_RECORDINGS = 0
-RECORDING_LINK = 0
+RECORD_CONSENT = 14  # the session and its appointment read outside (each with a reset); the
+#   guarded UPDATE, audit (3), event (3)
+RECORD_CONSENT_AGAIN = 4  # the two reads: consent already there, nothing written
+START_RECORDING = 20  # session, appointment, clinic (its switch) outside; the INSERT with its
+#   audit row; after COMMIT the provider's credentials, the egress call (no SQL), the row locked
+#   and moved in a second transaction (no event: still starting)
+START_RECORDING_RUNNING = 10  # the three reads, the INSERT refused by the running index
+ADVANCE_RECORDING = 8  # the UPDATE, the session (for the event), the event (3), in the caller's
+#   transaction
+STOP_RECORDING = 18  # the recording, session, appointment outside; the credentials; the stop
+#   call; the row locked, stopped_by, the audit row (3), the guarded UPDATE
+STOP_RUNNING = 10  # the running rows, the credentials, the stop call, the row locked and moved
+LIST_RECORDINGS = 10  # the appointment, the rows (each with a reset), the audit row alone (its
+#   own transaction: 5 with BEGIN/COMMIT/reset)
+RECORDING_LINK = 10  # the recording, its appointment, the link signed locally, the audit row
