@@ -1860,9 +1860,9 @@ VIDEO_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] 
     "video_admit": ("POST", "/video/sessions/{session_id}/admit", None),
     "video_end": ("POST", "/video/sessions/{session_id}/end", None),
 }
-VIDEO_ROUTES = {**VIDEO_READS,
+SESSION_ROUTES = {**VIDEO_READS,
                 **{name: (w.method, w.path, w.body) for name, w in VIDEO_WRITES.items()}}
-PROTECTED.update(VIDEO_ROUTES)
+PROTECTED.update(SESSION_ROUTES)
 
 
 @dataclass(frozen=True)
@@ -1889,9 +1889,9 @@ def video_state(db) -> dict[str, Any]:
                               AS statuses""")[0]
 
 
-def video_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, token: str | None = None,
+def session_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, token: str | None = None,
                ids_: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
-    method, path, _ = VIDEO_ROUTES[route]
+    method, path, _ = SESSION_ROUTES[route]
     url = path.format(**{"session_id": vc.session_id, "appointment_id": vc.appointment_id,
                          **(ids_ or {})})
     return api.as_(token or ctx.sa_token, method, url, **kw)
@@ -1903,7 +1903,7 @@ def video_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, token: str | None = N
 def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, video_ctx, route, spoil):
     write, how = VIDEO_WRITES[route], SPOILS[spoil]
     before = video_state(db)
-    r = video_send(api, ctx, video_ctx, route, **how.make(write, write.body(ctx)))
+    r = session_send(api, ctx, video_ctx, route, **how.make(write, write.body(ctx)))
     problem = assert_problem(r, how.status, field=how.field(write))
     assert how.says(write) in problem["detail"], problem
     assert video_state(db) == before
@@ -1917,14 +1917,14 @@ def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, video_ctx, 
 def test_a_bad_appointment_for_a_video_session_is_named(api, db, ctx, video_ctx, value, status,
                                                         code):
     before = video_state(db)
-    r = video_send(api, ctx, video_ctx, "create_video_session", json={"appointment_id": value})
+    r = session_send(api, ctx, video_ctx, "create_video_session", json={"appointment_id": value})
     assert_problem(r, status, code=code, field="appointment_id" if status == 400 else None)
     assert video_state(db) == before
 
 
 def test_an_in_person_appointment_has_no_video_session(api, db, ctx, video_ctx):
     before = video_state(db)
-    r = video_send(api, ctx, video_ctx, "create_video_session",
+    r = session_send(api, ctx, video_ctx, "create_video_session",
                    json={"appointment_id": ctx.appointment_id})
     problem = assert_problem(r, 409, code="conflict")
     assert "in_person" in problem["detail"]
@@ -1937,7 +1937,7 @@ def test_an_in_person_appointment_has_no_video_session(api, db, ctx, video_ctx):
     if "{" + param + "}" in path for label, value in BAD_UUIDS.items()])
 def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, video_ctx, route, param, value):
     before = video_state(db)
-    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    r = session_send(api, ctx, video_ctx, route, ids_={param: value})
     assert_problem(r, 400, field=param)
     assert video_state(db) == before
 
@@ -1950,16 +1950,16 @@ def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, video_ctx, route, par
 def test_an_unknown_video_session_or_appointment_is_404(api, db, ctx, video_ctx, route, param,
                                                         value):
     before = video_state(db)
-    r = video_send(api, ctx, video_ctx, route, ids_={param: value})
+    r = session_send(api, ctx, video_ctx, route, ids_={param: value})
     assert_problem(r, 404, code="not_found")
     assert video_state(db) == before
 
 
 @pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
-@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
-def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, video_ctx, route, auth):
+@pytest.mark.parametrize("route", list(SESSION_ROUTES))
+def test_a_bad_bearer_token_on_a_session_route_is_401(api, db, ctx, video_ctx, route, auth):
     before = video_state(db)
-    method, path, body = VIDEO_ROUTES[route]
+    method, path, body = SESSION_ROUTES[route]
     value = AUTHORIZATIONS[auth]
     url = path.format(session_id=video_ctx.session_id, appointment_id=video_ctx.appointment_id)
     r = api.as_(None, method, url, headers={"Authorization": value} if value else {},
