@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from pypdf import PdfReader
@@ -22,8 +21,6 @@ from tests.billing.test_invoices import BILLING
 from tests.communication.fakes import aws
 
 BUCKET = "carewire-invoices"
-AWS_ENV = {"AWS_ACCESS_KEY_ID": aws.ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": aws.SECRET_ACCESS_KEY,
-           "AWS_DEFAULT_REGION": aws.REGION}
 
 
 def text_of(pdf: bytes) -> str:
@@ -32,18 +29,12 @@ def text_of(pdf: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[aws.Moto]:
-    with aws.moto_server() as m:
-        boto3.client("s3", endpoint_url=m.url, region_name=aws.REGION,
-                     aws_access_key_id=aws.ACCESS_KEY_ID,
-                     aws_secret_access_key=aws.SECRET_ACCESS_KEY).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.REGION})
+    with aws.moto_with_bucket(BUCKET) as m:
         yield m
 
 
 def s3_keys(moto: aws.Moto) -> dict[str, bytes]:
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name=aws.REGION,
-                      aws_access_key_id=aws.ACCESS_KEY_ID,
-                      aws_secret_access_key=aws.SECRET_ACCESS_KEY)
+    s3 = aws.s3(moto)
     listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
     return {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
 
@@ -51,7 +42,7 @@ def s3_keys(moto: aws.Moto) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def s3_server(env: Any, moto: aws.Moto) -> Iterator[httpx.Client]:
     """The gateway with a bucket configured: its PDFs go to moto's S3."""
-    srv = servers.Server({**env, **AWS_ENV, "CAREWIRE_INVOICE_BUCKET": BUCKET,
+    srv = servers.Server({**env, **aws.ENV, "CAREWIRE_INVOICE_BUCKET": BUCKET,
                           "CAREWIRE_AWS_ENDPOINT_URL": moto.url})
     srv.start()
     try:

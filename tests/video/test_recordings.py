@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -25,25 +24,19 @@ from tests.servers import eventually
 from tests.video.fakes.livekit import RECORDING, LiveKitFake
 
 BUCKET = "carewire-recordings"
-AWS_ENV = {"AWS_ACCESS_KEY_ID": aws.ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": aws.SECRET_ACCESS_KEY,
-           "AWS_DEFAULT_REGION": aws.REGION}
 RUNNING = ("starting", "active", "ending")
 
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[aws.Moto]:
-    with aws.moto_server() as m:
-        boto3.client("s3", endpoint_url=m.url, region_name=aws.REGION,
-                     aws_access_key_id=aws.ACCESS_KEY_ID,
-                     aws_secret_access_key=aws.SECRET_ACCESS_KEY).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.REGION})
+    with aws.moto_with_bucket(BUCKET) as m:
         yield m
 
 
 @pytest.fixture(scope="module")
 def rapi(video_env: Env, moto: aws.Moto) -> Iterator[Api]:
     """A server in front of the OpenVidu fake with a recording bucket in moto."""
-    srv = servers.Server({**video_env, **AWS_ENV, "CAREWIRE_RECORDING_BUCKET": BUCKET,
+    srv = servers.Server({**video_env, **aws.ENV, "CAREWIRE_RECORDING_BUCKET": BUCKET,
                           "CAREWIRE_AWS_ENDPOINT_URL": moto.url})
     srv.start()
     try:

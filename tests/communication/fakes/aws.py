@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
 import httpx
 from moto.server import ThreadedMotoServer
 
@@ -15,6 +16,9 @@ REGION = "ap-south-1"
 #: moto accepts any credentials; these are what a clinic would store.
 ACCESS_KEY_ID = "AKIAFAKEFAKEFAKE1234"
 SECRET_ACCESS_KEY = "fake-secret-access-key-canary-0001"
+#: The environment a carewire server needs to reach moto's S3 as the deployment.
+ENV = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+       "AWS_DEFAULT_REGION": REGION}
 
 
 class Moto:
@@ -38,3 +42,17 @@ def moto_server() -> Iterator[Moto]:
         yield Moto(f"http://127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+def s3(moto: Moto) -> Any:
+    """A boto3 S3 client of moto's, as the deployment."""
+    return boto3.client("s3", endpoint_url=moto.url, region_name=REGION,
+                        aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
+
+
+@contextmanager
+def moto_with_bucket(bucket: str) -> Iterator[Moto]:
+    """A moto server holding one empty S3 bucket (invoice PDFs, recordings)."""
+    with moto_server() as m:
+        s3(m).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        yield m
