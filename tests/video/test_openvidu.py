@@ -54,6 +54,7 @@ def ov(fake: LiveKitFake, configure: Any) -> Iterator[OpenVidu]:
     yield OpenVidu(fake.url, fake.api_key, fake.api_secret)
     fake.fail_next(0)
     fake.hang_next(0)
+    fake.garble_next(0)
     fake.refuse(False)
 
 
@@ -149,6 +150,12 @@ def test_a_hang_times_out_as_an_outage(fake: LiveKitFake, ov: OpenVidu) -> None:
     with pytest.raises(ProviderDown, match="timeout"):
         run(ov.create_room("hang", empty_timeout_seconds=60, max_participants=2))
     assert TIMEOUT - 0.1 < time.monotonic() - began < TIMEOUT + 1.5
+
+
+def test_a_garbled_answer_is_an_outage(fake: LiveKitFake, ov: OpenVidu) -> None:
+    fake.garble_next(1)
+    with pytest.raises(ProviderDown, match="garbled"):
+        run(ov.create_room("garbled", empty_timeout_seconds=60, max_participants=2))
 
 
 def test_a_refused_connection_is_an_outage(fake: LiveKitFake, ov: OpenVidu) -> None:
