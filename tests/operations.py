@@ -100,3 +100,10 @@ OPENAPI_OPERATIONS |= {
     *(("POST", f"/api/v1/video/sessions/{{session_id}}/{action}")
       for action in ("token", "admit", "end")),
 }
+
+# --- video: providers ---
+OPENAPI_OPERATIONS |= {
+    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
+}

@@ -1672,3 +1672,31 @@ END_SESSION_AGAIN = 6  # the guarded UPDATE finds it ended: 409
 SWITCH_TO_JITSI = 10  # one guarded UPDATE, audit (3), event (3)
 SWITCH_TO_JITSI_AGAIN = 5  # the guard finds it switched: the session read back
 CANCEL_VIDEO = 15  # CANCEL's 14 and one UPDATE ending the appointment's live session (+ event)
+
+
+# --- video: providers ---
+
+def test_video_provider_credentials(env, clinic_factory, member_factory, domain_layer,
+                                    pinned) -> None:
+    """A clinic's own OpenVidu stored (validated before any SQL, then tenancy's upsert)."""
+    from domain.video.commands import credentials
+    from tests.communication.test_email_providers import settings_env
+
+    clinic = clinic_factory()
+    admin = domain_layer.principal(member_factory(clinic["id"], "CLINIC_ADMIN", tag="vcred")["token"])
+    cid = uuid.UUID(clinic["id"])
+    fields = {"url": "https://openvidu.example.org", "api_key": "counted-key",
+              "api_secret": "counted-secret-" + "s" * 20}
+    with settings_env(CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        result, n, sent = measure(
+            domain_layer,
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields),
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields))
+    assert result["api_secret"] == "****" + fields["api_secret"][-4:]
+    pinned("PUT_VIDEO_CREDENTIALS", n, sent)
+    pinned.verify()
+
+
+PUT_VIDEO_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row), as billing's
+COMMANDS["video.commands.credentials:put_provider_credentials"] = ("PUT_VIDEO_CREDENTIALS",)
+NOT_COMMANDS["video.commands.credentials:provider_credentials"] = "read: the masked credentials"

@@ -175,11 +175,7 @@ def test_a_4xx_is_a_refusal_not_an_outage(fake: LiveKitFake, ov: OpenVidu) -> No
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[aws.Moto]:
-    with aws.moto_server() as m:
-        boto3.client("s3", endpoint_url=m.url, region_name=aws.REGION,
-                     aws_access_key_id=aws.ACCESS_KEY_ID,
-                     aws_secret_access_key=aws.SECRET_ACCESS_KEY).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.REGION})
+    with aws.moto_with_bucket(BUCKET) as m:
         yield m
 
 

@@ -7,8 +7,11 @@ fake (stored credentials), so the deployment's breaker stays closed for everyone
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -231,3 +234,49 @@ def test_close_room_ends_the_call(layer: Layer, house: dict[str, Any], openvidu:
     assert "to-close" not in openvidu.rooms
     layer.run(failover.close_room(a, "openvidu", "to-close"))  # already gone: fine
     layer.run(failover.close_room(a, "jitsi", "to-close"))  # nothing to call
+
+
+def test_concurrent_openings_make_one_room(layer: Layer, house: dict[str, Any],
+                                           openvidu: LiveKitFake) -> None:
+    a = uuid.UUID(house["a"])
+
+    async def burst() -> list[str | None]:
+        return list(await asyncio.gather(*(failover.open_room(a, "crowded") for _ in range(20))))
+
+    assert layer.run(burst()) == [None] * 20
+    assert openvidu.rooms_created["crowded"] == 1
+    assert len([c for c in openvidu.calls if c["method"] == "CreateRoom"
+                and c["request"]["name"] == "crowded"]) == 20
+
+
+def test_a_concurrent_mix_of_settings_calls(vapi: Api, clinic_factory: Any, member_factory: Any,
+                                            openvidu: LiveKitFake) -> None:
+    """Puts of either provider's accounts, reads and health checks at once: no server error,
+    and what is stored is one of the puts, whole."""
+    clinic = clinic_factory()
+    admin = member_factory(clinic["id"], "CLINIC_ADMIN", tag="vh-mix")["token"]
+    base = f"/clinics/{clinic['id']}/video"
+    secrets = ["mix-secret-" + "m" * 16 + f"-{i:02d}" for i in range(8)]
+    rng = random.Random(14)
+
+    def one(i: int) -> tuple[str, int]:
+        kind = rng.choice(["openvidu", "jitsi", "read", "health"])
+        if kind == "openvidu":
+            body = {**openvidu.credentials(), "api_secret": secrets[i % 8]}
+            r = vapi.as_(admin, "PUT", f"{base}/credentials/openvidu", json={"credentials": body})
+        elif kind == "jitsi":
+            body = {"domain": "meet.example.org", "app_id": f"app-{i}", "app_secret": secrets[i % 8]}
+            r = vapi.as_(admin, "PUT", f"{base}/credentials/jitsi", json={"credentials": body})
+        elif kind == "read":
+            r = vapi.as_(admin, "GET", f"{base}/credentials/openvidu")
+        else:
+            r = vapi.as_(admin, "GET", f"{base}/health")
+        return kind, r.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(32)))
+    assert all(status == 200 for _, status in results), results
+    stored = vapi.as_(admin, "GET", f"{base}/credentials/openvidu").json()["credentials"]
+    if any(kind == "openvidu" for kind, _ in results):
+        assert stored["api_secret"] in {"****" + s[-4:] for s in secrets}
+        assert stored["api_key"] == "****" + openvidu.api_key[-4:]

@@ -8,14 +8,12 @@ from __future__ import annotations
 import re
 import uuid
 
-from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from domain.errors import FieldError, Invalid, invalid_field
 from domain.principal import Principal
 from domain.settings import get as app_settings
-from domain.tenancy.credentials import masked_credentials, put_credentials
-from domain.tenancy.queries import load_clinic
+from domain.tenancy.credentials import masked_provider_credentials, put_credentials
 from domain.video.models import PROVIDERS, VideoProviderName
 from domain.video.providers import FIELDS
 
@@ -47,7 +45,7 @@ def _field_errors(provider: VideoProviderName, fields: dict[str, str]) -> list[F
         if fields.get("key_id"):
             try:
                 RSAKey.import_key(fields["app_secret"]).as_dict(private=True)
-            except (JoseError, ValueError, TypeError):
+            except Exception:  # joserfc and cryptography raise many kinds for a non-key
                 errors.append(FieldError("credentials.app_secret", "with key_id (8x8 JaaS): the "
                                          "RSA private key in PEM"))
     return errors
@@ -69,7 +67,5 @@ async def put_provider_credentials(principal: Principal, clinic_id: uuid.UUID, p
 async def provider_credentials(principal: Principal, clinic_id: uuid.UUID,
                                provider: str) -> dict[str, str]:
     """The stored fields masked (`****` + last 4); {} when none are stored."""
-    masked = await masked_credentials(principal, clinic_id, permission="video_settings:read")
-    if not masked:
-        await load_clinic(clinic_id)  # a clinic that does not exist is 404, even to SUPER_ADMIN
-    return masked.get(_provider(provider), {})
+    return await masked_provider_credentials(principal, clinic_id, _provider(provider),
+                                             permission="video_settings:read")
