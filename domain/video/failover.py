@@ -54,7 +54,8 @@ class ProviderHealth(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VideoHealth(msgspec.Struct, frozen=True, kw_only=True):
-    #: Where a new session would start (None: no provider configured).
+    #: The provider new sessions try first (None: none configured); with OpenVidu's breaker
+    #: open they go on to Jitsi.
     first_choice: VideoProviderName | None
     providers: list[ProviderHealth]
 
@@ -116,7 +117,8 @@ async def open_room(clinic_id: uuid.UUID, room: str) -> str | None:
     """Make sure the room exists at OpenVidu, through the breaker (CreateRoom is idempotent).
     None: ready. A short reason ("openvidu unavailable: timeout" / "...: HTTP 503" /
     "...: circuit open") when OpenVidu is down: the caller moves the session to Jitsi.
-    ProviderRefused propagates (our bug, not an outage)."""
+    ProviderRefused propagates (our bug, not an outage); NotConfigured when the clinic has no
+    OpenVidu (ask `first_choice` first)."""
     reason = await _guarded(clinic_id, "create", room)
     if reason is not None:
         log.warning("video room %s not opened at OpenVidu: %s", room, reason)

@@ -22,6 +22,7 @@ from domain.video.providers.openvidu import OpenVidu
 from tests import servers
 from tests.billing.adapter_calls import run
 from tests.communication.fakes import aws
+from tests.communication.fakes.base_http import FakeServer, Reply
 from tests.video.fakes.livekit import FakeRefused, LiveKitFake
 
 BUCKET = "carewire-recordings"
@@ -53,6 +54,7 @@ def ov(fake: LiveKitFake, configure: Any) -> Iterator[OpenVidu]:
     yield OpenVidu(fake.url, fake.api_key, fake.api_secret)
     fake.fail_next(0)
     fake.hang_next(0)
+    fake.garble_next(0)
     fake.refuse(False)
 
 
@@ -148,6 +150,12 @@ def test_a_hang_times_out_as_an_outage(fake: LiveKitFake, ov: OpenVidu) -> None:
     with pytest.raises(ProviderDown, match="timeout"):
         run(ov.create_room("hang", empty_timeout_seconds=60, max_participants=2))
     assert TIMEOUT - 0.1 < time.monotonic() - began < TIMEOUT + 1.5
+
+
+def test_a_garbled_answer_is_an_outage(fake: LiveKitFake, ov: OpenVidu) -> None:
+    fake.garble_next(1)
+    with pytest.raises(ProviderDown, match="garbled"):
+        run(ov.create_room("garbled", empty_timeout_seconds=60, max_participants=2))
 
 
 def test_a_refused_connection_is_an_outage(fake: LiveKitFake, ov: OpenVidu) -> None:
@@ -249,3 +257,37 @@ def test_egress_webhooks_carry_the_egress(fake: LiveKitFake, ov: OpenVidu) -> No
     assert (event.egress_info.egress_id, event.egress_info.room_name, event.room.name) == (
         egress_id, "eg-hook", "eg-hook")
     assert event.egress_info.status == lk.EgressStatus.EGRESS_STARTING
+
+
+class _Receiver(FakeServer):
+    """Where the fake posts its webhooks (carewire's intake, as far as the fake can tell)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[tuple[bytes, dict[str, str]]] = []
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        self.received.append((body, headers))
+        return Reply(200, {"ok": True})
+
+
+def test_the_fake_posts_what_happens_in_order(configure: Any) -> None:
+    receiver = _Receiver().start()
+    fake = LiveKitFake(webhook_url=receiver.url + "/hook").start()
+    try:
+        ov = OpenVidu(fake.url, fake.api_key, fake.api_secret)
+        configure(video_timeout_seconds="2")
+        fake.join(ticket(ov, "posted", Role.DOCTOR))
+        fake.leave("posted", "doc-1")
+        run(ov.close_room("posted"))
+        servers.eventually(lambda: len(fake.deliveries) == 4, timeout=10)
+        events = [ov.verify_webhook(body, headers["authorization"]) for body, headers in receiver.received]
+        assert [e.event for e in events] == ["room_started", "participant_joined", "participant_left",
+                                             "room_finished"]
+        assert all(e.room.name == "posted" for e in events)
+        assert events[1].participant.identity == "doc-1"
+        assert {h["content-type"] for _, h in receiver.received} == {"application/webhook+json"}
+        assert fake.deliveries == [(e.event, 200) for e in events]
+    finally:
+        fake.stop()
+        receiver.stop()

@@ -184,8 +184,10 @@ def test_the_breaker_opens_on_outages_and_recloses(layer: Layer, vapi: Api, hous
     fake.fail_next(0)
     # recovered, but the breaker stays open for breaker_open_seconds (2 s here)
     assert layer.run(failover.open_room(own["id"], "brk-2")) == "openvidu unavailable: circuit open"
-    shown = health(vapi, own["admin"], own["id"])
-    assert (shown["openvidu"]["breaker"]["state"], shown["openvidu"]["own"]) == ("opened", True)
+    shown = health(vapi, own["admin"], own["id"])["openvidu"]
+    # opened (half-opened once its 2 s are over: a slow machine may get there first)
+    assert shown["own"] is True and shown["breaker"]["opened_at"] is not None
+    assert shown["breaker"]["state"] in ("opened", "half-opened")
 
     # the deployment's OpenVidu is another circuit: other clinics are not moved
     assert layer.run(failover.open_room(uuid.UUID(house["a"]), "brk-deploy")) is None

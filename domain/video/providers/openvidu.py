@@ -18,6 +18,7 @@ from typing import TypeVar
 import aiohttp
 import httpx
 import jwt
+from google.protobuf.message import DecodeError
 from livekit import api
 
 from domain.settings import get as app_settings
@@ -57,8 +58,8 @@ class OpenVidu:
     # --- calls -----------------------------------------------------------------------------------
 
     async def _call(self, what: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
-        """Run one SDK call; a timeout, a connection failure or a 5xx is ProviderDown, any other
-        Twirp error ProviderRefused."""
+        """Run one SDK call; a timeout, a connection failure, a 5xx or an answer that does not
+        decode is ProviderDown, any other Twirp error ProviderRefused."""
         seconds = app_settings().video_timeout_seconds
         try:
             async with asyncio.timeout(seconds):  # the SDK's own timeout misses a slow connect
@@ -76,6 +77,8 @@ class OpenVidu:
             raise ProviderDown("timeout") from err
         except aiohttp.ClientError as err:
             raise ProviderDown(f"connection failed: {type(err).__name__}") from err
+        except DecodeError as err:  # a 200 that is not the protobuf answer (a proxy's page)
+            raise ProviderDown("garbled answer") from err
 
     async def create_room(self, room: str, *, empty_timeout_seconds: int,
                           max_participants: int) -> None:

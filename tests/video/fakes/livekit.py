@@ -22,8 +22,9 @@ Webhooks: `webhook(event, ...)` builds a delivery as LiveKit posts it; with `web
 join/leave/DeleteRoom/egress changes post theirs there, in order, from one background thread
 (`deliveries` records each answer's status).
 
-Faults: `fail_next(n, status)`, `hang_next(n)` (every request, the health check included;
-n=0 clears), `refuse(True)` (stop listening, and reset connections kept alive)."""
+Faults: `fail_next(n, status)`, `hang_next(n)`, `garble_next(n)` (a 200 HTML page) for the next
+n requests, the health check included (n=0 clears); `refuse(True)` (stop listening, and reset
+connections kept alive); `hits` counts every request that arrived."""
 
 from __future__ import annotations
 
@@ -126,6 +127,7 @@ class LiveKitFake(FakeServer):
         self.auto_create = True
         self._fail: list[int] = []
         self._hang = 0
+        self._garble = 0
         self._refusing = False
         self._outbox: queue.Queue[tuple[str, bytes, dict[str, str]] | None] = queue.Queue()
         self._poster = threading.Thread(target=self._post_loop, daemon=True)
@@ -159,6 +161,11 @@ class LiveKitFake(FakeServer):
         with self.lock:
             self._hang = n
 
+    def garble_next(self, n: int) -> None:
+        """The next `n` requests answer 200 with an HTML page (a proxy in the way)."""
+        with self.lock:
+            self._garble = n
+
     def refuse(self, on: bool) -> None:
         """Connections refused (the port closed; a kept-alive connection is reset) until
         `refuse(False)` listens again on the same port."""
@@ -186,6 +193,10 @@ class LiveKitFake(FakeServer):
             if self._hang > 0:
                 self._hang -= 1
                 return HANG
+            if self._garble > 0:
+                self._garble -= 1
+                return Reply(200, b"<html><body>502 Bad Gateway</body></html>",
+                             {"Content-Type": "text/html"})
             if self._fail:
                 status = self._fail.pop(0)
                 return Reply(status, {"code": "internal" if status < 503 else "unavailable",
