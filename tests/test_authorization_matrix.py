@@ -1505,7 +1505,7 @@ def test_video_provider_settings_routes(world: World, api, caller: str, where: s
 # asked for inside the join window (the appointment starts in two minutes, and is cancelled after
 # the case so the doctor's next case can take the same time).
 
-VIDEO_ROUTES = ["POST /video/sessions", "GET /video/sessions/{id}",
+SESSION_ROUTES = ["POST /video/sessions", "GET /video/sessions/{id}",
                 "GET /appointments/{id}/video-sessions", "POST /video/sessions/{id}/token",
                 "POST /video/sessions/{id}/admit", "POST /video/sessions/{id}/end"]
 
@@ -1576,7 +1576,7 @@ def _video_rows(db, appointment_id: str | None) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("where", ["mine", "theirs", "other"])
 @pytest.mark.parametrize("caller", CALLERS)
-@pytest.mark.parametrize("route", VIDEO_ROUTES)
+@pytest.mark.parametrize("route", SESSION_ROUTES)
 def test_video_session_route(world: World, sched: Sched, api, db, sa_token, route: str,
                              caller: str, where: str) -> None:
     who = world.callers.get(caller, {"token": None, "user_id": None})

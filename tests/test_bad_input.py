@@ -1848,48 +1848,48 @@ def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, route, auth):
 # appointment of the ctx clinic and its session), and adds its routes to PROTECTED for the
 # coverage check above.
 
-VIDEO_WRITES = {
+SESSION_WRITES = {
     "create_video_session": Write("POST", "/video/sessions",
                                   lambda c: {"appointment_id": c.appointment_id},
                                   None, 0, "appointment_id", ("appointment_id", 42)),
 }
-VIDEO_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+SESSION_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
     "get_video_session": ("GET", "/video/sessions/{session_id}", None),
     "list_video_sessions": ("GET", "/appointments/{appointment_id}/video-sessions", None),
     "video_token": ("POST", "/video/sessions/{session_id}/token", None),
     "video_admit": ("POST", "/video/sessions/{session_id}/admit", None),
     "video_end": ("POST", "/video/sessions/{session_id}/end", None),
 }
-SESSION_ROUTES = {**VIDEO_READS,
-                **{name: (w.method, w.path, w.body) for name, w in VIDEO_WRITES.items()}}
+SESSION_ROUTES = {**SESSION_READS,
+                **{name: (w.method, w.path, w.body) for name, w in SESSION_WRITES.items()}}
 PROTECTED.update(SESSION_ROUTES)
 
 
 @dataclass(frozen=True)
-class VideoCtx:
+class SessionCtx:
     appointment_id: str  # a video appointment of the ctx clinic, days ahead
     session_id: str  # its live session (open)
 
 
 @pytest.fixture(scope="module")
-def video_ctx(api, ctx) -> VideoCtx:
+def session_ctx(api, ctx) -> SessionCtx:
     r = api.as_(ctx.sa_token, "POST", "/appointments", json={
         **_booking(ctx), "type": "video", "location_id": None, "start": later(8, "11:00")})
     assert r.status_code == 201, r.text
     appointment = r.json()["id"]
     r = api.as_(ctx.sa_token, "POST", "/video/sessions", json={"appointment_id": appointment})
     assert r.status_code == 201, r.text
-    return VideoCtx(appointment, r.json()["id"])
+    return SessionCtx(appointment, r.json()["id"])
 
 
-def video_state(db) -> dict[str, Any]:
+def session_state(db) -> dict[str, Any]:
     return db.fetch("""SELECT (SELECT count(*) FROM video_sessions) AS sessions,
                               (SELECT count(*) FROM events WHERE type LIKE 'video.%') AS events,
                               (SELECT string_agg(status, ',' ORDER BY id) FROM video_sessions)
                               AS statuses""")[0]
 
 
-def session_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, token: str | None = None,
+def session_send(api, ctx: Ctx, vc: SessionCtx, route: str, *, token: str | None = None,
                ids_: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
     method, path, _ = SESSION_ROUTES[route]
     url = path.format(**{"session_id": vc.session_id, "appointment_id": vc.appointment_id,
@@ -1898,15 +1898,15 @@ def session_send(api, ctx: Ctx, vc: VideoCtx, route: str, *, token: str | None =
 
 
 @pytest.mark.parametrize(("route", "spoil"), [
-    pytest.param(route, spoil, id=f"{route}-{spoil}") for route, write in VIDEO_WRITES.items()
+    pytest.param(route, spoil, id=f"{route}-{spoil}") for route, write in SESSION_WRITES.items()
     for spoil in SPOILS if _applies(write, spoil)])
-def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, video_ctx, route, spoil):
-    write, how = VIDEO_WRITES[route], SPOILS[spoil]
-    before = video_state(db)
-    r = session_send(api, ctx, video_ctx, route, **how.make(write, write.body(ctx)))
+def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, session_ctx, route, spoil):
+    write, how = SESSION_WRITES[route], SPOILS[spoil]
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, route, **how.make(write, write.body(ctx)))
     problem = assert_problem(r, how.status, field=how.field(write))
     assert how.says(write) in problem["detail"], problem
-    assert video_state(db) == before
+    assert session_state(db) == before
 
 
 @pytest.mark.parametrize(("value", "status", "code"), [
@@ -1914,58 +1914,59 @@ def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, video_ctx, 
     pytest.param(NIL, 404, "not_found", id="nil"),
     pytest.param(str(uuid.uuid4()), 404, "not_found", id="random"),
 ])
-def test_a_bad_appointment_for_a_video_session_is_named(api, db, ctx, video_ctx, value, status,
+def test_a_bad_appointment_for_a_video_session_is_named(api, db, ctx, session_ctx, value, status,
                                                         code):
-    before = video_state(db)
-    r = session_send(api, ctx, video_ctx, "create_video_session", json={"appointment_id": value})
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, "create_video_session", json={"appointment_id": value})
     assert_problem(r, status, code=code, field="appointment_id" if status == 400 else None)
-    assert video_state(db) == before
+    assert session_state(db) == before
 
 
-def test_an_in_person_appointment_has_no_video_session(api, db, ctx, video_ctx):
-    before = video_state(db)
-    r = session_send(api, ctx, video_ctx, "create_video_session",
+def test_an_in_person_appointment_has_no_video_session(api, db, ctx, session_ctx):
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, "create_video_session",
                    json={"appointment_id": ctx.appointment_id})
     problem = assert_problem(r, 409, code="conflict")
     assert "in_person" in problem["detail"]
-    assert video_state(db) == before
+    assert session_state(db) == before
 
 
 @pytest.mark.parametrize(("route", "param", "value"), [
     pytest.param(route, param, value, id=f"{route}-{param}-{label}")
-    for route, (_, path, _) in VIDEO_READS.items() for param in ("session_id", "appointment_id")
+    for route, (_, path, _) in SESSION_READS.items() for param in ("session_id", "appointment_id")
     if "{" + param + "}" in path for label, value in BAD_UUIDS.items()])
-def test_a_bad_uuid_in_a_video_path_is_named(api, db, ctx, video_ctx, route, param, value):
-    before = video_state(db)
-    r = session_send(api, ctx, video_ctx, route, ids_={param: value})
+def test_a_bad_uuid_in_a_video_session_path_is_named(api, db, ctx, session_ctx, route, param, value):
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, route, ids_={param: value})
     assert_problem(r, 400, field=param)
-    assert video_state(db) == before
+    assert session_state(db) == before
 
 
 @pytest.mark.parametrize(("route", "param", "value"), [
     pytest.param(route, param, value, id=f"{route}-{param}-{label}")
-    for route, (_, path, _) in VIDEO_READS.items() for param in ("session_id", "appointment_id")
+    for route, (_, path, _) in SESSION_READS.items() for param in ("session_id", "appointment_id")
     if "{" + param + "}" in path
     for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
-def test_an_unknown_video_session_or_appointment_is_404(api, db, ctx, video_ctx, route, param,
+def test_an_unknown_video_session_or_appointment_is_404(api, db, ctx, session_ctx, route, param,
                                                         value):
-    before = video_state(db)
-    r = session_send(api, ctx, video_ctx, route, ids_={param: value})
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, route, ids_={param: value})
     assert_problem(r, 404, code="not_found")
-    assert video_state(db) == before
+    assert session_state(db) == before
 
 
 @pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
 @pytest.mark.parametrize("route", list(SESSION_ROUTES))
-def test_a_bad_bearer_token_on_a_session_route_is_401(api, db, ctx, video_ctx, route, auth):
-    before = video_state(db)
+def test_a_bad_bearer_token_on_a_video_session_route_is_401(api, db, ctx, session_ctx, route,
+                                                            auth):
+    before = session_state(db)
     method, path, body = SESSION_ROUTES[route]
     value = AUTHORIZATIONS[auth]
-    url = path.format(session_id=video_ctx.session_id, appointment_id=video_ctx.appointment_id)
+    url = path.format(session_id=session_ctx.session_id, appointment_id=session_ctx.appointment_id)
     r = api.as_(None, method, url, headers={"Authorization": value} if value else {},
                 **({"json": body(ctx)} if body else {}))
     assert_problem(r, 401, code="unauthenticated")
-    assert video_state(db) == before
+    assert session_state(db) == before
 
 
 # --- video: webhooks and recording -------------------------------------------------------------

@@ -1571,7 +1571,8 @@ NOT_COMMANDS["video.commands.credentials:provider_credentials"] = "read: the mas
 
 # --- video: sessions ----------------------------------------------------------------------------
 # The shared server's settings (Jitsi only: no OpenVidu) hold in process too, so sessions start on
-# Jitsi here and no provider is called; the OpenVidu paths are tests/video's.
+# Jitsi here and no provider is called; `test_video_session_commands_on_openvidu` points the
+# in-process settings at an OpenVidu fake of its own for the create and join that call it.
 
 @pytest.fixture(scope="module")
 def video_house(env, api, sa_token, clinic_factory, member_factory,
@@ -1644,6 +1645,31 @@ def test_video_session_commands(domain_layer, video_house, db, pinned) -> None:
     pinned.verify()
 
 
+def test_video_session_commands_on_openvidu(domain_layer, video_house, pinned) -> None:
+    from domain.video.commands import joins, sessions
+    from tests.communication.test_email_providers import settings_env
+    from tests.video.fakes.livekit import LiveKitFake
+
+    c, layer = video_house, domain_layer
+    fake = LiveKitFake().start()
+    try:
+        with settings_env(**fake.env()):
+            a, b = _video_now(layer, c), _video_now(layer, c)
+            create = lambda x: (lambda: sessions.create_session(c["doctor_p"], x.id))  # noqa: E731
+            result, n, sent = measure(layer, create(a), create(b))
+            assert result.provider == "openvidu" and result.room_ready_at is not None
+            assert result.room in fake.rooms
+            pinned("CREATE_SESSION_OPENVIDU", n, sent)
+            sa, sb = (layer.run(sessions.create_session(c["doctor_p"], x.id)) for x in (a, b))
+            token = lambda s: (lambda: joins.session_token(c["doctor_p"], s.id))  # noqa: E731
+            result, n, sent = measure(layer, token(sa), token(sb))
+            assert result.provider == "openvidu" and result.server_url == fake.url
+            pinned("SESSION_TOKEN_OPENVIDU", n, sent)
+    finally:
+        fake.stop()
+    pinned.verify()
+
+
 def test_video_switch_and_cancel(domain_layer, video_house, db, pinned) -> None:
     from domain.video.commands import sessions
     from domain.video.queries import load_session
@@ -1671,11 +1697,12 @@ def test_video_switch_and_cancel(domain_layer, video_house, db, pinned) -> None:
 
 COMMANDS["scheduling.commands.transitions:transition"] += ("CANCEL_VIDEO",)
 COMMANDS.update({
-    "video.commands.sessions:create_session": ("CREATE_SESSION",),
+    "video.commands.sessions:create_session": ("CREATE_SESSION", "CREATE_SESSION_OPENVIDU"),
     "video.commands.sessions:ensure_session": ("CREATE_SESSION_EXISTING",),
     "video.commands.sessions:ready_room": ("READY_ROOM_JITSI",),
     "video.commands.sessions:switch_to_jitsi": ("SWITCH_TO_JITSI", "SWITCH_TO_JITSI_AGAIN"),
-    "video.commands.joins:session_token": ("SESSION_TOKEN", "SESSION_TOKEN_PATIENT_WAITS"),
+    "video.commands.joins:session_token": ("SESSION_TOKEN", "SESSION_TOKEN_PATIENT_WAITS",
+                                           "SESSION_TOKEN_OPENVIDU"),
     "video.commands.consultation:admit": ("ADMIT",),
     "video.commands.consultation:end_session": ("END_SESSION", "END_SESSION_AGAIN"),
 })
@@ -1685,6 +1712,11 @@ NOT_COMMANDS.update({
 
 CREATE_SESSION = 13  # the appointment locked, the provider choice (failover.first_choice: two
 #   credentials reads), the INSERT ... ON CONFLICT, audit (3), event (3); Jitsi: no provider call
+CREATE_SESSION_OPENVIDU = 16  # CREATE_SESSION's with one credentials read (OpenVidu is the
+#   first choice), then after COMMIT the room opened: its credentials (+ reset), no SQL for the
+#   breaker (Redis), the room_ready_at UPDATE (+ reset)
+SESSION_TOKEN_OPENVIDU = 16  # the reads in one transaction, the room opened between (its
+#   credentials), the ticket's credentials and the audit row in a second transaction
 CREATE_SESSION_EXISTING = 8  # the INSERT finds the live one: one read of it, nothing written
 READY_ROOM_JITSI = 0  # a Jitsi room exists on first join: nothing to do
 SESSION_TOKEN = 11  # one transaction: the session, its appointment, the clinic (join window),

@@ -120,3 +120,22 @@ def test_new_sessions_return_to_openvidu_once_it_recovers(own: tuple[Clinic, Liv
     assert len(fake.calls) == calls
     back = healthy(c, fake)  # after the open period, the trial call succeeds
     assert fake.rooms_created[back["room"]] == 1
+
+
+def test_a_refusal_is_not_an_outage_the_session_stays_on_openvidu(
+        own: tuple[Clinic, LiveKitFake]) -> None:
+    """OpenVidu answering 4xx is up and said no (our bug): no failover, 503 for now, and the
+    next join opens the room there."""
+    c, fake = own
+    healthy(c, fake)
+    a = c.book()
+    fake.fail_next(1, status=403)
+    r = c.create(a["id"])
+    assert r.status_code == 503 and "openvidu refused" in r.json()["detail"], r.text
+    [row] = c.db.fetch("SELECT id, provider, room, room_ready_at, switched_from FROM video_sessions "
+                       "WHERE appointment_id = $1::uuid", a["id"])
+    assert (row["provider"], row["room_ready_at"], row["switched_from"]) == ("openvidu", None, None)
+    join = c.join(str(row["id"]), "doctor")
+    assert join.status_code == 200 and join.json()["provider"] == "openvidu", join.text
+    assert row["room"] in fake.rooms and c.row(str(row["id"]))["room_ready_at"] is not None
+    assert switches(c.db, str(row["id"])) == 0

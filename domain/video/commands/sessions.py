@@ -105,7 +105,7 @@ async def ensure_session(principal: Principal, appointment_id: uuid.UUID
             if existing is None:  # pragma: no cover - the index guarantees one
                 raise Conflict("the appointment's session changed; try again",
                                resource_type="appointment", resource_id=appointment_id)
-            return existing, False
+            return existing, False  # as it stands: a join makes its room ready if need be
         session = session_from_row(rows[0])
         await record(principal, action="video:create", resource_type="video_session",
                      resource_id=session.id, clinic_id=session.clinic_id,
