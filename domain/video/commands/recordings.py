@@ -259,6 +259,9 @@ async def recording_link(principal: Principal, recording_id: uuid.UUID) -> Recor
     if row["status"] != RecordingStatus.COMPLETE.value:
         raise Conflict(f"the recording is {row['status']}: only a complete one downloads",
                        errors=[FieldError("recording", "not complete")])
+    if not settings.get().recording_bucket:
+        raise Unavailable("recordings are not kept here any more (recording_bucket)",
+                          errors=[FieldError("recording_bucket", "no bucket is configured")])
     seconds = settings.get().recording_link_seconds
     url = await storage.presigned_get(row["file_key"], seconds=seconds)
     await record(principal, action="recordings:link", resource_type="video_recording",
