@@ -53,6 +53,8 @@ from gateway.routes import (
     scheduling,
     unsubscribe,
     users,
+    video,
+    video_settings,
     webhooks,
 )
 from realtime.hub import Hub
@@ -68,7 +70,11 @@ API_ROUTERS = [auth.router, users.router, clinics.router, members.router, events
                  # --- billing ---
                  billing_invoices.router, billing_plans.router,
                  billing_payments.router, billing_payments.credentials_router,
-                 payment_webhooks.router, billing_refunds.router]
+                 payment_webhooks.router, billing_refunds.router,
+                 # --- video: providers ---
+                 video_settings.router,
+                 # --- video: sessions ---
+                 video.router]
 
 
 def tune_gc() -> None:

@@ -1465,3 +1465,135 @@ def test_refund_route(world: World, sched: Sched, api, db, sa_token, route: str,
     if where == "other" and caller != "SUPER_ADMIN":
         for secret in sched.b_secrets:
             assert str(secret) not in r.text
+
+
+# --- video: sessions ---------------------------------------------------------------------------
+# A session is reached through its appointment: the appointment's owner and location decide
+# (video:read, video:join, video:manage). Creating needs video:manage or video:join; a token is
+# asked for inside the join window (the appointment starts in two minutes, and is cancelled after
+# the case so the doctor's next case can take the same time).
+
+SESSION_ROUTES = ["POST /video/sessions", "GET /video/sessions/{id}",
+                "GET /appointments/{id}/video-sessions", "POST /video/sessions/{id}/token",
+                "POST /video/sessions/{id}/admit", "POST /video/sessions/{id}/end"]
+
+
+def _video_appointment(api, sa_token: str, p: Party, *, now: bool) -> str:
+    start = (datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(minutes=2)).isoformat() \
+        if now else next_slot()
+    r = api.as_(sa_token, "POST", "/appointments",
+                json={**booking(p, start), "type": "video", "override_reason": "matrix"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _video_session(api, sa_token: str, appointment_id: str) -> str:
+    r = api.as_(sa_token, "POST", "/video/sessions", json={"appointment_id": appointment_id})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def video_case(route: str, p: Party, role: Role | None, api, db, sa_token: str) -> Case:
+    reach = {"owner": owner_of(role, p.doctor_id, p.patient_id), "location": p.location_id}
+    appointment = _video_appointment(api, sa_token, p, now=route.endswith("/token"))
+    if route == "POST /video/sessions":
+        return Case("POST", "/video/sessions", "video:manage", success=201,
+                    body={"appointment_id": appointment}, appointment_id=appointment, **reach)
+    session = _video_session(api, sa_token, appointment)
+    match route:
+        case "GET /video/sessions/{id}":
+            return Case("GET", f"/video/sessions/{session}", "video:read", success=200, **reach)
+        case "GET /appointments/{id}/video-sessions":
+            return Case("GET", f"/appointments/{appointment}/video-sessions", "video:read",
+                        success=200, **reach)
+        case "POST /video/sessions/{id}/token":
+            return Case("POST", f"/video/sessions/{session}/token", "video:join", success=200,
+                        appointment_id=appointment, **reach)
+        case "POST /video/sessions/{id}/admit":
+            db.fetch("UPDATE video_sessions SET status = 'waiting', patient_waiting_at = now() "
+                     "WHERE id = $1::uuid", session)  # the patient is in the waiting room
+            return Case("POST", f"/video/sessions/{session}/admit", "video:manage", success=200,
+                        appointment_id=appointment, **reach)
+        case "POST /video/sessions/{id}/end":
+            return Case("POST", f"/video/sessions/{session}/end", "video:manage", success=200,
+                        appointment_id=appointment, **reach)
+    raise AssertionError(route)
+
+
+def _video_expected(case: Case, caller: str, where: str, who: dict[str, Any]) -> int:
+    if case.path != "/video/sessions":
+        return expected_for(case, caller, where, who)
+    if caller == "ANONYMOUS":
+        return 401
+    if where == "other" and caller != "SUPER_ADMIN":
+        return 404
+    role = Role(caller)
+    scopes = [s for s in (scope_of(p, role) for p in ("video:manage", "video:join"))
+              if s is not Scope.DENY]
+    if not scopes:
+        return 403
+    return 201 if any(covers(s, who, case.owner, case.location) for s in scopes) else 404
+
+
+def _video_rows(db, appointment_id: str | None) -> list[dict[str, Any]]:
+    if appointment_id is None:
+        return []
+    return db.fetch("SELECT id, status, provider FROM video_sessions WHERE appointment_id = "
+                    "$1::uuid ORDER BY created_at", appointment_id)
+
+
+@pytest.mark.parametrize("where", ["mine", "theirs", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", SESSION_ROUTES)
+def test_video_session_route(world: World, sched: Sched, api, db, sa_token, route: str,
+                             caller: str, where: str) -> None:
+    who = world.callers.get(caller, {"token": None, "user_id": None})
+    case = video_case(route, sched.parties[where], Role(caller) if caller in ROLES else None,
+                      api, db, sa_token)
+    try:
+        before = _video_rows(db, case.appointment_id)
+        r = api.as_(who["token"], case.method, case.path, json=case.body)
+        expected = _video_expected(case, caller, where, who)
+        assert r.status_code == expected, \
+            f"{caller} {case.method} {case.path}: {r.status_code} {r.text}"
+        if expected >= 400:
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert _video_rows(db, case.appointment_id) == before  # refused: nothing changed
+        if where == "other" and caller != "SUPER_ADMIN":
+            for secret in sched.b_secrets:
+                assert str(secret) not in r.text
+    finally:
+        if case.appointment_id and route.endswith("/token"):  # free the doctor's time
+            api.as_(sa_token, "POST", f"/appointments/{case.appointment_id}/cancel")
+
+
+# --- video: providers ---
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_video_provider_settings_routes(world: World, api, caller: str, where: str) -> None:
+    """A clinic's own video accounts and its provider health. The body stored is the shared
+    server's own Jitsi account, so the clinics' video sessions in other tests are unchanged."""
+    from tests.conftest import JITSI_SECRET
+
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    base = f"/clinics/{clinic['id']}/video"
+    body = {"credentials": {"domain": "meet.carewire.test", "app_id": "carewire-test",
+                            "app_secret": JITSI_SECRET}}
+    for method, path, permission in (("PUT", f"{base}/credentials/jitsi", "video_settings:manage"),
+                                     ("GET", f"{base}/credentials/jitsi", "video_settings:read"),
+                                     ("GET", f"{base}/health", "video_settings:read")):
+        r = api.as_(who["token"], method, path, json=body if method == "PUT" else None)
+        if caller == "ANONYMOUS":
+            expected = 401
+        elif where == "other" and caller != "SUPER_ADMIN":
+            expected = 404
+        elif scope_of(permission, Role(caller)) is Scope.DENY:
+            expected = 403
+        else:
+            expected = 200
+        assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
+        assert JITSI_SECRET not in r.text
+        if expected >= 400:
+            assert r.headers["content-type"].startswith("application/problem+json")

@@ -1740,3 +1740,230 @@ def test_a_bad_bearer_token_on_a_refund_route_is_401(api, db, ctx, refund_ctx, r
                 **({"params": {"clinic_id": ctx.clinic_id}} if route == "list_refunds" else {}))
     assert_problem(r, 401, code="unauthenticated")
     assert refund_state(db, refund_ctx) == before
+
+
+# --- video: sessions ----------------------------------------------------------------------------
+# Paths name a video session, which Ctx does not hold: this block fills them itself (a video
+# appointment of the ctx clinic and its session), and adds its routes to PROTECTED for the
+# coverage check above.
+
+SESSION_WRITES = {
+    "create_video_session": Write("POST", "/video/sessions",
+                                  lambda c: {"appointment_id": c.appointment_id},
+                                  None, 0, "appointment_id", ("appointment_id", 42)),
+}
+SESSION_READS: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "get_video_session": ("GET", "/video/sessions/{session_id}", None),
+    "list_video_sessions": ("GET", "/appointments/{appointment_id}/video-sessions", None),
+    "video_token": ("POST", "/video/sessions/{session_id}/token", None),
+    "video_admit": ("POST", "/video/sessions/{session_id}/admit", None),
+    "video_end": ("POST", "/video/sessions/{session_id}/end", None),
+}
+SESSION_ROUTES = {**SESSION_READS,
+                **{name: (w.method, w.path, w.body) for name, w in SESSION_WRITES.items()}}
+PROTECTED.update(SESSION_ROUTES)
+
+
+@dataclass(frozen=True)
+class SessionCtx:
+    appointment_id: str  # a video appointment of the ctx clinic, days ahead
+    session_id: str  # its live session (open)
+
+
+@pytest.fixture(scope="module")
+def session_ctx(api, ctx) -> SessionCtx:
+    r = api.as_(ctx.sa_token, "POST", "/appointments", json={
+        **_booking(ctx), "type": "video", "location_id": None, "start": later(8, "11:00")})
+    assert r.status_code == 201, r.text
+    appointment = r.json()["id"]
+    r = api.as_(ctx.sa_token, "POST", "/video/sessions", json={"appointment_id": appointment})
+    assert r.status_code == 201, r.text
+    return SessionCtx(appointment, r.json()["id"])
+
+
+def session_state(db) -> dict[str, Any]:
+    return db.fetch("""SELECT (SELECT count(*) FROM video_sessions) AS sessions,
+                              (SELECT count(*) FROM events WHERE type LIKE 'video.%') AS events,
+                              (SELECT string_agg(status, ',' ORDER BY id) FROM video_sessions)
+                              AS statuses""")[0]
+
+
+def session_send(api, ctx: Ctx, vc: SessionCtx, route: str, *, token: str | None = None,
+               ids_: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    method, path, _ = SESSION_ROUTES[route]
+    url = path.format(**{"session_id": vc.session_id, "appointment_id": vc.appointment_id,
+                         **(ids_ or {})})
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize(("route", "spoil"), [
+    pytest.param(route, spoil, id=f"{route}-{spoil}") for route, write in SESSION_WRITES.items()
+    for spoil in SPOILS if _applies(write, spoil)])
+def test_a_spoiled_video_session_body_is_refused_whole(api, db, ctx, session_ctx, route, spoil):
+    write, how = SESSION_WRITES[route], SPOILS[spoil]
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, route, **how.make(write, write.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(write))
+    assert how.says(write) in problem["detail"], problem
+    assert session_state(db) == before
+
+
+@pytest.mark.parametrize(("value", "status", "code"), [
+    pytest.param("not-a-uuid", 400, "invalid", id="word"),
+    pytest.param(NIL, 404, "not_found", id="nil"),
+    pytest.param(str(uuid.uuid4()), 404, "not_found", id="random"),
+])
+def test_a_bad_appointment_for_a_video_session_is_named(api, db, ctx, session_ctx, value, status,
+                                                        code):
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, "create_video_session", json={"appointment_id": value})
+    assert_problem(r, status, code=code, field="appointment_id" if status == 400 else None)
+    assert session_state(db) == before
+
+
+def test_an_in_person_appointment_has_no_video_session(api, db, ctx, session_ctx):
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, "create_video_session",
+                   json={"appointment_id": ctx.appointment_id})
+    problem = assert_problem(r, 409, code="conflict")
+    assert "in_person" in problem["detail"]
+    assert session_state(db) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in SESSION_READS.items() for param in ("session_id", "appointment_id")
+    if "{" + param + "}" in path for label, value in BAD_UUIDS.items()])
+def test_a_bad_uuid_in_a_video_session_path_is_named(api, db, ctx, session_ctx, route, param, value):
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, route, ids_={param: value})
+    assert_problem(r, 400, field=param)
+    assert session_state(db) == before
+
+
+@pytest.mark.parametrize(("route", "param", "value"), [
+    pytest.param(route, param, value, id=f"{route}-{param}-{label}")
+    for route, (_, path, _) in SESSION_READS.items() for param in ("session_id", "appointment_id")
+    if "{" + param + "}" in path
+    for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_video_session_or_appointment_is_404(api, db, ctx, session_ctx, route, param,
+                                                        value):
+    before = session_state(db)
+    r = session_send(api, ctx, session_ctx, route, ids_={param: value})
+    assert_problem(r, 404, code="not_found")
+    assert session_state(db) == before
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(SESSION_ROUTES))
+def test_a_bad_bearer_token_on_a_video_session_route_is_401(api, db, ctx, session_ctx, route,
+                                                            auth):
+    before = session_state(db)
+    method, path, body = SESSION_ROUTES[route]
+    value = AUTHORIZATIONS[auth]
+    url = path.format(session_id=session_ctx.session_id, appointment_id=session_ctx.appointment_id)
+    r = api.as_(None, method, url, headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert session_state(db) == before
+
+
+# --- video: providers ---
+# Paths name a provider (`{provider}`, which `ids` fills for billing): this block fills it
+# itself and adds its routes to PROTECTED for the coverage check above.
+
+VIDEO_CREDENTIALS = "/clinics/{clinic_id}/video/credentials/{provider}"
+VIDEO_WRITE = Write("PUT", VIDEO_CREDENTIALS,
+                    lambda c: {"credentials": {"url": "https://openvidu.example.org",
+                                               "api_key": "key-" + "k" * 8,
+                                               "api_secret": "secret-" + "s" * 24}},
+                    None, 0, "credentials", ("credentials", 5))
+VIDEO_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "put_video_credentials": ("PUT", VIDEO_CREDENTIALS, VIDEO_WRITE.body),
+    "get_video_credentials": ("GET", VIDEO_CREDENTIALS, None),
+    "video_health": ("GET", "/clinics/{clinic_id}/video/health", None),
+}
+PROTECTED.update(VIDEO_ROUTES)
+
+
+def video_send(api, ctx: Ctx, route: str, *, token: str | None = None, clinic_id: str | None = None,
+               provider: str = "openvidu", **kw: Any) -> httpx.Response:
+    method, path, body = VIDEO_ROUTES[route]
+    if body is not None and not {"json", "content", "data"} & kw.keys():
+        kw["json"] = body(ctx)
+    url = path.format(clinic_id=clinic_id or ctx.clinic_id, provider=provider)
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize("spoil", [s for s in SPOILS if _applies(VIDEO_WRITE, s)])
+def test_a_spoiled_video_credentials_body_is_refused_whole(api, db, ctx, spoil):
+    how = SPOILS[spoil]
+    before = snapshot(db, ctx)
+    r = video_send(api, ctx, "put_video_credentials", **how.make(VIDEO_WRITE, VIDEO_WRITE.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(VIDEO_WRITE))
+    assert how.says(VIDEO_WRITE) in problem["detail"], problem
+    assert snapshot(db, ctx) == before
+
+
+_OPENVIDU = {"url": "https://openvidu.example.org", "api_key": "k" * 8, "api_secret": "s" * 24}
+_JITSI = {"domain": "meet.example.org", "app_id": "clinic-app", "app_secret": "s" * 24}
+
+
+@pytest.mark.parametrize(("provider", "fields", "field"), [
+    pytest.param("openvidu", {k: v for k, v in _OPENVIDU.items() if k != "api_secret"},
+                  "credentials.api_secret", id="openvidu-missing"),
+    pytest.param("openvidu", {**_OPENVIDU, "region": "eu"}, "credentials.region", id="openvidu-unknown"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "http://openvidu.example.org"}, "credentials.url",
+                 id="openvidu-plain-http"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "https://user@openvidu.example.org"},
+                 "credentials.url", id="openvidu-userinfo"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "https://openvidu.example.org/x?y"},
+                 "credentials.url", id="openvidu-path"),
+    pytest.param("openvidu", {**_OPENVIDU, "api_key": " "}, "credentials.api_key", id="openvidu-blank"),
+    pytest.param("openvidu", {**_OPENVIDU, "api_key": "a\u0000b"}, "credentials", id="openvidu-nul"),
+    pytest.param("openvidu", {f"f{i}": "v" for i in range(21)}, "credentials", id="openvidu-too-many"),
+    pytest.param("jitsi", {**_JITSI, "domain": "https://meet.example.org"}, "credentials.domain",
+                 id="jitsi-scheme"),
+    pytest.param("jitsi", {**_JITSI, "domain": "meet.example.org/room"}, "credentials.domain",
+                 id="jitsi-path"),
+    pytest.param("jitsi", {**_JITSI, "key_id": "k1"}, "credentials.app_secret", id="jaas-not-a-key"),
+    pytest.param("jitsi", {"domain": "meet.example.org"}, "credentials.app_id", id="jitsi-missing"),
+    pytest.param("zoom", _OPENVIDU, "provider", id="unknown-provider"),
+])
+def test_a_bad_video_credential_is_named_and_nothing_changes(api, db, ctx, provider, fields, field):
+    before = snapshot(db, ctx)
+    r = video_send(api, ctx, "put_video_credentials", provider=provider, json={"credentials": fields})
+    assert_problem(r, 400, field=field)
+    assert snapshot(db, ctx) == before
+    assert "s" * 24 not in r.text  # a secret is never echoed
+
+
+@pytest.mark.parametrize(("route", "value"), [
+    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
+    for label, value in BAD_UUIDS.items()])
+def test_a_bad_clinic_id_in_a_video_path_is_named(api, db, ctx, route, value):
+    before = snapshot(db, ctx)
+    assert_problem(video_send(api, ctx, route, clinic_id=value), 400, field="clinic_id")
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize(("route", "value"), [
+    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
+    for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_clinic_in_a_video_path_is_404(api, db, ctx, route, value):
+    before = snapshot(db, ctx)
+    assert_problem(video_send(api, ctx, route, clinic_id=value), 404, code="not_found")
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
+def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, route, auth):
+    before = snapshot(db, ctx)
+    value = AUTHORIZATIONS[auth]
+    method, path, body = VIDEO_ROUTES[route]
+    r = api.as_(None, method, path.format(clinic_id=ctx.clinic_id, provider="openvidu"),
+                headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert snapshot(db, ctx) == before

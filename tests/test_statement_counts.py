@@ -1539,3 +1539,196 @@ REFUND_FACT_AGAIN = 5  # the same fact: found settled, nothing else
 SCHEDULE_AUTOMATIC_REFUND = 5  # the job (due now: its NOTIFY), in the caller's transaction
 REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
 CANCEL_PAID = 17  # CANCEL's, the policy, the automatic refund job (+NOTIFY); +1 coverage's claim
+
+
+# --- video: sessions ----------------------------------------------------------------------------
+# The shared server's settings (Jitsi only: no OpenVidu) hold in process too, so sessions start on
+# Jitsi here and no provider is called; `test_video_session_commands_on_openvidu` points the
+# in-process settings at an OpenVidu fake of its own for the create and join that call it.
+
+@pytest.fixture(scope="module")
+def video_house(env, api, sa_token, clinic_factory, member_factory,
+                domain_layer) -> Iterator[dict[str, Any]]:
+    """A clinic whose join window opens 4 hours ahead: "now" bookings one after the other; the
+    in-process settings hold the run's credentials key and the shared server's Jitsi."""
+    from tests.communication.test_email_providers import settings_env
+
+    with settings_env(**{k: v for k, v in env.items()
+                         if k == "CAREWIRE_CREDENTIALS_KEY" or k.startswith("CAREWIRE_JITSI_")}):
+        yield _video_clinic(api, sa_token, clinic_factory, member_factory, domain_layer)
+
+
+def _video_clinic(api, sa_token, clinic_factory, member_factory, domain_layer) -> dict[str, Any]:
+    c = make_clinic(api, sa_token, clinic_factory, member_factory, doctors=1, patients=2,
+                    patient_max_future_appointments=500,
+                    video={"join_opens_minutes": 240, "join_closes_minutes": 30})
+    c["desk_p"] = domain_layer.principal(c["desk"]["token"])
+    c["doctor_p"] = domain_layer.principal(c["doctors"][0]["token"])
+    c["patient_p"] = domain_layer.principal(c["patients"][0]["token"])
+    c["cid"], c["loc"] = uuid.UUID(c["id"]), uuid.UUID(c["locations"][0]["id"])
+    c["next"] = iter(range(1, 40))
+    return c
+
+
+def _video_now(layer: Any, c: dict[str, Any]) -> Any:
+    """A video appointment starting within minutes (the desk overrides the doctor's hours)."""
+    start = datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(minutes=5 * next(c["next"]))
+    return layer.run(scheduling.book(
+        c["desk_p"], clinic_id=c["cid"], doctor_id=uuid.UUID(c["doctors"][0]["user_id"]),
+        patient_id=uuid.UUID(c["patients"][0]["user_id"]), appointment_type=AppointmentType.VIDEO,
+        start=start, duration_minutes=5, location_id=c["loc"], override_reason="counted"))[0]
+
+
+def test_video_session_commands(domain_layer, video_house, db, pinned) -> None:
+    from domain.video.commands import consultation, joins, sessions
+
+    c, layer = video_house, domain_layer
+    a, b = _video_now(layer, c), _video_now(layer, c)
+    create = lambda x: (lambda: sessions.create_session(c["doctor_p"], x.id))  # noqa: E731
+    result, n, sent = measure(layer, create(a), create(b))
+    assert result.provider == "jitsi" and result.room_ready_at is not None
+    pinned("CREATE_SESSION", n, sent)
+    result, n, sent = measure(layer, create(a), create(b))
+    pinned("CREATE_SESSION_EXISTING", n, sent)
+    sa, sb = (layer.run(sessions.create_session(c["doctor_p"], x.id)) for x in (a, b))
+    ready = lambda s: (lambda: sessions.ready_room(c["doctor_p"], s))  # noqa: E731
+    result, n, sent = measure(layer, ready(sa), ready(sb))
+    pinned("READY_ROOM_JITSI", n, sent)
+
+    token = lambda who, s: (lambda: joins.session_token(c[who], s.id))  # noqa: E731
+    result, n, sent = measure(layer, token("doctor_p", sa), token("doctor_p", sb))
+    assert result.role == "doctor" and result.provider == "jitsi"
+    pinned("SESSION_TOKEN", n, sent)
+    result, n, sent = measure(layer, token("patient_p", sa), token("patient_p", sb))
+    assert result.role == "patient" and result.admitted is False
+    pinned("SESSION_TOKEN_PATIENT_WAITS", n, sent)
+
+    admit = lambda s: (lambda: consultation.admit(c["doctor_p"], s.id))  # noqa: E731
+    result, n, sent = measure(layer, admit(sa), admit(sb))
+    assert result.status == "live"
+    pinned("ADMIT", n, sent)
+    end = lambda s: (lambda: consultation.end_session(c["doctor_p"], s.id))  # noqa: E731
+    result, n, sent = measure(layer, end(sa), end(sb))
+    assert result.status == "ended" and result.duration_seconds is not None
+    pinned("END_SESSION", n, sent)
+    result, n, sent = measure(layer, end(sa), end(sb))
+    assert isinstance(result, Conflict)
+    pinned("END_SESSION_AGAIN", n, sent)
+    pinned.verify()
+
+
+def test_video_session_commands_on_openvidu(domain_layer, video_house, pinned) -> None:
+    from domain.video.commands import joins, sessions
+    from tests.communication.test_email_providers import settings_env
+    from tests.video.fakes.livekit import LiveKitFake
+
+    c, layer = video_house, domain_layer
+    fake = LiveKitFake().start()
+    try:
+        with settings_env(**fake.env()):
+            a, b = _video_now(layer, c), _video_now(layer, c)
+            create = lambda x: (lambda: sessions.create_session(c["doctor_p"], x.id))  # noqa: E731
+            result, n, sent = measure(layer, create(a), create(b))
+            assert result.provider == "openvidu" and result.room_ready_at is not None
+            assert result.room in fake.rooms
+            pinned("CREATE_SESSION_OPENVIDU", n, sent)
+            sa, sb = (layer.run(sessions.create_session(c["doctor_p"], x.id)) for x in (a, b))
+            token = lambda s: (lambda: joins.session_token(c["doctor_p"], s.id))  # noqa: E731
+            result, n, sent = measure(layer, token(sa), token(sb))
+            assert result.provider == "openvidu" and result.server_url == fake.url
+            pinned("SESSION_TOKEN_OPENVIDU", n, sent)
+    finally:
+        fake.stop()
+    pinned.verify()
+
+
+def test_video_switch_and_cancel(domain_layer, video_house, db, pinned) -> None:
+    from domain.video.commands import sessions
+    from domain.video.queries import load_session
+
+    c, layer = video_house, domain_layer
+    made = [layer.run(sessions.create_session(c["doctor_p"], _video_now(layer, c).id))
+            for _ in range(4)]
+    for s in made:  # as if OpenVidu had been the first choice and its room not opened yet
+        db.fetch("UPDATE video_sessions SET provider = 'openvidu', room_ready_at = NULL "
+                 "WHERE id = $1", s.id)
+    switch = lambda s: (lambda: sessions.switch_to_jitsi(None, s, "counted"))  # noqa: E731
+    reread = [layer.run(load_session(s.id)) for s in made]
+    result, n, sent = measure(layer, switch(reread[0]), switch(reread[1]))
+    assert (result.provider, result.switched_from) == ("jitsi", "openvidu")
+    pinned("SWITCH_TO_JITSI", n, sent)
+    result, n, sent = measure(layer, switch(reread[0]), switch(reread[1]))  # once only
+    pinned("SWITCH_TO_JITSI_AGAIN", n, sent)
+    cancel = lambda s: (lambda: scheduling.transition(c["desk_p"], s.appointment_id, "cancel"))  # noqa: E731
+    result, n, sent = measure(layer, cancel(made[2]), cancel(made[3]))
+    assert result.status == "cancelled"
+    assert layer.run(load_session(made[3].id)).status == "ended"
+    pinned("CANCEL_VIDEO", n, sent)
+    pinned.verify()
+
+
+COMMANDS["scheduling.commands.transitions:transition"] += ("CANCEL_VIDEO",)
+COMMANDS.update({
+    "video.commands.sessions:create_session": ("CREATE_SESSION", "CREATE_SESSION_OPENVIDU"),
+    "video.commands.sessions:ensure_session": ("CREATE_SESSION_EXISTING",),
+    "video.commands.sessions:ready_room": ("READY_ROOM_JITSI",),
+    "video.commands.sessions:switch_to_jitsi": ("SWITCH_TO_JITSI", "SWITCH_TO_JITSI_AGAIN"),
+    "video.commands.joins:session_token": ("SESSION_TOKEN", "SESSION_TOKEN_PATIENT_WAITS",
+                                           "SESSION_TOKEN_OPENVIDU"),
+    "video.commands.consultation:admit": ("ADMIT",),
+    "video.commands.consultation:end_session": ("END_SESSION", "END_SESSION_AGAIN"),
+})
+NOT_COMMANDS.update({
+    "video.commands.sessions:tell": "notes a video event in the journal; no SQL",
+})
+
+CREATE_SESSION = 13  # the appointment locked, the provider choice (failover.first_choice: two
+#   credentials reads), the INSERT ... ON CONFLICT, audit (3), event (3); Jitsi: no provider call
+CREATE_SESSION_OPENVIDU = 16  # CREATE_SESSION's with one credentials read (OpenVidu is the
+#   first choice), then after COMMIT the room opened: its credentials (+ reset), no SQL for the
+#   breaker (Redis), the room_ready_at UPDATE (+ reset)
+SESSION_TOKEN_OPENVIDU = 16  # the reads in one transaction, the room opened between (its
+#   credentials), the ticket's credentials and the audit row in a second transaction
+CREATE_SESSION_EXISTING = 8  # the INSERT finds the live one: one read of it, nothing written
+READY_ROOM_JITSI = 0  # a Jitsi room exists on first join: nothing to do
+SESSION_TOKEN = 11  # one transaction: the session, its appointment, the clinic (join window),
+#   the caller's name, the provider's credentials, the audit row (3)
+SESSION_TOKEN_PATIENT_WAITS = 15  # SESSION_TOKEN's and the guarded wait UPDATE, the event (3)
+ADMIT = 30  # the session and its appointment (locked), queueing's check-in (its 13 statements:
+#   the appointment again, the clinic, the queue, the entry, the queue's events), the move to
+#   in_progress (queueing's handler stamps the entry, 7), the guarded UPDATE, audit, event
+END_SESSION = 20  # the session, its appointment (locked), the guarded UPDATE with the duration,
+#   completed (queueing's handler finishes the entry, 5), audit, event; after COMMIT the
+#   room's close (Jitsi: the credentials read, no call)
+END_SESSION_AGAIN = 6  # the guarded UPDATE finds it ended: 409
+SWITCH_TO_JITSI = 10  # one guarded UPDATE, audit (3), event (3)
+SWITCH_TO_JITSI_AGAIN = 5  # the guard finds it switched: the session read back
+CANCEL_VIDEO = 15  # CANCEL's 14 and one UPDATE ending the appointment's live session (+ event)
+
+
+# --- video: providers ---
+
+def test_video_provider_credentials(env, clinic_factory, member_factory, domain_layer,
+                                    pinned) -> None:
+    """A clinic's own OpenVidu stored (validated before any SQL, then tenancy's upsert)."""
+    from domain.video.commands import credentials
+    from tests.communication.test_email_providers import settings_env
+
+    clinic = clinic_factory()
+    admin = domain_layer.principal(member_factory(clinic["id"], "CLINIC_ADMIN", tag="vcred")["token"])
+    cid = uuid.UUID(clinic["id"])
+    fields = {"url": "https://openvidu.example.org", "api_key": "counted-key",
+              "api_secret": "counted-secret-" + "s" * 20}
+    with settings_env(CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        result, n, sent = measure(
+            domain_layer,
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields),
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields))
+    assert result["api_secret"] == "****" + fields["api_secret"][-4:]
+    pinned("PUT_VIDEO_CREDENTIALS", n, sent)
+    pinned.verify()
+
+
+PUT_VIDEO_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row), as billing's
+COMMANDS["video.commands.credentials:put_provider_credentials"] = ("PUT_VIDEO_CREDENTIALS",)
+NOT_COMMANDS["video.commands.credentials:provider_credentials"] = "read: the masked credentials"

@@ -1,5 +1,8 @@
 """One circuit breaker per provider per clinic, shared by every worker through Redis
 (purgatory's Redis unit of work: failures are counted with INCR, the state is one key).
+Other contexts use the same factory with circuits of their own naming (video: one per OpenVidu
+deployment), excluding their own refusal exception in `get_breaker(name, exclude=[...])`, and
+read them with `state_of(name)`.
 
 A `Rejected` send (the provider refused this message) does not count: the provider is up.
 purgatory lets every call through while half-open; the first result decides (a success closes
@@ -21,7 +24,7 @@ from domain import kv
 from domain.communication.providers.base import Rejected
 from domain.settings import get as app_settings
 
-__all__ = ["BreakerState", "OpenedState", "circuit", "factory", "state"]
+__all__ = ["BreakerState", "OpenedState", "circuit", "factory", "state", "state_of"]
 
 
 class BreakerState(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +53,8 @@ def owner(name: str) -> tuple[uuid.UUID, str] | None:
 
 
 def _hook(name: str, event_name: str, event: Any) -> None:
-    if event_name == "state_changed" and isinstance(event, ContextChanged):
+    # only communication's circuits: nothing drains another context's transitions
+    if event_name == "state_changed" and isinstance(event, ContextChanged) and name in _circuits:
         _transitions.append((name, event.state))
 
 
@@ -76,9 +80,14 @@ def take_transitions() -> list[tuple[str, str]]:
 
 async def state(clinic_id: uuid.UUID, provider: str) -> BreakerState:
     """The breaker as every worker sees it; closed when it never failed."""
+    return await state_of(circuit(clinic_id, provider))
+
+
+async def state_of(name: str) -> BreakerState:
+    """The breaker of that circuit name as every worker sees it; closed when it never failed."""
     f = await factory()
     async with f.uow as uow:
-        ctx = await uow.contexts.get(circuit(clinic_id, provider))
+        ctx = await uow.contexts.get(name)
     if ctx is None:
         return BreakerState(state="closed", failure_count=0, opened_at=None)
     name = ctx.state

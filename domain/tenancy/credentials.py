@@ -27,6 +27,7 @@ from domain.errors import Conflict, FieldError, Invalid, NotFound, invalid_field
 from domain.principal import Principal
 from domain.settings import credentials_keys
 from domain.settings import get as app_settings
+from domain.tenancy.queries import load_clinic
 
 PROVIDER = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -173,6 +174,16 @@ async def masked_credentials(principal: Principal, clinic_id: uuid.UUID, *,
         "SELECT provider, last4 FROM clinic_credentials WHERE clinic_id = $1 ORDER BY provider",
         clinic_id)
     return {str(r["provider"]): _json_dict(r["last4"]) for r in rows}
+
+
+async def masked_provider_credentials(principal: Principal, clinic_id: uuid.UUID, provider: str,
+                                      *, permission: str) -> dict[str, str]:
+    """One provider's fields masked as in `masked_credentials`; {} when none are stored, and
+    a clinic that does not exist is 404 (even to SUPER_ADMIN, whom `require` lets name any)."""
+    masked = await masked_credentials(principal, clinic_id, permission=permission)
+    if not masked:
+        await load_clinic(clinic_id)
+    return masked.get(provider, {})
 
 
 def _json_dict(value: object) -> dict[str, str]:

@@ -6,7 +6,11 @@ import uuid
 from typing import Any
 
 from domain import db
-from domain.errors import NotFound
+from domain.access.policies import Grant, require
+from domain.errors import Forbidden, NotFound
+from domain.principal import Principal
+from domain.scheduling.models import Appointment
+from domain.scheduling.queries import load_appointment, owner_of, visible_appointment
 from domain.video.models import Recording, RecordingStatus, Session, SessionStatus
 
 
@@ -55,3 +59,52 @@ async def live_session_of(appointment_id: uuid.UUID) -> Session | None:
         "SELECT * FROM video_sessions WHERE appointment_id = $1 AND status <> 'ended'",
         appointment_id)
     return session_from_row(rows[0]) if rows else None
+
+
+def grant_for(principal: Principal, appointment: Appointment, *permissions: str) -> Grant:
+    """The first of `permissions` the caller holds on the appointment (another clinic's, or one
+    out of the caller's scope, is 404; holding none of them is 403)."""
+    denied: Forbidden | None = None
+    for permission in permissions:
+        try:
+            grant = require(principal, permission, appointment.clinic_id,
+                            resource_type="appointment", resource_id=appointment.id)
+        except Forbidden as exc:
+            denied = denied or exc
+            continue
+        grant.check_object(owner_id=owner_of(grant, appointment),
+                           location_id=appointment.location_id, object_id=appointment.id)
+        return grant
+    assert denied is not None
+    raise denied
+
+
+async def session_and_appointment(principal: Principal, session_id: uuid.UUID,
+                                  *permissions: str, lock: bool = False
+                                  ) -> tuple[Grant, Session, Appointment]:
+    """A session the caller may reach through its appointment; any miss is the session's 404
+    (`lock`: the appointment row, FOR NO KEY UPDATE, as every appointment command takes it)."""
+    session = await load_session(session_id)
+    appointment = await load_appointment(session.appointment_id, lock=lock)
+    try:
+        grant = grant_for(principal, appointment, *permissions)
+    except NotFound as exc:
+        raise NotFound("video session not found", hidden=exc.hidden,
+                       resource_type="video_session", resource_id=session_id) from exc
+    return grant, session, appointment
+
+
+async def get_session(principal: Principal, session_id: uuid.UUID) -> Session:
+    """`video:read`: the appointment's doctor and patient, and staff by the permission file."""
+    _, session, _ = await session_and_appointment(principal, session_id, "video:read")
+    return session
+
+
+async def sessions_of_appointment(principal: Principal, appointment_id: uuid.UUID
+                                  ) -> list[Session]:
+    """Every session the appointment had, oldest first (one live at most; ended ones stay)."""
+    await visible_appointment(principal, appointment_id, "video:read")
+    rows = await db.fetch(
+        "SELECT * FROM video_sessions WHERE appointment_id = $1 ORDER BY created_at, id",
+        appointment_id)
+    return [session_from_row(row) for row in rows]

@@ -32,11 +32,7 @@ def text_of(pdf: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[aws.Moto]:
-    with aws.moto_server() as m:
-        boto3.client("s3", endpoint_url=m.url, region_name=aws.REGION,
-                     aws_access_key_id=aws.ACCESS_KEY_ID,
-                     aws_secret_access_key=aws.SECRET_ACCESS_KEY).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.REGION})
+    with aws.moto_with_bucket(BUCKET) as m:
         yield m
 
 

@@ -10,8 +10,7 @@ from domain.billing.models import ONLINE_PROVIDERS
 from domain.billing.providers import adapter
 from domain.errors import FieldError, Invalid, invalid_field
 from domain.principal import Principal
-from domain.tenancy.credentials import masked_credentials, put_credentials
-from domain.tenancy.queries import load_clinic
+from domain.tenancy.credentials import masked_provider_credentials, put_credentials
 
 
 def _provider(provider: str) -> str:
@@ -40,7 +39,5 @@ async def put_provider_credentials(principal: Principal, clinic_id: uuid.UUID, p
 async def provider_credentials(principal: Principal, clinic_id: uuid.UUID,
                                provider: str) -> dict[str, str]:
     """The stored fields masked (`****` + last 4); {} when none are stored."""
-    masked = await masked_credentials(principal, clinic_id, permission="billing_settings:read")
-    if not masked:
-        await load_clinic(clinic_id)  # a clinic that does not exist is 404, even to SUPER_ADMIN
-    return masked.get(_provider(provider), {})
+    return await masked_provider_credentials(principal, clinic_id, _provider(provider),
+                                             permission="billing_settings:read")

@@ -38,3 +38,15 @@ def moto_server() -> Iterator[Moto]:
         yield Moto(f"http://127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+@contextmanager
+def moto_with_bucket(bucket: str) -> Iterator[Moto]:
+    """A moto server holding one empty S3 bucket (in REGION)."""
+    import boto3
+
+    with moto_server() as m:
+        boto3.client("s3", endpoint_url=m.url, region_name=REGION, aws_access_key_id=ACCESS_KEY_ID,
+                     aws_secret_access_key=SECRET_ACCESS_KEY).create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        yield m

@@ -29,6 +29,10 @@ class HANG:
     """Returned by a fake's `handle` to leave the request unanswered (a read timeout)."""
 
 
+class RESET:
+    """Returned by a fake's `handle` to close the connection without an answer (a reset)."""
+
+
 class FakeServer:
     """Subclasses implement `handle(method, path, headers, body) -> Reply | type[HANG]`."""
 
@@ -50,6 +54,9 @@ class FakeServer:
                 raw = self.rfile.read(length) if length else b""
                 reply = fake.handle(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
                                     raw)
+                if reply is RESET:
+                    self.close_connection = True
+                    return
                 if reply is HANG:
                     fake._stopping.wait(60)
                     self.close_connection = True
@@ -72,7 +79,8 @@ class FakeServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | type[HANG]:
+    def handle(self, method: str, path: str, headers: dict[str, str],
+               body: bytes) -> Reply | type[HANG] | type[RESET]:
         raise NotImplementedError
 
     def start(self) -> FakeServer:
