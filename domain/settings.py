@@ -130,17 +130,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Video (domain/video): the provider new sessions start on (`openvidu`, or `jitsi` to
     #: skip OpenVidu), unless a clinic stored its own (credentials `openvidu` / `jitsi`).
     video_provider: str = "openvidu"
-    #: OpenVidu 3 (the LiveKit server API): its URL and API key pair. Empty URL: not set up, new
-    #: sessions go to Jitsi.
+    #: OpenVidu 3 (it speaks the LiveKit server API); empty: not set up, new sessions go to Jitsi.
     openvidu_url: str = ""
+    #: OpenVidu's API key (the `iss` of our tokens and of its webhooks).
     openvidu_api_key: str = ""
+    #: OpenVidu's API secret (signs tokens both ways).
     openvidu_api_secret: str = ""
-    #: Jitsi with JWT rooms: the domain (`meet.example.org`; `8x8.vc` for JaaS), the app id
-    #: (`vpaas-magic-cookie-...` for JaaS) and the secret (HS256), or an RSA private key in PEM
-    #: with `jitsi_key_id` set (RS256, JaaS). Empty domain: no fallback.
+    #: Jitsi with JWT rooms, the fallback: its domain (`meet.example.org`; `8x8.vc` for JaaS);
+    #: empty: no fallback.
     jitsi_domain: str = ""
+    #: The Jitsi app id (`vpaas-magic-cookie-...` for JaaS).
     jitsi_app_id: str = ""
+    #: The Jitsi app secret (HS256, self-hosted), or an RSA private key in PEM (JaaS, RS256).
     jitsi_app_secret: str = ""
+    #: JaaS only: the key id of that RSA key (set: tokens are RS256 for 8x8.vc).
     jitsi_key_id: str = ""
     #: Links are `https://` unless this is set (a local Jitsi or fake in tests and `carewire dev`).
     jitsi_scheme: str = "https"
@@ -149,8 +152,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: How long a video provider call may take before it counts as failed (and fails over).
     video_timeout_seconds: float = 5.0
     #: Recordings (OpenVidu egress) are written to this S3 bucket (through `aws_endpoint_url`);
-    #: empty: recording is unavailable. Download links live this long.
+    #: empty: recording is unavailable.
     recording_bucket: str = ""
+    #: How long a recording's presigned download link lives.
     recording_link_seconds: int = 300
     #: Provider webhooks (`/api/v1/webhooks/communication/...`) verify with these; they are the
     #: deployment's own provider accounts (per-clinic webhook secrets are not built). An SNS

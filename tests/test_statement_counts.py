@@ -1212,9 +1212,10 @@ START = 17  # a queued appointment's: the handler moves its entry and tells the 
 COMPLETE = 16
 NO_SHOW = 16
 MARK_PAID = 8
-EXPIRE_UNPAID = 8  # before: 11 with two rows due, 2 more per row (each read back, its
+EXPIRE_UNPAID = 9  # before: 11 with two rows due, 2 more per row (each read back, its
 #                   transition row apart); now one statement moves and notes them all;
-#                   + 1: billing voids their unpaid invoices (one UPDATE however many)
+#                   + 1: billing voids their unpaid invoices (one UPDATE however many);
+#                   + 1: video ends their calls (one UPDATE however many video visits)
 RESCHEDULE = 14  # before: 18
 PUT_SCHEDULE = 16
 TIME_OFF = 14

@@ -63,7 +63,7 @@ def _event(session: Session, recording: Recording) -> events.RecordingEvent | No
     kind: type[events.RecordingEvent] | None = {
         RecordingStatus.ACTIVE: events.RecordingStarted,
         RecordingStatus.COMPLETE: events.RecordingStopped,
-        RecordingStatus.ABORTED: events.RecordingStopped,
+        RecordingStatus.ABORTED: events.RecordingFailed,
         RecordingStatus.FAILED: events.RecordingFailed}.get(recording.status)
     if kind is None:
         return None
