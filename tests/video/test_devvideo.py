@@ -91,3 +91,25 @@ def test_a_configured_openvidu_starts_no_fake() -> None:
             del os.environ["CAREWIRE_OPENVIDU_URL"]
         else:
             os.environ["CAREWIRE_OPENVIDU_URL"] = saved
+
+
+def test_the_demo_video_visit_opens_and_gives_the_doctor_a_token(env: Any, api: Any,
+                                                                 db: Any) -> None:
+    """What the start-up lines tell a newcomer to curl: the seeded visit (paid, today, inside its
+    join window, the same one on a second run) opens a room and gives Dr. Khan a join token."""
+    from gateway.demo_seed import DEMO_PASSWORD, VIDEO_DOCTOR
+    from tests import servers
+
+    for _ in range(2):
+        done = servers.cli(env, "seed-demo")
+        assert done.returncode == 0, done.stderr
+    [visit] = db.fetch("""SELECT a.id, a.status FROM appointments a JOIN users u ON u.id = a.doctor_id
+                          WHERE u.email = $1 AND a.type = 'video'
+                            AND a.starts_at < now() + interval '10 minutes'""", VIDEO_DOCTOR)
+    assert visit["status"] == "scheduled"  # paid at the desk
+    token = api.token(VIDEO_DOCTOR, DEMO_PASSWORD)
+    r = api.as_(token, "POST", "/video/sessions", json={"appointment_id": str(visit["id"])})
+    assert r.status_code == 201, r.text
+    joined = api.as_(token, "POST", f"/video/sessions/{r.json()['id']}/token")
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["role"] == "doctor" and joined.json()["token"]
