@@ -240,3 +240,28 @@ def test_ending_the_session_stops_its_running_recording(rw: Any, openvidu: LiveK
     assert ended.status_code == 200, ended.text
     assert recording_row(db, r.json()["id"])["status"] == "ending"
     eventually(lambda: openvidu.egress[egress_id]["status"] == "EGRESS_COMPLETE")
+
+
+def test_a_session_on_jitsi_or_ended_does_not_record(api: Api, rapi: Api, db: Db, sa_token: str,
+                                                     clinic_factory: Any,
+                                                     member_factory: Any) -> None:
+    """A clinic whose own OpenVidu refuses connections: its sessions go to Jitsi, which has no
+    recording here (409 naming the session); an ended session does not record either."""
+    down = _clinic(api, rapi, db, sa_token, clinic_factory, member_factory, enabled=True)
+    own = LiveKitFake().start()
+    try:
+        r = rapi.as_(down.token("admin"), "PUT", f"/clinics/{down.id}/video/credentials/openvidu",
+                    json={"credentials": own.credentials()})
+        assert r.status_code == 200, r.text
+        own.refuse(True)
+        s = consented(down)
+        assert s["provider"] == "jitsi"
+        r = start(down, s["id"])
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "session", r.text
+        assert down.act(s["id"], "end").status_code == 200
+        assert start(down, s["id"]).status_code == 409
+        assert not db.fetch("SELECT 1 FROM video_recordings WHERE session_id = $1",
+                            uuid.UUID(s["id"]))
+    finally:
+        own.refuse(False)
+        own.stop()
