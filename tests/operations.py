@@ -93,21 +93,19 @@ OPENAPI_OPERATIONS |= {
     ("POST", "/api/v1/billing/subscriptions/{subscription_id}/cancel"),
 }
 
-
-# --- video: providers ---
-OPENAPI_OPERATIONS |= {
-    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
-    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
-    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
-}
-
-
 # --- video: sessions ---
 OPENAPI_OPERATIONS |= {
     ("POST", "/api/v1/video/sessions"), ("GET", "/api/v1/video/sessions/{session_id}"),
     ("GET", "/api/v1/appointments/{appointment_id}/video-sessions"),
     *(("POST", f"/api/v1/video/sessions/{{session_id}}/{action}")
       for action in ("token", "admit", "end")),
+}
+
+# --- video: providers ---
+OPENAPI_OPERATIONS |= {
+    ("PUT", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/credentials/{provider}"),
+    ("GET", "/api/v1/clinics/{clinic_id}/video/health"),
 }
 
 

@@ -1467,38 +1467,6 @@ def test_refund_route(world: World, sched: Sched, api, db, sa_token, route: str,
             assert str(secret) not in r.text
 
 
-# --- video: providers ---
-
-@pytest.mark.parametrize("where", ["own", "other"])
-@pytest.mark.parametrize("caller", CALLERS)
-def test_video_provider_settings_routes(world: World, api, caller: str, where: str) -> None:
-    """A clinic's own video accounts and its provider health. The body stored is the shared
-    server's own Jitsi account, so the clinics' video sessions in other tests are unchanged."""
-    from tests.conftest import JITSI_SECRET
-
-    clinic = world.a if where == "own" else world.b
-    who = world.callers.get(caller, {"token": None})
-    base = f"/clinics/{clinic['id']}/video"
-    body = {"credentials": {"domain": "meet.carewire.test", "app_id": "carewire-test",
-                            "app_secret": JITSI_SECRET}}
-    for method, path, permission in (("PUT", f"{base}/credentials/jitsi", "video_settings:manage"),
-                                     ("GET", f"{base}/credentials/jitsi", "video_settings:read"),
-                                     ("GET", f"{base}/health", "video_settings:read")):
-        r = api.as_(who["token"], method, path, json=body if method == "PUT" else None)
-        if caller == "ANONYMOUS":
-            expected = 401
-        elif where == "other" and caller != "SUPER_ADMIN":
-            expected = 404
-        elif scope_of(permission, Role(caller)) is Scope.DENY:
-            expected = 403
-        else:
-            expected = 200
-        assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
-        assert JITSI_SECRET not in r.text
-        if expected >= 400:
-            assert r.headers["content-type"].startswith("application/problem+json")
-
-
 # --- video: sessions ---------------------------------------------------------------------------
 # A session is reached through its appointment: the appointment's owner and location decide
 # (video:read, video:join, video:manage). Creating needs video:manage or video:join; a token is
@@ -1597,6 +1565,38 @@ def test_video_session_route(world: World, sched: Sched, api, db, sa_token, rout
     finally:
         if case.appointment_id and route.endswith("/token"):  # free the doctor's time
             api.as_(sa_token, "POST", f"/appointments/{case.appointment_id}/cancel")
+
+
+# --- video: providers ---
+
+@pytest.mark.parametrize("where", ["own", "other"])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_video_provider_settings_routes(world: World, api, caller: str, where: str) -> None:
+    """A clinic's own video accounts and its provider health. The body stored is the shared
+    server's own Jitsi account, so the clinics' video sessions in other tests are unchanged."""
+    from tests.conftest import JITSI_SECRET
+
+    clinic = world.a if where == "own" else world.b
+    who = world.callers.get(caller, {"token": None})
+    base = f"/clinics/{clinic['id']}/video"
+    body = {"credentials": {"domain": "meet.carewire.test", "app_id": "carewire-test",
+                            "app_secret": JITSI_SECRET}}
+    for method, path, permission in (("PUT", f"{base}/credentials/jitsi", "video_settings:manage"),
+                                     ("GET", f"{base}/credentials/jitsi", "video_settings:read"),
+                                     ("GET", f"{base}/health", "video_settings:read")):
+        r = api.as_(who["token"], method, path, json=body if method == "PUT" else None)
+        if caller == "ANONYMOUS":
+            expected = 401
+        elif where == "other" and caller != "SUPER_ADMIN":
+            expected = 404
+        elif scope_of(permission, Role(caller)) is Scope.DENY:
+            expected = 403
+        else:
+            expected = 200
+        assert r.status_code == expected, f"{caller} {method} {path}: {r.status_code} {r.text}"
+        assert JITSI_SECRET not in r.text
+        if expected >= 400:
+            assert r.headers["content-type"].startswith("application/problem+json")
 
 
 # --- video: webhooks and recording -------------------------------------------------------------

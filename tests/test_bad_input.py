@@ -1742,107 +1742,6 @@ def test_a_bad_bearer_token_on_a_refund_route_is_401(api, db, ctx, refund_ctx, r
     assert refund_state(db, refund_ctx) == before
 
 
-# --- video: providers ---
-# Paths name a provider (`{provider}`, which `ids` fills for billing): this block fills it
-# itself and adds its routes to PROTECTED for the coverage check above.
-
-VIDEO_CREDENTIALS = "/clinics/{clinic_id}/video/credentials/{provider}"
-VIDEO_WRITE = Write("PUT", VIDEO_CREDENTIALS,
-                    lambda c: {"credentials": {"url": "https://openvidu.example.org",
-                                               "api_key": "key-" + "k" * 8,
-                                               "api_secret": "secret-" + "s" * 24}},
-                    None, 0, "credentials", ("credentials", 5))
-VIDEO_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
-    "put_video_credentials": ("PUT", VIDEO_CREDENTIALS, VIDEO_WRITE.body),
-    "get_video_credentials": ("GET", VIDEO_CREDENTIALS, None),
-    "video_health": ("GET", "/clinics/{clinic_id}/video/health", None),
-}
-PROTECTED.update(VIDEO_ROUTES)
-
-
-def video_send(api, ctx: Ctx, route: str, *, token: str | None = None, clinic_id: str | None = None,
-               provider: str = "openvidu", **kw: Any) -> httpx.Response:
-    method, path, body = VIDEO_ROUTES[route]
-    if body is not None and not {"json", "content", "data"} & kw.keys():
-        kw["json"] = body(ctx)
-    url = path.format(clinic_id=clinic_id or ctx.clinic_id, provider=provider)
-    return api.as_(token or ctx.sa_token, method, url, **kw)
-
-
-@pytest.mark.parametrize("spoil", [s for s in SPOILS if _applies(VIDEO_WRITE, s)])
-def test_a_spoiled_video_credentials_body_is_refused_whole(api, db, ctx, spoil):
-    how = SPOILS[spoil]
-    before = snapshot(db, ctx)
-    r = video_send(api, ctx, "put_video_credentials", **how.make(VIDEO_WRITE, VIDEO_WRITE.body(ctx)))
-    problem = assert_problem(r, how.status, field=how.field(VIDEO_WRITE))
-    assert how.says(VIDEO_WRITE) in problem["detail"], problem
-    assert snapshot(db, ctx) == before
-
-
-_OPENVIDU = {"url": "https://openvidu.example.org", "api_key": "k" * 8, "api_secret": "s" * 24}
-_JITSI = {"domain": "meet.example.org", "app_id": "clinic-app", "app_secret": "s" * 24}
-
-
-@pytest.mark.parametrize(("provider", "fields", "field"), [
-    pytest.param("openvidu", {k: v for k, v in _OPENVIDU.items() if k != "api_secret"},
-                  "credentials.api_secret", id="openvidu-missing"),
-    pytest.param("openvidu", {**_OPENVIDU, "region": "eu"}, "credentials.region", id="openvidu-unknown"),
-    pytest.param("openvidu", {**_OPENVIDU, "url": "http://openvidu.example.org"}, "credentials.url",
-                 id="openvidu-plain-http"),
-    pytest.param("openvidu", {**_OPENVIDU, "url": "https://user@openvidu.example.org"},
-                 "credentials.url", id="openvidu-userinfo"),
-    pytest.param("openvidu", {**_OPENVIDU, "url": "https://openvidu.example.org/x?y"},
-                 "credentials.url", id="openvidu-path"),
-    pytest.param("openvidu", {**_OPENVIDU, "api_key": " "}, "credentials.api_key", id="openvidu-blank"),
-    pytest.param("openvidu", {**_OPENVIDU, "api_key": "a\u0000b"}, "credentials", id="openvidu-nul"),
-    pytest.param("openvidu", {f"f{i}": "v" for i in range(21)}, "credentials", id="openvidu-too-many"),
-    pytest.param("jitsi", {**_JITSI, "domain": "https://meet.example.org"}, "credentials.domain",
-                 id="jitsi-scheme"),
-    pytest.param("jitsi", {**_JITSI, "domain": "meet.example.org/room"}, "credentials.domain",
-                 id="jitsi-path"),
-    pytest.param("jitsi", {**_JITSI, "key_id": "k1"}, "credentials.app_secret", id="jaas-not-a-key"),
-    pytest.param("jitsi", {"domain": "meet.example.org"}, "credentials.app_id", id="jitsi-missing"),
-    pytest.param("zoom", _OPENVIDU, "provider", id="unknown-provider"),
-])
-def test_a_bad_video_credential_is_named_and_nothing_changes(api, db, ctx, provider, fields, field):
-    before = snapshot(db, ctx)
-    r = video_send(api, ctx, "put_video_credentials", provider=provider, json={"credentials": fields})
-    assert_problem(r, 400, field=field)
-    assert snapshot(db, ctx) == before
-    assert "s" * 24 not in r.text  # a secret is never echoed
-
-
-@pytest.mark.parametrize(("route", "value"), [
-    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
-    for label, value in BAD_UUIDS.items()])
-def test_a_bad_clinic_id_in_a_video_path_is_named(api, db, ctx, route, value):
-    before = snapshot(db, ctx)
-    assert_problem(video_send(api, ctx, route, clinic_id=value), 400, field="clinic_id")
-    assert snapshot(db, ctx) == before
-
-
-@pytest.mark.parametrize(("route", "value"), [
-    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
-    for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
-def test_an_unknown_clinic_in_a_video_path_is_404(api, db, ctx, route, value):
-    before = snapshot(db, ctx)
-    assert_problem(video_send(api, ctx, route, clinic_id=value), 404, code="not_found")
-    assert snapshot(db, ctx) == before
-
-
-@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
-@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
-def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, route, auth):
-    before = snapshot(db, ctx)
-    value = AUTHORIZATIONS[auth]
-    method, path, body = VIDEO_ROUTES[route]
-    r = api.as_(None, method, path.format(clinic_id=ctx.clinic_id, provider="openvidu"),
-                headers={"Authorization": value} if value else {},
-                **({"json": body(ctx)} if body else {}))
-    assert_problem(r, 401, code="unauthenticated")
-    assert snapshot(db, ctx) == before
-
-
 # --- video: sessions ----------------------------------------------------------------------------
 # Paths name a video session, which Ctx does not hold: this block fills them itself (a video
 # appointment of the ctx clinic and its session), and adds its routes to PROTECTED for the
@@ -1967,6 +1866,107 @@ def test_a_bad_bearer_token_on_a_video_session_route_is_401(api, db, ctx, sessio
                 **({"json": body(ctx)} if body else {}))
     assert_problem(r, 401, code="unauthenticated")
     assert session_state(db) == before
+
+
+# --- video: providers ---
+# Paths name a provider (`{provider}`, which `ids` fills for billing): this block fills it
+# itself and adds its routes to PROTECTED for the coverage check above.
+
+VIDEO_CREDENTIALS = "/clinics/{clinic_id}/video/credentials/{provider}"
+VIDEO_WRITE = Write("PUT", VIDEO_CREDENTIALS,
+                    lambda c: {"credentials": {"url": "https://openvidu.example.org",
+                                               "api_key": "key-" + "k" * 8,
+                                               "api_secret": "secret-" + "s" * 24}},
+                    None, 0, "credentials", ("credentials", 5))
+VIDEO_ROUTES: dict[str, tuple[str, str, Callable[[Ctx], dict[str, Any]] | None]] = {
+    "put_video_credentials": ("PUT", VIDEO_CREDENTIALS, VIDEO_WRITE.body),
+    "get_video_credentials": ("GET", VIDEO_CREDENTIALS, None),
+    "video_health": ("GET", "/clinics/{clinic_id}/video/health", None),
+}
+PROTECTED.update(VIDEO_ROUTES)
+
+
+def video_send(api, ctx: Ctx, route: str, *, token: str | None = None, clinic_id: str | None = None,
+               provider: str = "openvidu", **kw: Any) -> httpx.Response:
+    method, path, body = VIDEO_ROUTES[route]
+    if body is not None and not {"json", "content", "data"} & kw.keys():
+        kw["json"] = body(ctx)
+    url = path.format(clinic_id=clinic_id or ctx.clinic_id, provider=provider)
+    return api.as_(token or ctx.sa_token, method, url, **kw)
+
+
+@pytest.mark.parametrize("spoil", [s for s in SPOILS if _applies(VIDEO_WRITE, s)])
+def test_a_spoiled_video_credentials_body_is_refused_whole(api, db, ctx, spoil):
+    how = SPOILS[spoil]
+    before = snapshot(db, ctx)
+    r = video_send(api, ctx, "put_video_credentials", **how.make(VIDEO_WRITE, VIDEO_WRITE.body(ctx)))
+    problem = assert_problem(r, how.status, field=how.field(VIDEO_WRITE))
+    assert how.says(VIDEO_WRITE) in problem["detail"], problem
+    assert snapshot(db, ctx) == before
+
+
+_OPENVIDU = {"url": "https://openvidu.example.org", "api_key": "k" * 8, "api_secret": "s" * 24}
+_JITSI = {"domain": "meet.example.org", "app_id": "clinic-app", "app_secret": "s" * 24}
+
+
+@pytest.mark.parametrize(("provider", "fields", "field"), [
+    pytest.param("openvidu", {k: v for k, v in _OPENVIDU.items() if k != "api_secret"},
+                  "credentials.api_secret", id="openvidu-missing"),
+    pytest.param("openvidu", {**_OPENVIDU, "region": "eu"}, "credentials.region", id="openvidu-unknown"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "http://openvidu.example.org"}, "credentials.url",
+                 id="openvidu-plain-http"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "https://user@openvidu.example.org"},
+                 "credentials.url", id="openvidu-userinfo"),
+    pytest.param("openvidu", {**_OPENVIDU, "url": "https://openvidu.example.org/x?y"},
+                 "credentials.url", id="openvidu-path"),
+    pytest.param("openvidu", {**_OPENVIDU, "api_key": " "}, "credentials.api_key", id="openvidu-blank"),
+    pytest.param("openvidu", {**_OPENVIDU, "api_key": "a\u0000b"}, "credentials", id="openvidu-nul"),
+    pytest.param("openvidu", {f"f{i}": "v" for i in range(21)}, "credentials", id="openvidu-too-many"),
+    pytest.param("jitsi", {**_JITSI, "domain": "https://meet.example.org"}, "credentials.domain",
+                 id="jitsi-scheme"),
+    pytest.param("jitsi", {**_JITSI, "domain": "meet.example.org/room"}, "credentials.domain",
+                 id="jitsi-path"),
+    pytest.param("jitsi", {**_JITSI, "key_id": "k1"}, "credentials.app_secret", id="jaas-not-a-key"),
+    pytest.param("jitsi", {"domain": "meet.example.org"}, "credentials.app_id", id="jitsi-missing"),
+    pytest.param("zoom", _OPENVIDU, "provider", id="unknown-provider"),
+])
+def test_a_bad_video_credential_is_named_and_nothing_changes(api, db, ctx, provider, fields, field):
+    before = snapshot(db, ctx)
+    r = video_send(api, ctx, "put_video_credentials", provider=provider, json={"credentials": fields})
+    assert_problem(r, 400, field=field)
+    assert snapshot(db, ctx) == before
+    assert "s" * 24 not in r.text  # a secret is never echoed
+
+
+@pytest.mark.parametrize(("route", "value"), [
+    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
+    for label, value in BAD_UUIDS.items()])
+def test_a_bad_clinic_id_in_a_video_path_is_named(api, db, ctx, route, value):
+    before = snapshot(db, ctx)
+    assert_problem(video_send(api, ctx, route, clinic_id=value), 400, field="clinic_id")
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize(("route", "value"), [
+    pytest.param(route, value, id=f"{route}-{label}") for route in VIDEO_ROUTES
+    for label, value in {"nil": NIL, "random": str(uuid.uuid4())}.items()])
+def test_an_unknown_clinic_in_a_video_path_is_404(api, db, ctx, route, value):
+    before = snapshot(db, ctx)
+    assert_problem(video_send(api, ctx, route, clinic_id=value), 404, code="not_found")
+    assert snapshot(db, ctx) == before
+
+
+@pytest.mark.parametrize("auth", list(AUTHORIZATIONS))
+@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
+def test_a_bad_bearer_token_on_a_video_route_is_401(api, db, ctx, route, auth):
+    before = snapshot(db, ctx)
+    value = AUTHORIZATIONS[auth]
+    method, path, body = VIDEO_ROUTES[route]
+    r = api.as_(None, method, path.format(clinic_id=ctx.clinic_id, provider="openvidu"),
+                headers={"Authorization": value} if value else {},
+                **({"json": body(ctx)} if body else {}))
+    assert_problem(r, 401, code="unauthenticated")
+    assert snapshot(db, ctx) == before
 
 
 # --- video: webhooks and recording -------------------------------------------------------------

@@ -1542,34 +1542,6 @@ REFUND_AUTOMATICALLY = 11  # REFUND_DESK's, as the system
 CANCEL_PAID = 17  # CANCEL's, the policy, the automatic refund job (+NOTIFY); +1 coverage's claim
 
 
-# --- video: providers ---
-
-def test_video_provider_credentials(env, clinic_factory, member_factory, domain_layer,
-                                    pinned) -> None:
-    """A clinic's own OpenVidu stored (validated before any SQL, then tenancy's upsert)."""
-    from domain.video.commands import credentials
-    from tests.communication.test_email_providers import settings_env
-
-    clinic = clinic_factory()
-    admin = domain_layer.principal(member_factory(clinic["id"], "CLINIC_ADMIN", tag="vcred")["token"])
-    cid = uuid.UUID(clinic["id"])
-    fields = {"url": "https://openvidu.example.org", "api_key": "counted-key",
-              "api_secret": "counted-secret-" + "s" * 20}
-    with settings_env(CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
-        result, n, sent = measure(
-            domain_layer,
-            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields),
-            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields))
-    assert result["api_secret"] == "****" + fields["api_secret"][-4:]
-    pinned("PUT_VIDEO_CREDENTIALS", n, sent)
-    pinned.verify()
-
-
-PUT_VIDEO_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row), as billing's
-COMMANDS["video.commands.credentials:put_provider_credentials"] = ("PUT_VIDEO_CREDENTIALS",)
-NOT_COMMANDS["video.commands.credentials:provider_credentials"] = "read: the masked credentials"
-
-
 # --- video: sessions ----------------------------------------------------------------------------
 # The shared server's settings (Jitsi only: no OpenVidu) hold in process too, so sessions start on
 # Jitsi here and no provider is called; `test_video_session_commands_on_openvidu` points the
@@ -1727,13 +1699,41 @@ ADMIT = 30  # the session and its appointment (locked), queueing's check-in (its
 #   the appointment again, the clinic, the queue, the entry, the queue's events), the move to
 #   in_progress (queueing's handler stamps the entry, 7), the guarded UPDATE, audit, event
 END_SESSION = 22  # the session, its appointment (locked), the guarded UPDATE with the duration,
-#   +2 (video: recording): after COMMIT, its running recordings looked up (none here) to stop
 #   completed (queueing's handler finishes the entry, 5), audit, event; after COMMIT the
-#   room's close (Jitsi: the credentials read, no call)
+#   room's close (Jitsi: the credentials read, no call) and, before it, its running recordings
+#   looked up to stop (+2; none here)
 END_SESSION_AGAIN = 6  # the guarded UPDATE finds it ended: 409
 SWITCH_TO_JITSI = 10  # one guarded UPDATE, audit (3), event (3)
 SWITCH_TO_JITSI_AGAIN = 5  # the guard finds it switched: the session read back
 CANCEL_VIDEO = 15  # CANCEL's 14 and one UPDATE ending the appointment's live session (+ event)
+
+
+# --- video: providers ---
+
+def test_video_provider_credentials(env, clinic_factory, member_factory, domain_layer,
+                                    pinned) -> None:
+    """A clinic's own OpenVidu stored (validated before any SQL, then tenancy's upsert)."""
+    from domain.video.commands import credentials
+    from tests.communication.test_email_providers import settings_env
+
+    clinic = clinic_factory()
+    admin = domain_layer.principal(member_factory(clinic["id"], "CLINIC_ADMIN", tag="vcred")["token"])
+    cid = uuid.UUID(clinic["id"])
+    fields = {"url": "https://openvidu.example.org", "api_key": "counted-key",
+              "api_secret": "counted-secret-" + "s" * 20}
+    with settings_env(CAREWIRE_CREDENTIALS_KEY=env["CAREWIRE_CREDENTIALS_KEY"]):
+        result, n, sent = measure(
+            domain_layer,
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields),
+            lambda: credentials.put_provider_credentials(admin, cid, "openvidu", fields))
+    assert result["api_secret"] == "****" + fields["api_secret"][-4:]
+    pinned("PUT_VIDEO_CREDENTIALS", n, sent)
+    pinned.verify()
+
+
+PUT_VIDEO_CREDENTIALS = 7  # tenancy's put_credentials (the upsert and its audit row), as billing's
+COMMANDS["video.commands.credentials:put_provider_credentials"] = ("PUT_VIDEO_CREDENTIALS",)
+NOT_COMMANDS["video.commands.credentials:provider_credentials"] = "read: the masked credentials"
 
 
 # --- video: webhooks and recording --------------------------------------------------------------
