@@ -1,4 +1,5 @@
-"""Which provider a session uses, and every OpenVidu room call behind the circuit breaker.
+"""Which provider a session uses, and every OpenVidu call behind the circuit breaker (rooms
+opened and closed, a waiting patient promoted on admission).
 
 The rules: OpenVidu first when the deployment says so (`CAREWIRE_VIDEO_PROVIDER=openvidu`, the
 default) or the clinic stored its own OpenVidu, as long as one is configured; else Jitsi. A room
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -88,29 +90,21 @@ async def first_choice(clinic_id: uuid.UUID) -> VideoProviderName:
     raise NotConfigured("no video provider is set up for this clinic or the deployment")
 
 
-async def _guarded(clinic_id: uuid.UUID, call: str, room: str) -> str | None:
-    """Run one OpenVidu room call (`create` or `close`) through the clinic's breaker: None when
-    it went through, else why OpenVidu is unavailable."""
+async def _guarded(clinic_id: uuid.UUID, call: Callable[[OpenVidu], Awaitable[object]]) -> str | None:
+    """Run one OpenVidu call (create or close a room, promote a participant) through the
+    clinic's breaker: None when it went through, else why OpenVidu is unavailable."""
     adapter, own = await providers.openvidu(clinic_id)
     factory, cfg = await breakers.factory(), app_settings()
     breaker = await factory.get_breaker(circuit(clinic_id, own), threshold=cfg.breaker_threshold,
                                         ttl=cfg.breaker_open_seconds, exclude=[ProviderRefused])
     try:
         async with breaker:
-            await _room_call(adapter, call, room)
+            await call(adapter)
     except breakers.OpenedState:
         return "openvidu unavailable: circuit open"
     except ProviderDown as err:
         return f"openvidu unavailable: {err}"
     return None
-
-
-async def _room_call(adapter: OpenVidu, call: str, room: str) -> None:
-    if call == "create":
-        await adapter.create_room(room, empty_timeout_seconds=EMPTY_TIMEOUT_SECONDS,
-                                  max_participants=MAX_PARTICIPANTS)
-    else:
-        await adapter.close_room(room)
 
 
 async def open_room(clinic_id: uuid.UUID, room: str) -> str | None:
@@ -119,7 +113,8 @@ async def open_room(clinic_id: uuid.UUID, room: str) -> str | None:
     "...: circuit open") when OpenVidu is down: the caller moves the session to Jitsi.
     ProviderRefused propagates (our bug, not an outage); NotConfigured when the clinic has no
     OpenVidu (ask `first_choice` first)."""
-    reason = await _guarded(clinic_id, "create", room)
+    reason = await _guarded(clinic_id, lambda adapter: adapter.create_room(
+        room, empty_timeout_seconds=EMPTY_TIMEOUT_SECONDS, max_participants=MAX_PARTICIPANTS))
     if reason is not None:
         log.warning("video room %s not opened at OpenVidu: %s", room, reason)
     return reason
@@ -129,13 +124,35 @@ async def close_room(clinic_id: uuid.UUID, provider: VideoProviderName, room: st
     """Best effort after an end (logged, never raised)."""
     try:
         if provider == "openvidu":
-            reason = await _guarded(clinic_id, "close", room)
+            reason = await _guarded(clinic_id, lambda adapter: adapter.close_room(room))
             if reason is not None:
                 log.warning("video room %s not closed at OpenVidu: %s", room, reason)
         else:
             await (await providers.provider(clinic_id, provider)).close_room(room)
     except Exception:
         log.exception("video room %s not closed at %s", room, provider)
+
+
+async def admit_participant(clinic_id: uuid.UUID, room: str, identity: str) -> None:
+    """After an admission's COMMIT, best effort (logged, never raised): the patient, if already
+    connected to the OpenVidu room with waiting grants, may now publish, subscribe and send
+    data. Not connected is fine (their next token carries the full grants); an outage only
+    leaves them waiting at OpenVidu until the app, told `video.admitted`, asks a new token."""
+    promoted: list[bool] = []
+
+    async def promote(adapter: OpenVidu) -> None:
+        promoted.append(await adapter.admit_participant(room, identity))
+
+    try:
+        reason = await _guarded(clinic_id, promote)
+    except Exception:
+        log.exception("patient %s not promoted in video room %s", identity, room)
+        return
+    if reason is not None:
+        log.warning("patient %s not promoted in video room %s: %s", identity, room, reason)
+    elif promoted == [False]:
+        log.info("patient %s not connected to video room %s: their next token admits them",
+                 identity, room)
 
 
 async def _unchecked(clinic_id: uuid.UUID,

@@ -108,6 +108,8 @@ def _effective(video: dict[str, Any]) -> tuple[bool, bool, bool, bool]:
 
 GRANTS = {"doctor": (True, True, True, True), "patient": (True, True, False, False),
           "nurse": (False, True, False, False)}
+#: On OpenVidu a patient not admitted yet is in the waiting room: in the call, no media at all.
+WAITING = (False, False, False, False)
 
 
 def test_openvidu_tokens_carry_each_role_s_grants_until_the_window_ends(
@@ -116,7 +118,8 @@ def test_openvidu_tokens_carry_each_role_s_grants_until_the_window_ends(
     s = world.session(a["id"])
     assert s["provider"] == "openvidu" and s["room_ready_at"]
     window_end = datetime.fromisoformat(a["end"]) + timedelta(minutes=CLOSES)
-    for who, grants in GRANTS.items():
+    for who, role_grants in GRANTS.items():
+        grants = WAITING if who == "patient" else role_grants  # nobody admitted them yet
         r = world.join(s["id"], who)
         assert r.status_code == 200, r.text
         join = r.json()
@@ -131,6 +134,7 @@ def test_openvidu_tokens_carry_each_role_s_grants_until_the_window_ends(
         participant = openvidu.join(join["token"])  # the server's own check
         assert participant["identity"] == world.user_id(who)
         assert _effective(participant["grants"]) == grants
+        assert participant["grants"].get("canPublishData", True) == grants[0]
     assert set(openvidu.participants[s["room"]]) == {world.user_id(w) for w in GRANTS}
 
 

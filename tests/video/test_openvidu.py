@@ -17,7 +17,7 @@ from livekit import api as lk
 
 from domain.video.models import RecordingStatus, Role
 from domain.video.providers import verify_openvidu_webhook
-from domain.video.providers.base import GRANTS, Participant, ProviderDown, ProviderRefused
+from domain.video.providers.base import GRANTS, WAITING, Participant, ProviderDown, ProviderRefused
 from domain.video.providers.openvidu import OpenVidu
 from tests import servers
 from tests.billing.adapter_calls import run
@@ -83,6 +83,25 @@ def test_each_role_joins_with_exactly_its_grants(fake: LiveKitFake, ov: OpenVidu
                                               int((start + timedelta(minutes=40)).timestamp()))
 
 
+def test_a_waiting_patient_is_promoted_in_place(fake: LiveKitFake, ov: OpenVidu) -> None:
+    """WAITING: in the room, no media; admit_participant gives publish, subscribe and data
+    (UpdateParticipant, authorised with roomAdmin on that room); nobody there is False."""
+    room = "waiting-room"
+    start = datetime.now(UTC)
+    t = ov.ticket(room, WHO[Role.PATIENT], WAITING, not_before=start,
+                  expires_at=start + timedelta(minutes=30))
+    joined = fake.join(t.token)
+    assert joined["grants"] == {**EXPECTED[Role.PATIENT], "room": room, "canPublish": False,
+                                "canSubscribe": False, "canPublishData": False}
+    assert run(ov.admit_participant(room, "pat-1")) is True
+    assert fake.participants[room]["pat-1"]["grants"] == {**EXPECTED[Role.PATIENT], "room": room}
+    call = fake.calls[-1]
+    assert (call["method"], call["request"]["identity"]) == ("UpdateParticipant", "pat-1")
+    assert (call["claims"]["video"]["roomAdmin"], call["claims"]["video"]["room"]) == (True, room)
+    assert run(ov.admit_participant(room, "nobody")) is False
+    assert run(ov.admit_participant("no-such-room", "pat-1")) is False
+
+
 def test_the_server_refuses_expired_early_and_forged_tokens(fake: LiveKitFake, ov: OpenVidu) -> None:
     past = datetime.now(UTC) - timedelta(hours=2)
     future = datetime.now(UTC) + timedelta(hours=2)
@@ -133,6 +152,25 @@ def test_the_fake_speaks_twirp_json_and_checks_grants(fake: LiveKitFake) -> None
     assert (r.status_code, r.json()["code"]) == (403, "permission_denied")
     r = httpx.post(url, json={"nom": "x"}, headers={"Authorization": f"Bearer {token(room_create=True)}"})
     assert (r.status_code, r.json()["code"]) == (400, "malformed")
+    update = f"{fake.url}/twirp/livekit.RoomService/UpdateParticipant"
+    admin = {"Authorization": f"Bearer {token(room_admin=True, room='json-room')}"}
+    body = {"room": "json-room", "identity": "json-pat",
+            "permission": {"can_publish": True, "can_subscribe": True, "can_publish_data": True}}
+    r = httpx.post(update, json=body, headers=admin)
+    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    r = httpx.post(update, json=body,
+                   headers={"Authorization": f"Bearer {token(room_admin=True, room='other')}"})
+    assert (r.status_code, r.json()["code"]) == (403, "permission_denied")
+    r = httpx.post(update, json=body, headers={"Authorization": f"Bearer {token(room_create=True)}"})
+    assert (r.status_code, r.json()["code"]) == (403, "permission_denied")
+    fake.join(lk.AccessToken(fake.api_key, fake.api_secret).with_identity("json-pat").with_grants(
+        lk.VideoGrants(room_join=True, room="json-room", can_publish=False, can_subscribe=False,
+                       can_publish_data=False)).to_jwt())
+    r = httpx.post(update, json=body, headers=admin)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json()["identity"] == "json-pat"
+    assert r.json()["permission"] == {"can_publish": True, "can_subscribe": True, "can_publish_data": True}
+    assert fake.participants["json-room"]["json-pat"]["grants"]["canSubscribe"] is True
     assert httpx.get(fake.url + "/").status_code == 200
 
 

@@ -8,7 +8,8 @@ stamps the entry's started_at and finished_at) feeds the queue's ETA (`pace_of`)
 
 Lock order: the appointment row, then (through the lifecycle's handlers) its queue, then the
 session row, as scheduling's transition and queueing's commands take them. Ending the room at
-the provider happens after COMMIT, best effort (an OpenVidu room also closes itself when empty);
+the provider happens after COMMIT, best effort (an OpenVidu room also closes itself when empty),
+as does promoting an admitted patient already in the OpenVidu room;
 a call ended by a cancellation is closed by the provider's empty timeout (a transition's
 handler has no after-commit step)."""
 
@@ -51,7 +52,10 @@ _ENDS_CALL = frozenset({Status.CANCELLED, Status.NO_SHOW, Status.EXPIRED})
 
 async def admit(principal: Principal, session_id: uuid.UUID) -> Session:
     """The doctor (or a `video:manage` holder) lets the waiting patient in: the appointment
-    moves to `in_progress` (checked in first when it was not); the session goes live."""
+    moves to `in_progress` (checked in first when it was not); the session goes live. After
+    COMMIT, an OpenVidu session's patient already in the room with waiting grants is promoted
+    to publish and subscribe (best effort: an outage is logged, the admission stands and the
+    patient app, told `video.admitted`, asks a token with the full grants)."""
     async with db.transaction():
         _, session, appointment = await session_and_appointment(principal, session_id,
                                                                 "video:manage", lock=True)
@@ -71,6 +75,8 @@ async def admit(principal: Principal, session_id: uuid.UUID) -> Session:
                      resource_id=session_id, clinic_id=live.clinic_id,
                      detail={"appointment_id": str(live.appointment_id)})
         await tell(principal, events.PatientAdmitted, live)
+    if live.provider == "openvidu":  # after COMMIT, no transaction open; best effort
+        await failover.admit_participant(live.clinic_id, live.room, str(appointment.patient_id))
     return live
 
 

@@ -7,7 +7,13 @@ or an ended session; a patient whose visit awaits its prepayment (`pending_payme
 everyone only inside the clinic's join window, and the token expires at the window's end.
 
 A patient joining before the doctor admitted them waits (the virtual waiting room): the session
-becomes `waiting` and the doctor and reception hear `video.patient_waiting`. The token is
+becomes `waiting` and the doctor and reception hear `video.patient_waiting`. On OpenVidu the
+provider enforces it: until the session is `live` the patient's token carries
+`providers.base.WAITING` (in the room, no publish, subscribe or data), so the doctor sees them
+there but neither sees nor hears the other; admission promotes a connected patient
+(`consultation.admit`) and later tokens carry the full patient grants. On Jitsi the waiting room
+is the app's: a Jitsi JWT has no per-participant publish grant on a stock deployment, so the
+patient's token is the full one and the app opens the link only on `video.admitted`. The token is
 signed locally; only an OpenVidu room is checked (and made again if it went) first, and a room
 OpenVidu cannot give moves the session to Jitsi (both sides then get Jitsi links)."""
 
@@ -28,7 +34,7 @@ from domain.video import events
 from domain.video.commands.sessions import CLOSED, ready_room, tell
 from domain.video.models import Join, Role, Session, SessionStatus
 from domain.video.providers import provider
-from domain.video.providers.base import GRANTS, NotConfigured, Participant
+from domain.video.providers.base import GRANTS, WAITING, Grants, NotConfigured, Participant
 from domain.video.queries import load_session, session_and_appointment, session_from_row
 
 #: The patient's first join before admission: the waiting room (once).
@@ -50,6 +56,14 @@ def role_in_call(principal: Principal, appointment: Appointment) -> Role:
     if principal.user_id == appointment.patient_id:
         return Role.PATIENT
     return Role.OBSERVER
+
+
+def grants_for(session: Session, role: Role) -> Grants:
+    """The role's grants; a patient not admitted yet (the session is not `live`) gets the
+    waiting room's on OpenVidu. Jitsi tokens carry no publish grant: the role's grants."""
+    if role is Role.PATIENT and session.provider == "openvidu" and session.status is not SessionStatus.LIVE:
+        return WAITING
+    return GRANTS[role]
 
 
 def check_may_join(session: Session, appointment: Appointment, role: Role,
@@ -97,17 +111,18 @@ async def session_token(principal: Principal, session_id: uuid.UUID) -> Join:
 
 async def _issue(principal: Principal, session: Session, role: Role, name: str,
                  window: tuple[datetime, datetime]) -> Join:
-    """Inside the join's transaction: the signed ticket (no network call), the waiting room for
-    a patient not yet admitted, the audit row (never the token)."""
+    """Inside the join's transaction: the waiting room for a patient not yet admitted, the
+    signed ticket (no network call) with the grants of the session as it is then, the audit
+    row (never the token)."""
     try:
         video = await provider(session.clinic_id, session.provider)
     except NotConfigured as exc:
         raise Unavailable(f"{session.provider} is not set up for this clinic") from exc
-    ticket = video.ticket(session.room, Participant(identity=str(principal.user_id), name=name,
-                                                    role=role),
-                          GRANTS[role], not_before=window[0], expires_at=window[1])
     if role is Role.PATIENT and session.status is SessionStatus.OPEN:
         session = await _wait(principal, session)
+    ticket = video.ticket(session.room, Participant(identity=str(principal.user_id), name=name,
+                                                    role=role),
+                          grants_for(session, role), not_before=window[0], expires_at=window[1])
     await record(principal, action="video:join", resource_type="video_session",
                  resource_id=session.id, clinic_id=session.clinic_id,
                  detail={"role": role.value, "provider": session.provider,

@@ -49,6 +49,12 @@ GRANTS: dict[Role, Grants] = {
     Role.OBSERVER: Grants(publish=False, subscribe=True, moderate=False, record=False),
 }
 
+#: A patient in the virtual waiting room (a token asked before the doctor admitted them): in the
+#: room, so the doctor sees them there as a participant, but nobody sees or hears anybody (no
+#: publish, subscribe or data). Admission promotes them to `GRANTS[Role.PATIENT]` (OpenVidu:
+#: UpdateParticipant; their next token carries the full grants too).
+WAITING = Grants(publish=False, subscribe=False, moderate=False, record=False)
+
 
 @dataclass(frozen=True)
 class Participant:

@@ -92,6 +92,21 @@ class OpenVidu:
             if err.code != "not_found":
                 raise
 
+    async def admit_participant(self, room: str, identity: str) -> bool:
+        """Promote a participant connected with waiting grants to publish, subscribe and send
+        data (RoomService UpdateParticipant): True when done, False when nobody of that
+        identity is in the room (Twirp not_found: their next token carries the full grants)."""
+        update = api.UpdateParticipantRequest(
+            room=room, identity=identity, permission=api.ParticipantPermission(
+                can_publish=True, can_subscribe=True, can_publish_data=True))
+        try:
+            await self._call(lambda lk: lk.room.update_participant(update))
+        except ProviderRefused as err:
+            if err.code != "not_found":
+                raise
+            return False
+        return True
+
     async def healthy(self) -> bool:
         """`GET {url}/` answers 200 within the provider timeout."""
         try:

@@ -2,9 +2,9 @@
 `livekit-api` SDK runs end to end against it (PROVIDERS.md, Video).
 
 Twirp: `POST /twirp/livekit.RoomService/{CreateRoom,ListRooms,DeleteRoom,ListParticipants,
-RemoveParticipant}` and `/twirp/livekit.Egress/{StartRoomCompositeEgress,StopEgress,ListEgress}`,
-bodies in JSON (snake_case field names) or protobuf, answered in the request's content type;
-errors as Twirp JSON `{code, msg}` (not_found 404, invalid_argument/malformed 400,
+RemoveParticipant,UpdateParticipant}` and `/twirp/livekit.Egress/{StartRoomCompositeEgress,
+StopEgress,ListEgress}`, bodies in JSON (snake_case field names) or protobuf, answered in the
+request's content type; errors as Twirp JSON `{code, msg}` (not_found 404, invalid_argument/malformed 400,
 unauthenticated 401, permission_denied 403, already_exists 409). Every call's
 `Authorization: Bearer <JWT>` is checked as the server checks it: HS256 with the API secret,
 `iss` = API key, `nbf`/`exp` (a minute's leeway), and the grant the call needs. CreateRoom of an
@@ -12,6 +12,8 @@ existing name answers the existing room (LiveKit does); `rooms_created` counts r
 
 Participants: `join(token)` is what the server does when a client connects with a token (verify,
 auto-create the room as LiveKit's default `room.auto_create` does, record the grants); `leave`.
+UpdateParticipant with a `permission` replaces the participant's publish/subscribe/data rights
+(the recorded `grants`' canPublish, canSubscribe, canPublishData), as the server does.
 
 Egress: StartRoomCompositeEgress answers EGRESS_STARTING (`activate` moves one to ACTIVE);
 StopEgress answers EGRESS_ENDING and then, in the background, uploads a small mp4 to the S3
@@ -64,6 +66,7 @@ ROUTES: dict[tuple[str, str], tuple[type[Message], str]] = {
     ("RoomService", "DeleteRoom"): (proto_room.DeleteRoomRequest, "roomCreate"),
     ("RoomService", "ListParticipants"): (proto_room.ListParticipantsRequest, "roomAdmin"),
     ("RoomService", "RemoveParticipant"): (proto_room.RoomParticipantIdentity, "roomAdmin"),
+    ("RoomService", "UpdateParticipant"): (proto_room.UpdateParticipantRequest, "roomAdmin"),
     ("Egress", "StartRoomCompositeEgress"): (proto_egress.RoomCompositeEgressRequest, "roomRecord"),
     ("Egress", "StopEgress"): (proto_egress.StopEgressRequest, "roomRecord"),
     ("Egress", "ListEgress"): (proto_egress.ListEgressRequest, "roomRecord"),
@@ -322,6 +325,20 @@ class LiveKitFake(FakeServer):
         self._notify("participant_left", room=req.room, identity=req.identity)
         del self.participants[req.room][req.identity]
         return proto_room.RemoveParticipantResponse()
+
+    def _UpdateParticipant(self, req: proto_room.UpdateParticipantRequest) -> Message:
+        p = self.participants.get(req.room, {}).get(req.identity)
+        if p is None:
+            raise _Twirp("not_found", "participant not found")
+        if req.name:
+            p["name"] = req.name
+        if req.metadata:
+            p["metadata"] = req.metadata
+        if req.HasField("permission"):
+            p["grants"] = {**p["grants"], "canPublish": req.permission.can_publish,
+                           "canSubscribe": req.permission.can_subscribe,
+                           "canPublishData": req.permission.can_publish_data}
+        return self._participant_message(p)
 
     # --- Egress ----------------------------------------------------------------------------------
 
