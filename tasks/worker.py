@@ -52,9 +52,13 @@ async def run_worker(concurrency: int = 10, delivery_concurrency: int = 50) -> N
     # taskiq-redis's read loop only returns when a message arrives, so the receiver may not see
     # the stop on an idle queue: give running jobs a grace period, then cancel. A job cut short
     # stays unacknowledged and another worker reclaims it (its effect still happens once).
-    for task in tasks:
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=3)
+    # (one grace period for both, not one each: a stop is bounded however many there are)
+    _, pending = await asyncio.wait(tasks, timeout=3)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     log.info("stopping: reminders")
     await reminder_loop.stop()
     log.info("stopping: notifications")

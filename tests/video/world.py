@@ -35,8 +35,8 @@ class Clinic:
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         # separate runs of time per doctor: near (inside the window), far (before it opens),
         # and the days ahead that `past=True` bookings are moved back from
-        self._near = {d: itertools.count() for d in ("doctor", "doctor2")}
-        self._far = {d: itertools.count() for d in ("doctor", "doctor2")}
+        self._near = {d: now for d in ("doctor", "doctor2")}
+        self._far = {d: now for d in ("doctor", "doctor2")}
         self._past = {d: itertools.count() for d in ("doctor", "doctor2")}
         self._now = now
 
@@ -54,10 +54,17 @@ class Clinic:
     def start_for(self, doctor: str, when: str) -> datetime:
         """A free start for the doctor: `now` (inside the join window), `early` (the window
         has not opened) or `past` (a start to be moved back two days: the window has closed)."""
+        # `now` and `early` count from the clock at the booking (a session's world lives long
+        # on a busy machine), each after the doctor's previous one, so none overlap
+        current = datetime.now(UTC).replace(second=0, microsecond=0)
         if when == "now":
-            return self._now + timedelta(minutes=2 + MINUTES * next(self._near[doctor]))
+            start = max(self._near[doctor], current + timedelta(minutes=2))
+            self._near[doctor] = start + timedelta(minutes=MINUTES)
+            return start
         if when == "early":
-            return self._now + timedelta(minutes=OPENS + 60 + MINUTES * next(self._far[doctor]))
+            start = max(self._far[doctor], current + timedelta(minutes=OPENS + 60))
+            self._far[doctor] = start + timedelta(minutes=MINUTES)
+            return start
         assert when == "past"
         return self._now + timedelta(days=2, minutes=-OPENS + MINUTES * next(self._past[doctor]))
 

@@ -52,7 +52,24 @@ def s3(moto: Moto) -> Any:
 
 @contextmanager
 def moto_with_bucket(bucket: str) -> Iterator[Moto]:
-    """A moto server holding one empty S3 bucket (invoice PDFs, recordings)."""
+    """A moto server holding one empty S3 bucket (invoice PDFs, recordings). moto keeps its
+    state per process, not per server: the bucket is emptied and removed afterwards, so the next
+    module of this process (pytest-xdist runs several files in one) starts from nothing."""
     with moto_server() as m:
-        s3(m).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield m
+        client = s3(m)
+        _remove(client, bucket)  # left by a module that did not finish
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        try:
+            yield m
+        finally:
+            _remove(client, bucket)
+
+
+def _remove(client: Any, bucket: str) -> None:
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
+    except client.exceptions.NoSuchBucket:
+        pass
