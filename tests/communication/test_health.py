@@ -85,7 +85,11 @@ def test_every_provider_in_use_with_its_breaker_and_last_five_minutes(capi, db, 
 
     async def trip() -> None:
         factory = await breakers.factory()
-        breaker = await factory.get_breaker(breakers.circuit(uuid.UUID(clinic["id"]), "zeptomail"))
+        # the threshold named: the process's factory may have been made under other settings
+        # (another module of this process configured its own)
+        breaker = await factory.get_breaker(breakers.circuit(uuid.UUID(clinic["id"]), "zeptomail"),
+                                            threshold=threshold,
+                                            ttl=settings.get().breaker_open_seconds)
         for _ in range(threshold):
             try:
                 async with breaker:

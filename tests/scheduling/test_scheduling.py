@@ -349,7 +349,8 @@ def test_unpaid_bookings_expire_exactly_once_with_two_workers(env, api, db, sa_t
     key = f"expire-{uuid.uuid4().hex[:8]}"
     with workers(env, 2):
         db.fetch("INSERT INTO scheduled_jobs (id, task, job_key, schedule_key, run_at) VALUES "
-                 "(gen_random_uuid(), 'appointments.expire_unpaid', $1, $1 || '#1', now())", key)
+                 "(gen_random_uuid(), 'appointments.expire_unpaid', $1, $1 || '#1', "
+                 "now() - interval '1 year')", key)  # before what other tests left due
         eventually(lambda: db.fetch("SELECT 1 FROM job_runs WHERE job_key = $1", key) or db.fetch(
             "SELECT 1 FROM appointments WHERE id = $1 AND status = 'expired'", appointment_id))
     moves = db.fetch("SELECT from_status, to_status FROM appointment_transitions "
